@@ -1,0 +1,294 @@
+//! In-memory table buffers: acknowledged rows between the WAL and Parquet.
+//!
+//! Every batch is kept with the LSN of the WAL entry it came from. A table's buffer is
+//! *active* (taking new rows) until a flush *freezes* it; frozen buffers stay visible to queries
+//! until their `flush` record is committed, and are flushed strictly in LSN order, one flush per
+//! table at a time: the catalog's per-table watermark (highest flushed LSN) is only correct if
+//! no older rows of that table are still waiting. Queries take the catalog snapshot and the
+//! fresh rows under one lock and drop rows at or below the snapshot's watermark, so a flush that
+//! commits concurrently is seen either as files or as fresh rows, never both, never neither.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arc_storage::TableId;
+use arrow::record_batch::RecordBatch;
+
+use crate::ingest::TableWrite;
+
+/// Rows of one table that a flush took out of the active buffer.
+#[derive(Debug, Clone)]
+pub struct FrozenBatches {
+    /// Identifies this frozen buffer for [`Buffers::complete`].
+    pub id: u64,
+    /// The batches, in LSN order.
+    pub batches: Vec<RecordBatch>,
+    /// LSN of the first batch.
+    pub lsn_first: u64,
+    /// LSN of the last batch.
+    pub lsn_last: u64,
+    /// Total rows.
+    pub rows: u64,
+}
+
+#[derive(Default)]
+struct Segment {
+    batches: Vec<(u64, RecordBatch)>,
+    rows: u64,
+}
+
+impl Segment {
+    fn lsn_first(&self) -> Option<u64> {
+        self.batches.first().map(|(lsn, _)| *lsn)
+    }
+}
+
+#[derive(Default)]
+struct TableBuffer {
+    active: Segment,
+    /// When the oldest row of `active` arrived.
+    active_since: Option<Instant>,
+    /// Frozen segments in LSN order, with their ids.
+    frozen: Vec<(u64, Segment)>,
+    /// A flush task owns this table's frozen segments.
+    flushing: bool,
+}
+
+#[derive(Default)]
+struct State {
+    tables: HashMap<TableId, TableBuffer>,
+    next_id: u64,
+    total_rows: u64,
+}
+
+/// The buffers of every table; shared by the WAL writer (which appends), the flusher and
+/// queries.
+#[derive(Default)]
+pub struct Buffers {
+    state: Mutex<State>,
+}
+
+impl Buffers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // loses rows (every mutation is a push or a move), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Appends the writes of one WAL entry; returns the tables whose active buffer now holds
+    /// at least `max_rows` rows.
+    pub fn apply(&self, lsn: u64, writes: Vec<TableWrite>, max_rows: u64) -> Vec<TableId> {
+        let mut state = self.lock();
+        let mut full = Vec::new();
+        let now = Instant::now();
+        for write in writes {
+            let rows = write.batch.num_rows() as u64;
+            if rows == 0 {
+                continue;
+            }
+            state.total_rows += rows;
+            let buffer = state.tables.entry(write.table.clone()).or_default();
+            buffer.active.batches.push((lsn, write.batch));
+            buffer.active.rows += rows;
+            buffer.active_since.get_or_insert(now);
+            if buffer.active.rows >= max_rows {
+                full.push(write.table);
+            }
+        }
+        full
+    }
+
+    /// Lists the tables that need a flush: active buffer at `max_rows` or older than
+    /// `max_age`, or frozen segments left over from a failed flush. Tables already being
+    /// flushed are skipped.
+    pub fn due(&self, max_rows: u64, max_age: Duration) -> Vec<TableId> {
+        let state = self.lock();
+        let now = Instant::now();
+        state
+            .tables
+            .iter()
+            .filter(|(_, buffer)| !buffer.flushing)
+            .filter(|(_, buffer)| {
+                !buffer.frozen.is_empty()
+                    || buffer.active.rows >= max_rows
+                    || buffer
+                        .active_since
+                        .is_some_and(|since| now.duration_since(since) >= max_age)
+            })
+            .map(|(table, _)| table.clone())
+            .collect()
+    }
+
+    /// Lists every table with buffered rows.
+    pub fn tables_with_rows(&self) -> Vec<TableId> {
+        let state = self.lock();
+        state
+            .tables
+            .iter()
+            .filter(|(_, buffer)| buffer.active.rows > 0 || !buffer.frozen.is_empty())
+            .map(|(table, _)| table.clone())
+            .collect()
+    }
+
+    /// Claims the right to flush `table`. Returns false if another flush holds it.
+    pub fn begin_flush(&self, table: &TableId) -> bool {
+        let mut state = self.lock();
+        match state.tables.get_mut(table) {
+            Some(buffer) if !buffer.flushing => {
+                buffer.flushing = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Releases the claim taken by [`Buffers::begin_flush`].
+    pub fn end_flush(&self, table: &TableId) {
+        let mut state = self.lock();
+        if let Some(buffer) = state.tables.get_mut(table) {
+            buffer.flushing = false;
+            if buffer.frozen.is_empty() && buffer.active.rows == 0 {
+                state.tables.remove(table);
+            }
+        }
+    }
+
+    /// Returns the oldest frozen segment of `table`, freezing the active buffer first if
+    /// nothing is frozen. `None` when the table has nothing buffered.
+    pub fn next_frozen(&self, table: &TableId) -> Option<FrozenBatches> {
+        let mut state = self.lock();
+        let next_id = state.next_id;
+        let buffer = state.tables.get_mut(table)?;
+        let mut used_id = false;
+        if buffer.frozen.is_empty() && buffer.active.rows > 0 {
+            let segment = std::mem::take(&mut buffer.active);
+            buffer.active_since = None;
+            buffer.frozen.push((next_id, segment));
+            used_id = true;
+        }
+        let result = buffer.frozen.first().map(|(id, segment)| FrozenBatches {
+            id: *id,
+            batches: segment.batches.iter().map(|(_, batch)| batch.clone()).collect(),
+            lsn_first: segment.lsn_first().unwrap_or(0),
+            lsn_last: segment.batches.last().map(|(lsn, _)| *lsn).unwrap_or(0),
+            rows: segment.rows,
+        });
+        if used_id {
+            state.next_id += 1;
+        }
+        result
+    }
+
+    /// Drops a frozen segment whose `flush` record is committed.
+    pub fn complete(&self, table: &TableId, id: u64) {
+        let mut state = self.lock();
+        let mut removed_rows = 0;
+        if let Some(buffer) = state.tables.get_mut(table) {
+            if let Some(position) = buffer.frozen.iter().position(|(frozen_id, _)| *frozen_id == id)
+            {
+                removed_rows = buffer.frozen.remove(position).1.rows;
+            }
+            if buffer.frozen.is_empty() && buffer.active.rows == 0 && !buffer.flushing {
+                state.tables.remove(table);
+            }
+        }
+        state.total_rows -= removed_rows;
+    }
+
+    /// Returns the rows of `table` with an LSN above `flushed_lsn`, oldest first. Call it with
+    /// the catalog snapshot taken inside [`Buffers::with_lock`] for a consistent view.
+    fn fresh_locked(state: &State, table: &TableId, flushed_lsn: u64) -> Vec<RecordBatch> {
+        let Some(buffer) = state.tables.get(table) else {
+            return Vec::new();
+        };
+        buffer
+            .frozen
+            .iter()
+            .map(|(_, segment)| segment)
+            .chain(std::iter::once(&buffer.active))
+            .flat_map(|segment| segment.batches.iter())
+            .filter(|(lsn, _)| *lsn > flushed_lsn)
+            .map(|(_, batch)| batch.clone())
+            .collect()
+    }
+
+    /// Runs `read` with the buffers locked, handing it a function that returns the fresh rows
+    /// of a table above a watermark. Taking the catalog snapshot inside `read` makes the pair
+    /// consistent with concurrent flushes.
+    pub fn with_lock<T>(
+        &self,
+        read: impl FnOnce(&dyn Fn(&TableId, u64) -> Vec<RecordBatch>) -> T,
+    ) -> T {
+        let state = self.lock();
+        let fresh = |table: &TableId, flushed_lsn: u64| Self::fresh_locked(&state, table, flushed_lsn);
+        read(&fresh)
+    }
+
+    /// Returns the lowest LSN still buffered anywhere: WAL segments entirely below it can go.
+    pub fn low_watermark(&self) -> Option<u64> {
+        let state = self.lock();
+        state
+            .tables
+            .values()
+            .flat_map(|buffer| {
+                buffer
+                    .frozen
+                    .iter()
+                    .map(|(_, segment)| segment)
+                    .chain(std::iter::once(&buffer.active))
+                    .filter_map(Segment::lsn_first)
+            })
+            .min()
+    }
+
+    /// Total rows buffered (active and frozen).
+    pub fn total_rows(&self) -> u64 {
+        self.lock().total_rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{Precision, decode_line_protocol};
+
+    fn writes(lines: &str) -> Vec<TableWrite> {
+        decode_line_protocol(lines.as_bytes(), "db", Precision::Ns, 0).unwrap()
+    }
+
+    #[test]
+    fn test_should_freeze_flush_in_lsn_order_and_hide_flushed_rows() {
+        let buffers = Buffers::default();
+        let cpu = TableId::new("db", "cpu");
+        buffers.apply(1, writes("cpu v=1 1\ncpu v=2 2"), 100);
+        buffers.apply(2, writes("cpu v=3 3"), 100);
+        assert_eq!(buffers.low_watermark(), Some(1));
+        assert!(buffers.begin_flush(&cpu));
+        assert!(!buffers.begin_flush(&cpu), "one flush per table");
+        let frozen = buffers.next_frozen(&cpu).unwrap();
+        assert_eq!((frozen.lsn_first, frozen.lsn_last, frozen.rows), (1, 2, 3));
+        buffers.apply(3, writes("cpu v=4 4"), 100);
+        // Before the commit, everything is fresh; after, only LSN 3.
+        let rows = |watermark| {
+            buffers.with_lock(|fresh| fresh(&cpu, watermark).iter().map(|b| b.num_rows()).sum::<usize>())
+        };
+        assert_eq!(rows(0), 4);
+        assert_eq!(rows(2), 1);
+        buffers.complete(&cpu, frozen.id);
+        buffers.end_flush(&cpu);
+        assert_eq!(buffers.low_watermark(), Some(3));
+        assert_eq!(buffers.total_rows(), 1);
+    }
+
+    #[test]
+    fn test_should_report_full_and_aged_tables() {
+        let buffers = Buffers::default();
+        let full = buffers.apply(1, writes("cpu v=1 1\ncpu v=2 2\nmem v=1 1"), 2);
+        assert_eq!(full, vec![TableId::new("db", "cpu")]);
+        let mut due = buffers.due(100, Duration::ZERO);
+        due.sort();
+        assert_eq!(due.len(), 2);
+        assert!(buffers.due(100, Duration::from_secs(3600)).is_empty());
+    }
+}

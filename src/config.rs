@@ -1,0 +1,860 @@
+//! Node configuration: a TOML file plus `ARC_<SECTION>_<KEY>` environment variables.
+//!
+//! Precedence: built-in defaults < the TOML file < the environment. The section is the first
+//! `_`-separated word after `ARC_`; the key keeps its own underscores (`ARC_CLUSTER_NODE_ID` is
+//! `cluster.node_id`, `ARC_STORAGE_S3_BUCKET` is `storage.s3_bucket`). Lists are
+//! comma-separated. The whole configuration is read and validated once, at start; every error
+//! names the key and the bad value, and the process exits non-zero.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use arc_storage::StorageSettings;
+use arc_wal::SyncMode;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The sections an `ARC_` variable may name.
+const SECTIONS: &[&str] = &[
+    "server",
+    "storage",
+    "auth",
+    "ingest",
+    "wal",
+    "query",
+    "compaction",
+    "cluster",
+    "log",
+];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["cluster.seeds"];
+
+/// Keys whose values `config show` never prints.
+const SECRET_KEYS: &[&str] = &[
+    "storage.s3_access_key",
+    "storage.s3_secret_key",
+    "storage.azure_access_key",
+    "auth.bootstrap_token",
+    "cluster.shared_secret",
+];
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a value could not be read or has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A key has a value that parses but is not acceptable.
+    #[error("invalid configuration: {key} = {value:?}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `server.port`.
+        key: String,
+        /// The offending value as given.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The complete node configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API.
+    pub server: ServerSettings,
+    /// Object storage (the durable data and the catalog log).
+    pub storage: StorageSettings,
+    /// API tokens.
+    pub auth: AuthSettings,
+    /// Ingest buffering.
+    pub ingest: IngestSettings,
+    /// Write-ahead log.
+    pub wal: WalConfig,
+    /// Query engine.
+    pub query: QueryConfig,
+    /// Compaction (hourly and daily merges).
+    pub compaction: CompactionSettings,
+    /// Clustering.
+    pub cluster: ClusterSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[server]`: the HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on. Default `0.0.0.0`.
+    pub host: String,
+    /// Port to listen on. Default 8000; 0 picks a free port (logged, and written to
+    /// `server.port_file` if set).
+    pub port: u16,
+    /// Largest request body accepted, checked before and after decompression (413 beyond).
+    /// Default 1GB. Accepts bytes or `512MB`, `1GiB`, ...
+    pub max_payload_size: ByteSize,
+    /// PEM certificate for HTTPS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key_file: Option<PathBuf>,
+    /// How long a graceful stop may take to drain requests and flush buffers. Default 30s.
+    pub shutdown_timeout: HumanDuration,
+    /// If set, the bound API address (`host:port`) is written here once listening: lets tests
+    /// and scripts use port 0.
+    pub port_file: Option<PathBuf>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            max_payload_size: ByteSize(1024 * 1024 * 1024),
+            tls_cert_file: None,
+            tls_key_file: None,
+            shutdown_timeout: HumanDuration(Duration::from_secs(30)),
+            port_file: None,
+        }
+    }
+}
+
+/// `[auth]`: API tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Whether every non-public route needs a token. Default true.
+    pub enabled: bool,
+    /// Preset admin token for the first start (at least 32 characters).
+    pub bootstrap_token: Option<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bootstrap_token: None,
+        }
+    }
+}
+
+/// `[ingest]`: in-memory buffers between the WAL and Parquet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// A table's buffer is flushed to Parquet once it holds this many rows. Default 50000.
+    /// Larger means fewer, bigger files and more memory.
+    pub max_buffer_size: u64,
+    /// A table's buffer is flushed once its oldest row is this old (milliseconds). Default
+    /// 5000. Smaller means fresher files and more, smaller objects.
+    pub max_buffer_age_ms: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            max_buffer_size: 50_000,
+            max_buffer_age_ms: 5_000,
+        }
+    }
+}
+
+/// `[wal]`: the write-ahead log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// Directory of the WAL segments. Default `./data/wal`.
+    pub directory: PathBuf,
+    /// `fsync`, `fdatasync` (default) or `async`. `async` acknowledges before the data is on
+    /// disk: a crash or power loss can lose acknowledged writes. Unsafe; for benchmarks only.
+    #[serde(with = "sync_mode_serde")]
+    pub sync_mode: SyncMode,
+    /// Size of one WAL segment in MiB before a new one starts. Default 64.
+    pub max_size_mb: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("./data/wal"),
+            sync_mode: SyncMode::Fdatasync,
+            max_size_mb: 64,
+        }
+    }
+}
+
+mod sync_mode_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(mode: &SyncMode, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&mode.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SyncMode, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        SyncMode::from_str(&text).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid sync mode {text:?} (expected fsync, fdatasync or async)"
+            ))
+        })
+    }
+}
+
+/// `[query]`: the DuckDB engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Local copies of remote Parquet objects. Default `./data/cache`.
+    pub cache_dir: PathBuf,
+    /// DuckDB worker threads. Default: DuckDB's choice (one per core).
+    pub threads: Option<usize>,
+    /// DuckDB memory limit, e.g. `4GB`. Default: DuckDB's choice (80% of RAM).
+    pub memory_limit: Option<String>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("./data/cache"),
+            threads: None,
+            memory_limit: None,
+        }
+    }
+}
+
+/// `[compaction]`: hourly and daily merges (run by the compactor role; a later issue).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionSettings {
+    /// Whether this node compacts. Default true.
+    pub enabled: bool,
+    /// Merge the files of a closed hour. Default true.
+    pub hourly_enabled: bool,
+    /// Merge a closed day's hour files. Default true.
+    pub daily_enabled: bool,
+    /// Fewest files in an hour worth merging. Default 10.
+    pub hourly_min_files: u32,
+    /// Fewest files in a day worth merging. Default 12.
+    pub daily_min_files: u32,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hourly_enabled: true,
+            daily_enabled: true,
+            hourly_min_files: 10,
+            daily_min_files: 12,
+        }
+    }
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingest, WAL, flush.
+    Writer,
+    /// Queries.
+    Reader,
+    /// Compaction.
+    Compactor,
+    /// All of it (the default).
+    Standalone,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+            Role::Compactor => "compactor",
+            Role::Standalone => "standalone",
+        })
+    }
+}
+
+/// `[cluster]`: membership, replication and failover.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Whether this node joins a cluster. Default false (standalone).
+    pub enabled: bool,
+    /// Unique node id. Default: the host name.
+    pub node_id: String,
+    /// `writer`, `reader`, `compactor` or `standalone` (default).
+    pub role: Role,
+    /// Cluster name; nodes of different names never mix. Default `arc`.
+    pub cluster_name: String,
+    /// Seed gossip addresses (`host:port`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub seeds: Vec<String>,
+    /// Gossip address (UDP). Default `:9000` (all interfaces).
+    pub coordinator_addr: String,
+    /// How often a node checks its own health. Default 10s (a bare number is seconds).
+    pub health_check_interval: HumanDuration,
+    /// Gossip heartbeat. Default 5s (a bare number is seconds).
+    pub heartbeat_interval: HumanDuration,
+    /// Stream the WAL to readers and standbys. Default true.
+    pub replication_enabled: bool,
+    /// Secret that authenticates gossip and replication.
+    pub shared_secret: Option<String>,
+    /// Replication listen address (QUIC). Default `:9100`.
+    pub replication_addr: String,
+    /// Standby acks a write waits for. Default 1.
+    pub replication_ack: u32,
+    /// Whether standbys take over a failed primary. Default true.
+    pub failover_enabled: bool,
+    /// Least time between two health-triggered failovers. Default 60s.
+    pub failover_cooldown: HumanDuration,
+    /// Failed health checks before a primary counts as unhealthy. Default 3.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_id: default_node_id(),
+            role: Role::Standalone,
+            cluster_name: "arc".into(),
+            seeds: Vec::new(),
+            coordinator_addr: ":9000".into(),
+            health_check_interval: HumanDuration(Duration::from_secs(10)),
+            heartbeat_interval: HumanDuration(Duration::from_secs(5)),
+            replication_enabled: true,
+            shared_secret: None,
+            replication_addr: ":9100".into(),
+            replication_ack: 1,
+            failover_enabled: true,
+            failover_cooldown: HumanDuration(Duration::from_secs(60)),
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "arc-node".to_string())
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Level filter (`info`, `debug`, `arc_node=debug,info`, ...). `RUST_LOG` wins if set.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A byte size: an integer number of bytes, or a string like `512KB`, `100MB`, `1GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid size {text:?} (expected e.g. 1048576, 512KB, 100MB, 1GB)"))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "invalid size {text:?} (unknown unit {unit:?}; use B, KB, MB, GB or TB)"
+                ));
+            }
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {text:?} (too large)"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0;
+        for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+            if bytes >= size && bytes % size == 0 {
+                return write!(f, "{}{unit}", bytes / size);
+            }
+        }
+        write!(f, "{bytes}")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes or a string like 100MB")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("invalid size {value} (negative)")))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                ByteSize::from_str(value).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A duration: a bare number of seconds, or a string like `250ms`, `5s`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
+        let bad = || format!("invalid duration {text:?} (expected e.g. 10, 500ms, 5s, 2m, 1h)");
+        let number: f64 = digits.parse().map_err(|_| bad())?;
+        let seconds_per_unit = match unit.trim() {
+            "" | "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let seconds = number * seconds_per_unit;
+        if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+            return Err(bad());
+        }
+        Ok(HumanDuration(Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis % 1000 == 0 {
+            write!(f, "{}s", millis / 1000)
+        } else {
+            write!(f, "{millis}ms")
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds, or a string like 500ms or 5s")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<HumanDuration, E> {
+                Ok(HumanDuration(Duration::from_secs(value)))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<HumanDuration, E> {
+                u64::try_from(value)
+                    .map(|secs| HumanDuration(Duration::from_secs(secs)))
+                    .map_err(|_| E::custom(format!("invalid duration {value} (negative)")))
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<HumanDuration, E> {
+                HumanDuration::from_str(&value.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<HumanDuration, E> {
+                HumanDuration::from_str(value).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => split_list(&text),
+        OneOrMany::Many(items) => items,
+    })
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `host:port`, `:port` (all interfaces) or `[v6]:port` into a socket address.
+///
+/// # Errors
+/// Names `key` and the value when it is not an address with a port.
+pub fn parse_listen_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_string()
+    };
+    full.parse::<SocketAddr>()
+        .map_err(|_| invalid(key, value, "expected an address like 0.0.0.0:9000 or :9000"))
+}
+
+impl Config {
+    /// Loads the configuration from an optional TOML file and the given environment (pairs of
+    /// name and value; pass `std::env::vars()`), then validates it.
+    ///
+    /// # Errors
+    /// A missing or malformed file, an unknown key, a value of the wrong type or an invalid
+    /// value; the message names the key and the value.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        for (key, value) in env_overrides(env)? {
+            builder = if LIST_KEYS.contains(&key.as_str()) {
+                builder.set_override(key.as_str(), split_list(&value))
+            } else {
+                builder.set_override(key.as_str(), value)
+            }
+            .map_err(|error| ConfigError::Load(format!("{key}: {error}")))?;
+        }
+        let loaded = builder
+            .build()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
+        let config: Config = loaded
+            .try_deserialize()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    ///
+    /// # Errors
+    /// The first invalid key, with its value and the reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.host.trim().is_empty() {
+            return Err(invalid("server.host", &self.server.host, "must not be empty"));
+        }
+        self.listen_addr()?;
+        if self.server.max_payload_size.0 == 0 {
+            return Err(invalid(
+                "server.max_payload_size",
+                self.server.max_payload_size,
+                "must be greater than 0",
+            ));
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return Err(invalid(
+                "server.tls_cert_file",
+                format!("{:?}", self.server.tls_cert_file),
+                "tls_cert_file and tls_key_file must be set together",
+            ));
+        }
+        if self.ingest.max_buffer_size == 0 {
+            return Err(invalid("ingest.max_buffer_size", 0, "must be greater than 0"));
+        }
+        if self.ingest.max_buffer_age_ms == 0 {
+            return Err(invalid("ingest.max_buffer_age_ms", 0, "must be greater than 0"));
+        }
+        if self.wal.max_size_mb == 0 {
+            return Err(invalid("wal.max_size_mb", 0, "must be greater than 0"));
+        }
+        if let Some(token) = &self.auth.bootstrap_token
+            && token.len() < 32
+        {
+            return Err(invalid(
+                "auth.bootstrap_token",
+                "<redacted>",
+                "must be at least 32 characters",
+            ));
+        }
+        if self.cluster.node_id.trim().is_empty()
+            || !self
+                .cluster
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                &self.cluster.node_id,
+                "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+            ));
+        }
+        parse_listen_addr("cluster.coordinator_addr", &self.cluster.coordinator_addr)?;
+        parse_listen_addr("cluster.replication_addr", &self.cluster.replication_addr)?;
+        if self.cluster.enabled {
+            return Err(invalid(
+                "cluster.enabled",
+                true,
+                "clustering is not available in this version yet; run standalone",
+            ));
+        }
+        if self.cluster.role != Role::Standalone {
+            return Err(invalid(
+                "cluster.role",
+                self.cluster.role,
+                "roles other than standalone need cluster.enabled = true",
+            ));
+        }
+        self.storage
+            .validate()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
+        Ok(())
+    }
+
+    /// Returns the HTTP listen address.
+    ///
+    /// # Errors
+    /// When `server.host` and `server.port` do not form an address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = self.server.host.trim();
+        let joined = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.server.port)
+        } else {
+            format!("{host}:{}", self.server.port)
+        };
+        if let Ok(addr) = joined.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        if host == "localhost" {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], self.server.port)));
+        }
+        Err(invalid(
+            "server.host",
+            host,
+            "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::",
+        ))
+    }
+
+    /// Renders the effective configuration as TOML with every secret replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value = toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        for key in SECRET_KEYS {
+            let (section, name) = key.split_once('.').expect("secret keys are dotted");
+            if let Some(table) = value.get_mut(section).and_then(toml::Value::as_table_mut)
+                && table.contains_key(name)
+            {
+                table.insert(name.to_string(), toml::Value::String("<redacted>".into()));
+            }
+        }
+        toml::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+/// Maps `ARC_<SECTION>_<KEY>` variables to dotted keys; variables of unknown sections are
+/// ignored (other software uses the `ARC_` prefix too), empty values are skipped.
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut overrides = BTreeMap::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("ARC_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) || key.is_empty() {
+            continue;
+        }
+        overrides.insert(format!("{section}.{key}"), value);
+    }
+    Ok(overrides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn test_should_use_defaults_without_file_or_env() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.server.port, 8000);
+        assert_eq!(config.wal.sync_mode, SyncMode::Fdatasync);
+        assert_eq!(config.ingest.max_buffer_size, 50_000);
+        assert_eq!(config.cluster.role, Role::Standalone);
+    }
+
+    #[test]
+    fn test_should_let_env_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("arc.toml");
+        std::fs::write(
+            &path,
+            "[server]\nport = 9001\nmax_payload_size = \"2MB\"\n[ingest]\nmax_buffer_size = 10\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("ARC_SERVER_PORT", "9002"),
+                ("ARC_WAL_SYNC_MODE", "fsync"),
+                ("ARC_CLUSTER_NODE_ID", "writer-01"),
+                ("ARC_CLUSTER_SEEDS", "10.0.1.10:9000, 10.0.1.11:9000"),
+                ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "250ms"),
+                ("ARC_LICENSE_KEY", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.port, 9002);
+        assert_eq!(config.server.max_payload_size, ByteSize(2 << 20));
+        assert_eq!(config.ingest.max_buffer_size, 10);
+        assert_eq!(config.wal.sync_mode, SyncMode::Fsync);
+        assert_eq!(config.cluster.node_id, "writer-01");
+        assert_eq!(config.cluster.seeds, vec!["10.0.1.10:9000", "10.0.1.11:9000"]);
+        assert_eq!(
+            config.cluster.heartbeat_interval,
+            HumanDuration(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn test_should_name_key_and_value_of_bad_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("ARC_CLUSTER_ROLE", "leader", "leader"),
+            ("ARC_SERVER_PORT", "eighty", "eighty"),
+            ("ARC_SERVER_PORT", "70000", "70000"),
+            ("ARC_SERVER_MAX_PAYLOAD_SIZE", "12XB", "12XB"),
+            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "soon", "soon"),
+            ("ARC_WAL_SYNC_MODE", "sometimes", "sometimes"),
+            ("ARC_CLUSTER_COORDINATOR_ADDR", "nohost", "nohost"),
+            ("ARC_SERVER_HOST", "not an ip", "not an ip"),
+            ("ARC_INGEST_MAX_BUFFER_SIZE", "0", "ingest.max_buffer_size"),
+            ("ARC_AUTH_BOOTSTRAP_TOKEN", "short", "auth.bootstrap_token"),
+        ];
+        for (name, value, expected) in cases {
+            let error = Config::load(None, env(&[(name, value)])).unwrap_err().to_string();
+            assert!(error.contains(expected), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn test_should_reject_unknown_key_naming_it() {
+        let error = Config::load(None, env(&[("ARC_SERVER_PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("prot"), "{error}");
+    }
+
+    #[test]
+    fn test_should_redact_secrets_in_show() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("ARC_STORAGE_S3_SECRET_KEY", "hunter2-secret"),
+                ("ARC_AUTH_BOOTSTRAP_TOKEN", "0123456789abcdef0123456789abcdef"),
+            ]),
+        )
+        .unwrap();
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("port = 8000"), "{shown}");
+    }
+
+    #[test]
+    fn test_should_parse_sizes_and_durations() {
+        assert_eq!("1GB".parse::<ByteSize>().unwrap(), ByteSize(1 << 30));
+        assert_eq!("512kib".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
+        assert!("1.5GB".parse::<ByteSize>().is_err());
+        assert!("99999999999999TB".parse::<ByteSize>().is_err());
+        assert_eq!(
+            "1.5s".parse::<HumanDuration>().unwrap(),
+            HumanDuration(Duration::from_millis(1500))
+        );
+        assert!("-1s".parse::<HumanDuration>().is_err());
+    }
+}

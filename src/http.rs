@@ -1,0 +1,460 @@
+//! The HTTP API of COMPAT.md: ingest, query, health, readiness and metrics.
+//!
+//! Handlers stay thin: they read the body under the size limit, decode it (on the blocking
+//! pool when it is large, so the runtime is never held for long), hand the decoded writes to
+//! the WAL writer and answer. Every error body names what failed. The router is built by
+//! [`router`] so tests can enumerate its routes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_query::{Analysis, QueryError, QueryResult, ResolvedTable};
+use arc_storage::{TableId, TimeRange};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::warn;
+
+use crate::ingest::{self, IngestError, Precision, TableWrite};
+use crate::metrics as m;
+use crate::node::NodeInner;
+use crate::writer::WriteError;
+
+/// Bodies at least this large are decoded on the blocking pool.
+const INLINE_DECODE_LIMIT: usize = 64 * 1024;
+
+/// The header naming the database of a write or the default database of a query.
+const DATABASE_HEADER: &str = "x-arc-database";
+
+/// Every route of the API with its method: the route-table tests walk this list.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", "/api/v1/write/msgpack"),
+    ("POST", "/write"),
+    ("POST", "/api/v2/write"),
+    ("POST", "/api/v1/write/line-protocol"),
+    ("POST", "/api/v1/write/line-protocol/flush"),
+    ("POST", "/api/v1/query"),
+    ("POST", "/api/v1/query/arrow"),
+];
+
+type AppState = Arc<NodeInner>;
+
+/// Builds the router over a node.
+pub fn router(node: Arc<NodeInner>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/write/msgpack", post(write_msgpack))
+        .route("/write", post(write_v1))
+        .route("/api/v2/write", post(write_v2))
+        .route("/api/v1/write/line-protocol", post(write_line_protocol))
+        .route("/api/v1/write/line-protocol/flush", post(flush))
+        .route("/api/v1/query", post(query_json))
+        .route("/api/v1/query/arrow", post(query_arrow))
+        .layer(middleware::from_fn(observe))
+        .with_state(node)
+}
+
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    m::record_http(&route, &method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unavailable(message: impl Into<String>) -> Response {
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn ready(State(node): State<AppState>) -> Response {
+    if node.is_ready() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "not ready", "reason": node.not_ready_reason() })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(node): State<AppState>) -> Response {
+    m::set_buffer_rows(node.buffers.total_rows());
+    let text = node
+        .metrics
+        .as_ref()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds server.max_payload_size ({limit} bytes)"),
+        )
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            error_response(StatusCode::BAD_REQUEST, format!("reading request body: {error}"))
+        })?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
+fn ingest_error(error: IngestError) -> Response {
+    match error {
+        IngestError::TooLarge { .. } => {
+            m::record_rejected("too_large");
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
+        other => {
+            m::record_rejected("invalid");
+            error_response(StatusCode::BAD_REQUEST, other.to_string())
+        }
+    }
+}
+
+fn header_database(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    match headers.get(DATABASE_HEADER) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|text| Some(text.trim().to_string()))
+            .map_err(|_| {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("header {DATABASE_HEADER} is not valid ASCII"),
+                )
+            }),
+    }
+}
+
+fn choose_database(
+    headers: &HeaderMap,
+    query_value: Option<&String>,
+) -> Result<String, Response> {
+    let database = header_database(headers)?
+        .or_else(|| query_value.cloned())
+        .unwrap_or_else(|| "default".to_string());
+    ingest::validate_database_name(&database).map_err(ingest_error)?;
+    Ok(database)
+}
+
+fn parse_precision(params: &HashMap<String, String>) -> Result<Precision, Response> {
+    match params.get("precision") {
+        None => Ok(Precision::Ns),
+        Some(text) => text.parse::<Precision>().map_err(ingest_error),
+    }
+}
+
+enum Format {
+    LineProtocol(Precision),
+    MessagePack,
+}
+
+impl Format {
+    fn label(&self) -> &'static str {
+        match self {
+            Format::LineProtocol(_) => "line_protocol",
+            Format::MessagePack => "msgpack",
+        }
+    }
+}
+
+async fn ingest(
+    node: AppState,
+    headers: HeaderMap,
+    body: Body,
+    database: String,
+    format: Format,
+) -> Response {
+    if let Err(response) = node.check_accepting_writes() {
+        return response;
+    }
+    let limit = node.max_payload_size();
+    let raw = match read_body(&headers, body, limit).await {
+        Ok(raw) => raw,
+        Err(response) => {
+            m::record_rejected("too_large");
+            return response;
+        }
+    };
+    let received = raw.len() as u64;
+    let now_ns = node.now_ns();
+    let label = format.label();
+    let decode = move || -> Result<Vec<TableWrite>, IngestError> {
+        let body = ingest::decompress(raw, limit)?;
+        match format {
+            Format::LineProtocol(precision) => {
+                ingest::decode_line_protocol(&body, &database, precision, now_ns)
+            }
+            Format::MessagePack => ingest::decode_msgpack(&body, &database, now_ns),
+        }
+    };
+    let decoded = if received as usize >= INLINE_DECODE_LIMIT {
+        match tokio::task::spawn_blocking(decode).await {
+            Ok(result) => result,
+            Err(error) => {
+                warn!(%error, "decode task failed");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "decoder failed");
+            }
+        }
+    } else {
+        decode()
+    };
+    let writes = match decoded {
+        Ok(writes) => writes,
+        Err(error) => return ingest_error(error),
+    };
+    let rows: u64 = writes.iter().map(|write| write.batch.num_rows() as u64).sum();
+    if rows == 0 {
+        m::record_rejected("empty");
+        return error_response(StatusCode::BAD_REQUEST, "request contains no rows");
+    }
+    match node.write(writes).await {
+        Ok(lsn) => {
+            m::record_ingest(label, rows, received);
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if let Ok(value) = HeaderValue::from_str(&lsn.to_string()) {
+                response.headers_mut().insert("x-arc-lsn", value);
+            }
+            response
+        }
+        Err(WriteError::Conflict(message)) => {
+            m::record_rejected("schema_conflict");
+            error_response(StatusCode::BAD_REQUEST, message)
+        }
+        Err(WriteError::Unavailable(message)) => unavailable(message),
+        Err(WriteError::Internal(message)) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, message)
+        }
+    }
+}
+
+async fn write_msgpack(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let database = match choose_database(&headers, None) {
+        Ok(database) => database,
+        Err(response) => return response,
+    };
+    ingest(node, headers, body, database, Format::MessagePack).await
+}
+
+async fn write_v1(
+    State(node): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (database, precision) = match (
+        choose_database(&headers, params.get("db")),
+        parse_precision(&params),
+    ) {
+        (Ok(database), Ok(precision)) => (database, precision),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+}
+
+async fn write_v2(
+    State(node): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (database, precision) = match (
+        choose_database(&headers, params.get("bucket")),
+        parse_precision(&params),
+    ) {
+        (Ok(database), Ok(precision)) => (database, precision),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+}
+
+async fn write_line_protocol(
+    State(node): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (database, precision) = match (
+        choose_database(&headers, None),
+        parse_precision(&params),
+    ) {
+        (Ok(database), Ok(precision)) => (database, precision),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+}
+
+async fn flush(State(node): State<AppState>) -> Response {
+    if let Err(response) = node.check_accepting_writes() {
+        return response;
+    }
+    match node.flush_all().await {
+        Ok(tables) => axum::Json(json!({
+            "success": true,
+            "message": format!("flushed {tables} table(s)"),
+            "tables": tables,
+        }))
+        .into_response(),
+        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryRequest {
+    sql: String,
+}
+
+fn query_error(error: &QueryError) -> Response {
+    let status =
+        StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(arc_query::error_json(&error.to_string()))).into_response()
+}
+
+fn parse_query_request(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Response> {
+    let request: QueryRequest = serde_json::from_slice(body).map_err(|error| {
+        query_error(&QueryError::Invalid(format!(
+            "request body must be JSON {{\"sql\": \"...\"}}: {error}"
+        )))
+    })?;
+    let database = match header_database(headers) {
+        Ok(Some(database)) => database,
+        Ok(None) => "default".to_string(),
+        Err(response) => return Err(response),
+    };
+    if ingest::validate_database_name(&database).is_err() {
+        return Err(query_error(&QueryError::Invalid(format!(
+            "invalid database name {database:?} in {DATABASE_HEADER}"
+        ))));
+    }
+    Ok((request.sql, database))
+}
+
+/// Runs a query end to end and returns its result and how long it took.
+async fn run_query(
+    node: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(QueryResult, Instant), Response> {
+    if !node.is_ready() {
+        return Err(unavailable(node.not_ready_reason()));
+    }
+    let started = Instant::now();
+    let body = read_body(headers, body, node.max_payload_size()).await?;
+    let (sql, database) = parse_query_request(headers, &body)?;
+    let analysis = arc_query::analyze(&sql, &database, node.now_ns())
+        .map_err(|error| query_error(&error))?;
+    let result = match analysis {
+        Analysis::ShowDatabases => QueryResult::from_names("name", node.databases()),
+        Analysis::ShowTables { database } => {
+            QueryResult::from_names("name", node.tables_of(&database))
+        }
+        Analysis::Select(plan) => {
+            let resolved = node
+                .resolve_tables(&plan.tables)
+                .await
+                .map_err(|error| query_error(&error))?;
+            let engine = node.engine.clone();
+            tokio::task::spawn_blocking(move || engine.execute(&plan, &resolved))
+                .await
+                .map_err(|error| {
+                    query_error(&QueryError::Execution(format!("query task failed: {error}")))
+                })?
+                .map_err(|error| query_error(&error))?
+        }
+    };
+    Ok((result, started))
+}
+
+async fn query_json(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let (result, started) = match run_query(&node, &headers, body).await {
+        Ok(done) => done,
+        Err(response) => return response,
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        let elapsed = started.elapsed().as_millis() as u64;
+        serde_json::to_vec(&arc_query::to_json(&result, elapsed, chrono::Utc::now()))
+    })
+    .await;
+    match encoded {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Err(error)) => query_error(&QueryError::Execution(format!("encoding result: {error}"))),
+        Err(error) => query_error(&QueryError::Execution(format!("encoding task: {error}"))),
+    }
+}
+
+async fn query_arrow(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let (result, _) = match run_query(&node, &headers, body).await {
+        Ok(done) => done,
+        Err(response) => return response,
+    };
+    match tokio::task::spawn_blocking(move || arc_query::to_arrow_ipc(&result)).await {
+        Ok(Ok(bytes)) => (
+            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(error)) => query_error(&error),
+        Err(error) => query_error(&QueryError::Execution(format!("encoding task: {error}"))),
+    }
+}
+
+/// The tables a plan needs, resolved against the catalog and the buffers.
+pub type Resolved = HashMap<TableId, ResolvedTable>;
+
+/// A table and the time range a query needs from it.
+pub type TableNeed = (TableId, TimeRange);

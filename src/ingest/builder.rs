@@ -1,0 +1,833 @@
+//! The Arrow builders both decoders fill: one [`TableBuilder`] per measurement of a request,
+//! one column builder per tag or field, merged into one `RecordBatch` per table at the end.
+//!
+//! Rows are appended in order. A column only pads itself with nulls when it is next written
+//! (or at [`RequestBuilder::finish`]), so a row costs nothing for the columns it lacks. The
+//! same bookkeeping catches a column written twice in one row: its length is already past the
+//! row. Column kinds are fixed by the first value; a later value of another kind is a
+//! [`BuildError::Conflict`] (MessagePack may ask for ints and floats to merge into floats).
+//!
+//! Hazard: a batch is dense (rows times columns), while line protocol and MessagePack rows are
+//! sparse: a few bytes can name a new column, which then costs a null in every row of its
+//! table. So the cells (values plus null padding) a request may materialize are budgeted in
+//! proportion to its body ([`cell_budget`]), and tables per request and columns per table are
+//! capped, since each builder costs more than the bytes that named it. Builders start empty.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_storage::model::{ColumnKind, FieldType, TIME_COLUMN, TableId};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampNanosecondArray, UInt64Builder,
+};
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+
+use super::{IngestError, TableWrite, shorten, validate_database_name, validate_measurement_name};
+
+/// Most tables (measurements) one request may write.
+pub(super) const MAX_TABLES_PER_REQUEST: usize = 10_000;
+
+/// Most columns (tags plus fields) one table may get in one request.
+pub(super) const MAX_COLUMNS_PER_TABLE: usize = 10_000;
+
+/// Cells (values and null padding, all columns) a request may build per byte of body. Dense
+/// data needs under one per byte (every value costs at least a byte: MessagePack's smallest
+/// value is one byte, line protocol's `a=1,` four); the slack admits sparse columns.
+const CELLS_PER_BODY_BYTE: usize = 2;
+
+/// Cells every request may build whatever its size, so small sparse requests always pass.
+const MIN_CELLS: usize = 1 << 20;
+
+/// Returns the cell budget of a request with a body of `body_len` bytes.
+pub(super) fn cell_budget(body_len: usize) -> usize {
+    body_len
+        .saturating_mul(CELLS_PER_BODY_BYTE)
+        .saturating_add(MIN_CELLS)
+}
+
+/// Most bytes of string data per column per request: Arrow `Utf8` offsets are `i32`.
+const MAX_STRING_BYTES: usize = i32::MAX as usize;
+
+/// A field value on its way into a column; strings borrow from the request body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum FieldValue<'v> {
+    /// A float.
+    Float(f64),
+    /// A signed integer.
+    Integer(i64),
+    /// An unsigned integer.
+    UInteger(u64),
+    /// A boolean.
+    Boolean(bool),
+    /// A string.
+    String(&'v str),
+}
+
+impl FieldValue<'_> {
+    /// Returns the column type this value would create.
+    pub(super) fn field_type(&self) -> FieldType {
+        match self {
+            FieldValue::Float(_) => FieldType::Float,
+            FieldValue::Integer(_) => FieldType::Integer,
+            FieldValue::UInteger(_) => FieldType::UInteger,
+            FieldValue::Boolean(_) => FieldType::Boolean,
+            FieldValue::String(_) => FieldType::String,
+        }
+    }
+}
+
+/// Why a table or column refused a row or value. Carries no location: the decoders prefix
+/// the line number or MessagePack path.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum BuildError {
+    /// The measurement name breaks the naming rules.
+    InvalidMeasurement(IngestError),
+    /// The request names more than [`MAX_TABLES_PER_REQUEST`] tables.
+    TooManyTables,
+    /// The table would get more than [`MAX_COLUMNS_PER_TABLE`] columns.
+    TooManyColumns,
+    /// A tag or field is named `time`.
+    ReservedName,
+    /// A tag or field has an empty name.
+    EmptyName,
+    /// The same column is written twice in one row.
+    Repeated {
+        /// The column.
+        column: String,
+    },
+    /// The column already has another kind in this request.
+    Conflict {
+        /// The column.
+        column: String,
+        /// The kind it got first.
+        existing: ColumnKind,
+        /// The kind of the refused value.
+        new: ColumnKind,
+    },
+    /// The request would build more cells than its budget (see [`cell_budget`]).
+    TooSparse {
+        /// The budget, in cells.
+        budget: usize,
+    },
+    /// The column would hold more string bytes than Arrow can address.
+    StringsTooLarge {
+        /// The column.
+        column: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::InvalidMeasurement(error) => write!(f, "{error}"),
+            BuildError::TooManyTables => write!(
+                f,
+                "more than {MAX_TABLES_PER_REQUEST} measurements in one request"
+            ),
+            BuildError::TooManyColumns => write!(
+                f,
+                "more than {MAX_COLUMNS_PER_TABLE} columns for one measurement in one request"
+            ),
+            BuildError::ReservedName => write!(
+                f,
+                "column name \"{TIME_COLUMN}\" is reserved for the timestamp"
+            ),
+            BuildError::EmptyName => write!(f, "empty column name"),
+            BuildError::Repeated { column } => {
+                write!(f, "column \"{}\" appears twice in one row", shorten(column))
+            }
+            BuildError::Conflict {
+                column,
+                existing,
+                new,
+            } => write!(
+                f,
+                "column \"{}\" is {} here but {} earlier in the request",
+                shorten(column),
+                kind_name(*new),
+                kind_name(*existing)
+            ),
+            BuildError::TooSparse { budget } => write!(
+                f,
+                "too sparse: the request needs more than {budget} cells (rows times columns, \
+                 nulls included) for its size"
+            ),
+            BuildError::StringsTooLarge { column } => write!(
+                f,
+                "column \"{}\" holds more than {MAX_STRING_BYTES} bytes of strings",
+                shorten(column)
+            ),
+        }
+    }
+}
+
+/// Names a column kind for messages: `tag`, `float field`, `string field`, ...
+fn kind_name(kind: ColumnKind) -> String {
+    match kind {
+        ColumnKind::Time => "time".to_string(),
+        ColumnKind::Tag => "tag".to_string(),
+        ColumnKind::Field(field_type) => format!("{field_type} field"),
+    }
+}
+
+/// The values of one column, in the builder of its Arrow type.
+enum ColumnData {
+    Tag(StringBuilder),
+    Float(Float64Builder),
+    Integer(Int64Builder),
+    UInteger(UInt64Builder),
+    Boolean(BooleanBuilder),
+    String(StringBuilder),
+}
+
+impl ColumnData {
+    fn new(kind: ColumnKind) -> Self {
+        match kind {
+            // `Time` never reaches here (the name is reserved); a tag is the harmless answer.
+            // Capacity 0: `new()` preallocates 1024 slots (8 KiB), which hostile bodies could
+            // multiply by the column cap. Growth is geometric either way.
+            ColumnKind::Time | ColumnKind::Tag => {
+                ColumnData::Tag(StringBuilder::with_capacity(0, 0))
+            }
+            ColumnKind::Field(FieldType::Float) => {
+                ColumnData::Float(Float64Builder::with_capacity(0))
+            }
+            ColumnKind::Field(FieldType::Integer) => {
+                ColumnData::Integer(Int64Builder::with_capacity(0))
+            }
+            ColumnKind::Field(FieldType::UInteger) => {
+                ColumnData::UInteger(UInt64Builder::with_capacity(0))
+            }
+            ColumnKind::Field(FieldType::Boolean) => {
+                ColumnData::Boolean(BooleanBuilder::with_capacity(0))
+            }
+            ColumnKind::Field(FieldType::String) => {
+                ColumnData::String(StringBuilder::with_capacity(0, 0))
+            }
+        }
+    }
+
+    fn kind(&self) -> ColumnKind {
+        match self {
+            ColumnData::Tag(_) => ColumnKind::Tag,
+            ColumnData::Float(_) => ColumnKind::Field(FieldType::Float),
+            ColumnData::Integer(_) => ColumnKind::Field(FieldType::Integer),
+            ColumnData::UInteger(_) => ColumnKind::Field(FieldType::UInteger),
+            ColumnData::Boolean(_) => ColumnKind::Field(FieldType::Boolean),
+            ColumnData::String(_) => ColumnKind::Field(FieldType::String),
+        }
+    }
+
+    fn append_nulls(&mut self, count: usize) {
+        match self {
+            ColumnData::Tag(builder) | ColumnData::String(builder) => builder.append_nulls(count),
+            ColumnData::Float(builder) => builder.append_nulls(count),
+            ColumnData::Integer(builder) => builder.append_nulls(count),
+            ColumnData::UInteger(builder) => builder.append_nulls(count),
+            ColumnData::Boolean(builder) => builder.append_nulls(count),
+        }
+    }
+
+    /// Turns an integer column into a float column, value for value (MessagePack clients
+    /// often send `1` and `1.5` to the same field; they mean floats).
+    fn promote_to_float(&mut self) {
+        let floats = match self {
+            ColumnData::Integer(builder) => {
+                let values = builder.finish();
+                let mut floats = Float64Builder::with_capacity(values.len());
+                values
+                    .iter()
+                    .for_each(|value| floats.append_option(value.map(|v| v as f64)));
+                floats
+            }
+            ColumnData::UInteger(builder) => {
+                let values = builder.finish();
+                let mut floats = Float64Builder::with_capacity(values.len());
+                values
+                    .iter()
+                    .for_each(|value| floats.append_option(value.map(|v| v as f64)));
+                floats
+            }
+            _ => return,
+        };
+        *self = ColumnData::Float(floats);
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnData::Tag(builder) | ColumnData::String(builder) => Arc::new(builder.finish()),
+            ColumnData::Float(builder) => Arc::new(builder.finish()),
+            ColumnData::Integer(builder) => Arc::new(builder.finish()),
+            ColumnData::UInteger(builder) => Arc::new(builder.finish()),
+            ColumnData::Boolean(builder) => Arc::new(builder.finish()),
+        }
+    }
+}
+
+/// One column of a table being built.
+struct ColumnBuilder {
+    name: String,
+    data: ColumnData,
+    /// Rows covered so far (values and nulls); rows `len..` are implicitly null until padded.
+    len: usize,
+}
+
+impl ColumnBuilder {
+    /// Takes the cells needed to write `row` (its padding and the value) from `cells_left`,
+    /// or refuses a second value for a row already written.
+    #[inline]
+    fn charge(&self, row: usize, cells_left: &mut Budget) -> Result<(), BuildError> {
+        if self.len > row {
+            return Err(BuildError::Repeated {
+                column: self.name.clone(),
+            });
+        }
+        cells_left.take(row + 1 - self.len)
+    }
+
+    fn conflict(&self, new: ColumnKind) -> BuildError {
+        BuildError::Conflict {
+            column: self.name.clone(),
+            existing: self.data.kind(),
+            new,
+        }
+    }
+}
+
+/// What is left of a request's cell budget.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    left: usize,
+    total: usize,
+}
+
+impl Budget {
+    #[inline]
+    fn take(&mut self, cells: usize) -> Result<(), BuildError> {
+        self.left = self
+            .left
+            .checked_sub(cells)
+            .ok_or(BuildError::TooSparse { budget: self.total })?;
+        Ok(())
+    }
+}
+
+/// Appends a string to a `Utf8` builder unless the column would outgrow `i32` offsets.
+#[inline]
+fn append_string(builder: &mut StringBuilder, value: &str, name: &str) -> Result<(), BuildError> {
+    if builder.values_slice().len() + value.len() > MAX_STRING_BYTES {
+        return Err(BuildError::StringsTooLarge {
+            column: name.to_string(),
+        });
+    }
+    builder.append_value(value);
+    Ok(())
+}
+
+/// The rows of one measurement in one request.
+pub(super) struct TableBuilder {
+    measurement: String,
+    times: Vec<i64>,
+    columns: Vec<ColumnBuilder>,
+    by_name: HashMap<String, usize>,
+    /// Column index by position in the previous line or row: lines of one measurement mostly
+    /// list the same keys in the same order, so a string compare replaces a hash lookup.
+    slot_cache: Vec<usize>,
+    /// The request's whole remaining cell budget while this is the current table; handed
+    /// back by [`RequestBuilder::table`] when another table becomes current.
+    cells: Budget,
+}
+
+impl TableBuilder {
+    fn new(measurement: &str) -> Self {
+        Self {
+            measurement: measurement.to_string(),
+            times: Vec::new(),
+            columns: Vec::new(),
+            by_name: HashMap::new(),
+            slot_cache: Vec::new(),
+            cells: Budget { left: 0, total: 0 },
+        }
+    }
+
+    /// Returns the number of rows so far.
+    pub(super) fn rows(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Starts a row at `time_ns` and returns its index.
+    #[inline]
+    pub(super) fn push_row(&mut self, time_ns: i64) -> usize {
+        self.times.push(time_ns);
+        self.times.len() - 1
+    }
+
+    /// Reserves room for `additional` more rows.
+    pub(super) fn reserve_rows(&mut self, additional: usize) {
+        self.times.reserve(additional);
+    }
+
+    /// Returns the index of column `name`, creating it with `kind` if it is new. `slot` is the
+    /// key's position in its line or row, for the lookup cache; `None` skips the cache.
+    ///
+    /// An existing column keeps its kind whatever `kind` says: the append checks it.
+    #[inline]
+    pub(super) fn column(
+        &mut self,
+        slot: Option<usize>,
+        name: &str,
+        kind: ColumnKind,
+    ) -> Result<usize, BuildError> {
+        if let Some(slot) = slot
+            && let Some(&index) = self.slot_cache.get(slot)
+            && self.columns[index].name == name
+        {
+            return Ok(index);
+        }
+        let index = match self.by_name.get(name) {
+            Some(&index) => index,
+            None => self.create_column(name, kind)?,
+        };
+        if let Some(slot) = slot {
+            if slot < self.slot_cache.len() {
+                self.slot_cache[slot] = index;
+            } else if slot == self.slot_cache.len() {
+                self.slot_cache.push(index);
+            }
+        }
+        Ok(index)
+    }
+
+    fn create_column(&mut self, name: &str, kind: ColumnKind) -> Result<usize, BuildError> {
+        if name == TIME_COLUMN {
+            return Err(BuildError::ReservedName);
+        }
+        if name.is_empty() {
+            return Err(BuildError::EmptyName);
+        }
+        if self.columns.len() >= MAX_COLUMNS_PER_TABLE {
+            return Err(BuildError::TooManyColumns);
+        }
+        let index = self.columns.len();
+        self.columns.push(ColumnBuilder {
+            name: name.to_string(),
+            data: ColumnData::new(kind),
+            len: 0,
+        });
+        self.by_name.insert(name.to_string(), index);
+        Ok(index)
+    }
+
+    /// Writes a tag value into `row` of column `column`.
+    #[inline]
+    pub(super) fn append_tag(
+        &mut self,
+        column: usize,
+        row: usize,
+        value: &str,
+    ) -> Result<(), BuildError> {
+        let column = &mut self.columns[column];
+        column.charge(row, &mut self.cells)?;
+        let ColumnData::Tag(builder) = &mut column.data else {
+            return Err(column.conflict(ColumnKind::Tag));
+        };
+        if column.len < row {
+            builder.append_nulls(row - column.len);
+        }
+        append_string(builder, value, &column.name)?;
+        column.len = row + 1;
+        Ok(())
+    }
+
+    /// Writes a field value into `row` of column `column`. With `merge_numbers`, integers and
+    /// floats meeting in one column make it a float column (MessagePack's rule); without it,
+    /// as in line protocol where every value spells its type, they conflict.
+    #[inline]
+    pub(super) fn append_field(
+        &mut self,
+        column: usize,
+        row: usize,
+        value: FieldValue<'_>,
+        merge_numbers: bool,
+    ) -> Result<(), BuildError> {
+        let column = &mut self.columns[column];
+        if merge_numbers
+            && matches!(value, FieldValue::Float(_))
+            && matches!(
+                column.data,
+                ColumnData::Integer(_) | ColumnData::UInteger(_)
+            )
+        {
+            column.data.promote_to_float();
+        }
+        // Type check first, so a refused value leaves the column untouched.
+        let accepted = matches!(
+            (&column.data, value),
+            (ColumnData::Float(_), FieldValue::Float(_))
+                | (ColumnData::Integer(_), FieldValue::Integer(_))
+                | (ColumnData::UInteger(_), FieldValue::UInteger(_))
+                | (ColumnData::Boolean(_), FieldValue::Boolean(_))
+                | (ColumnData::String(_), FieldValue::String(_))
+        ) || (merge_numbers
+            && matches!(
+                (&column.data, value),
+                (
+                    ColumnData::Float(_),
+                    FieldValue::Integer(_) | FieldValue::UInteger(_)
+                )
+            ));
+        if !accepted {
+            return Err(column.conflict(ColumnKind::Field(value.field_type())));
+        }
+        column.charge(row, &mut self.cells)?;
+        if column.len < row {
+            column.data.append_nulls(row - column.len);
+        }
+        match (&mut column.data, value) {
+            (ColumnData::Float(builder), FieldValue::Float(v)) => builder.append_value(v),
+            (ColumnData::Float(builder), FieldValue::Integer(v)) => builder.append_value(v as f64),
+            (ColumnData::Float(builder), FieldValue::UInteger(v)) => builder.append_value(v as f64),
+            (ColumnData::Integer(builder), FieldValue::Integer(v)) => builder.append_value(v),
+            (ColumnData::UInteger(builder), FieldValue::UInteger(v)) => builder.append_value(v),
+            (ColumnData::Boolean(builder), FieldValue::Boolean(v)) => builder.append_value(v),
+            (ColumnData::String(builder), FieldValue::String(v)) => {
+                append_string(builder, v, &column.name)?
+            }
+            // Excluded by the check above.
+            _ => return Err(column.conflict(ColumnKind::Field(value.field_type()))),
+        }
+        column.len = row + 1;
+        Ok(())
+    }
+
+    /// Builds the batch: `time`, then tags by name, then fields by name. `None` if no rows.
+    /// The final null padding is taken from `cells`.
+    fn finish(self, database: &str, cells: &mut Budget) -> Result<Option<TableWrite>, IngestError> {
+        let rows = self.times.len();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let padding: usize = self.columns.iter().map(|column| rows - column.len).sum();
+        cells
+            .take(padding)
+            .map_err(|error| IngestError::Invalid(format!("{}: {error}", self.measurement)))?;
+        let table = TableId::new(database, self.measurement);
+        let mut columns = self.columns;
+        columns.sort_by(|a, b| {
+            let a_is_field = !matches!(a.data, ColumnData::Tag(_));
+            let b_is_field = !matches!(b.data, ColumnData::Tag(_));
+            (a_is_field, &a.name).cmp(&(b_is_field, &b.name))
+        });
+        let mut fields = Vec::with_capacity(columns.len() + 1);
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len() + 1);
+        fields.push(ColumnKind::Time.arrow_field(TIME_COLUMN));
+        arrays.push(Arc::new(TimestampNanosecondArray::from(self.times)));
+        for mut column in columns {
+            if column.len < rows {
+                column.data.append_nulls(rows - column.len);
+            }
+            fields.push(column.data.kind().arrow_field(&column.name));
+            arrays.push(column.data.finish());
+        }
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|error| {
+                // Cannot happen (every column was padded to `rows`); refuse rather than panic.
+                IngestError::Invalid(format!("building the batch of {table}: {error}"))
+            })?;
+        Ok(Some(TableWrite { table, batch }))
+    }
+}
+
+/// All tables of one request.
+pub(super) struct RequestBuilder<'d> {
+    database: &'d str,
+    tables: Vec<TableBuilder>,
+    by_measurement: HashMap<String, usize>,
+    /// The table of the previous line: consecutive lines mostly share a measurement. It holds
+    /// the cell budget (see [`TableBuilder::cells`]).
+    last: Option<usize>,
+    /// The cell budget while no table holds it.
+    cells: Budget,
+}
+
+impl<'d> RequestBuilder<'d> {
+    /// Starts a request for `database` whose body is `body_len` bytes (which sets its cell
+    /// budget).
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Invalid`] if the database name breaks the naming rules.
+    pub(super) fn new(database: &'d str, body_len: usize) -> Result<Self, IngestError> {
+        validate_database_name(database)?;
+        let total = cell_budget(body_len);
+        Ok(Self {
+            database,
+            tables: Vec::new(),
+            by_measurement: HashMap::new(),
+            last: None,
+            cells: Budget { left: total, total },
+        })
+    }
+
+    /// Returns the table of `measurement`, creating it (after checking the name) if new.
+    #[inline]
+    pub(super) fn table(&mut self, measurement: &str) -> Result<&mut TableBuilder, BuildError> {
+        let index = match self.last {
+            Some(last) if self.tables[last].measurement == measurement => {
+                return Ok(&mut self.tables[last]);
+            }
+            _ => match self.by_measurement.get(measurement) {
+                Some(&index) => index,
+                None => self.create_table(measurement)?,
+            },
+        };
+        // Pass the budget from the previous current table to this one.
+        if let Some(last) = self.last {
+            self.cells = self.tables[last].cells;
+        }
+        self.tables[index].cells = self.cells;
+        self.last = Some(index);
+        Ok(&mut self.tables[index])
+    }
+
+    fn create_table(&mut self, measurement: &str) -> Result<usize, BuildError> {
+        validate_measurement_name(measurement).map_err(BuildError::InvalidMeasurement)?;
+        if self.tables.len() >= MAX_TABLES_PER_REQUEST {
+            return Err(BuildError::TooManyTables);
+        }
+        let index = self.tables.len();
+        self.tables.push(TableBuilder::new(measurement));
+        self.by_measurement.insert(measurement.to_string(), index);
+        Ok(index)
+    }
+
+    /// Builds one [`TableWrite`] per table with rows, in order of first appearance.
+    ///
+    /// # Errors
+    ///
+    /// [`IngestError::Invalid`] if padding the tables' columns would exceed the cell budget.
+    pub(super) fn finish(self) -> Result<Vec<TableWrite>, IngestError> {
+        let database = self.database;
+        let mut cells = match self.last {
+            Some(last) => self.tables[last].cells,
+            None => self.cells,
+        };
+        let mut writes = Vec::with_capacity(self.tables.len());
+        for table in self.tables {
+            if let Some(write) = table.finish(database, &mut cells)? {
+                writes.push(write);
+            }
+        }
+        Ok(writes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+
+    use super::*;
+
+    #[test]
+    fn test_should_pad_missing_values_with_nulls_and_sort_columns() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        let row = table.push_row(1);
+        let usage = table
+            .column(Some(0), "usage", ColumnKind::Field(FieldType::Float))
+            .unwrap();
+        table
+            .append_field(usage, row, FieldValue::Float(1.5), false)
+            .unwrap();
+        let row = table.push_row(2);
+        let host = table.column(Some(0), "host", ColumnKind::Tag).unwrap();
+        table.append_tag(host, row, "a").unwrap();
+        table.push_row(3);
+        let writes = request.finish().unwrap();
+        assert_eq!(writes.len(), 1);
+        let batch = &writes[0].batch;
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["time", "host", "usage"]);
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.column(1).null_count(), 2);
+        assert_eq!(batch.column(2).as_primitive::<Float64Type>().value(0), 1.5);
+        assert!(batch.column(2).is_null(1) && batch.column(2).is_null(2));
+    }
+
+    #[test]
+    fn test_should_refuse_a_column_written_twice_in_one_row() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        let row = table.push_row(1);
+        let usage = table
+            .column(None, "usage", ColumnKind::Field(FieldType::Integer))
+            .unwrap();
+        table
+            .append_field(usage, row, FieldValue::Integer(1), false)
+            .unwrap();
+        let error = table
+            .append_field(usage, row, FieldValue::Integer(2), false)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "column \"usage\" appears twice in one row"
+        );
+    }
+
+    #[test]
+    fn test_should_merge_ints_and_floats_only_when_asked() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        let column = table
+            .column(None, "v", ColumnKind::Field(FieldType::Integer))
+            .unwrap();
+        let row = table.push_row(1);
+        table
+            .append_field(column, row, FieldValue::Integer(2), false)
+            .unwrap();
+        let row = table.push_row(2);
+        let error = table
+            .append_field(column, row, FieldValue::Float(0.5), false)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "column \"v\" is float field here but integer field earlier in the request"
+        );
+        table
+            .append_field(column, row, FieldValue::Float(0.5), true)
+            .unwrap();
+        let row = table.push_row(3);
+        table
+            .append_field(column, row, FieldValue::Integer(3), true)
+            .unwrap();
+        let writes = request.finish().unwrap();
+        let values = writes[0].batch.column(1).as_primitive::<Float64Type>();
+        assert_eq!(values.values().to_vec(), vec![2.0, 0.5, 3.0]);
+    }
+
+    #[test]
+    fn test_should_refuse_reserved_empty_and_too_many_columns() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        assert_eq!(
+            table.column(None, "time", ColumnKind::Tag),
+            Err(BuildError::ReservedName)
+        );
+        assert_eq!(
+            table.column(None, "", ColumnKind::Tag),
+            Err(BuildError::EmptyName)
+        );
+        for i in 0..MAX_COLUMNS_PER_TABLE {
+            table
+                .column(None, &format!("c{i}"), ColumnKind::Tag)
+                .unwrap();
+        }
+        assert_eq!(
+            table.column(None, "one_more", ColumnKind::Tag),
+            Err(BuildError::TooManyColumns)
+        );
+    }
+
+    #[test]
+    fn test_should_refuse_too_many_tables_and_bad_names() {
+        assert!(RequestBuilder::new("1db", 0).is_err());
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        assert!(matches!(
+            request.table("bad name"),
+            Err(BuildError::InvalidMeasurement(_))
+        ));
+        for i in 0..MAX_TABLES_PER_REQUEST {
+            request.table(&format!("m{i}")).unwrap();
+        }
+        assert!(matches!(
+            request.table("one_more"),
+            Err(BuildError::TooManyTables)
+        ));
+        // Tables without rows produce no write.
+        assert!(request.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_should_refuse_requests_sparser_than_the_cell_budget() {
+        // One new column per row: the padding grows with rows times columns.
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        let mut refused = None;
+        for row in 0..5_000usize {
+            let time = table.push_row(row as i64);
+            let column = table
+                .column(None, &format!("c{row}"), ColumnKind::Tag)
+                .unwrap();
+            if let Err(error) = table.append_tag(column, time, "x") {
+                refused = Some((row, error));
+                break;
+            }
+        }
+        let (row, error) = refused.expect("the budget should run out");
+        assert!(matches!(error, BuildError::TooSparse { budget } if budget == MIN_CELLS));
+        // 1 + 2 + ... + row cells were built when the budget ran out.
+        assert!(row * (row + 1) / 2 <= MIN_CELLS && row < 1_500, "{row}");
+    }
+
+    #[test]
+    fn test_should_charge_final_padding_and_share_the_budget_across_tables() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let cpu = request.table("cpu").unwrap();
+        let column = cpu.column(None, "a", ColumnKind::Tag).unwrap();
+        let row = cpu.push_row(0);
+        cpu.append_tag(column, row, "x").unwrap();
+        // A million more rows without a value for `a`: its padding is due at finish.
+        for time in 0..MIN_CELLS as i64 {
+            cpu.push_row(time);
+        }
+        let mem = request.table("mem").unwrap();
+        let column = mem.column(None, "b", ColumnKind::Tag).unwrap();
+        let row = mem.push_row(0);
+        mem.append_tag(column, row, "y").unwrap();
+        let error = request.finish().unwrap_err();
+        assert!(error.to_string().starts_with("cpu: too sparse"), "{error}");
+        assert_eq!(cell_budget(10), 20 + MIN_CELLS);
+    }
+
+    #[test]
+    fn test_should_keep_kinds_in_field_metadata() {
+        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let table = request.table("cpu").unwrap();
+        let row = table.push_row(5);
+        let column = table
+            .column(None, "n", ColumnKind::Field(FieldType::Integer))
+            .unwrap();
+        table
+            .append_field(column, row, FieldValue::Integer(7), false)
+            .unwrap();
+        let writes = request.finish().unwrap();
+        let schema = writes[0].batch.schema();
+        assert_eq!(
+            ColumnKind::of_field(schema.field(0)),
+            Some(ColumnKind::Time)
+        );
+        assert!(!schema.field(0).is_nullable());
+        assert_eq!(
+            ColumnKind::of_field(schema.field(1)),
+            Some(ColumnKind::Field(FieldType::Integer))
+        );
+        assert_eq!(
+            writes[0]
+                .batch
+                .column(1)
+                .as_primitive::<Int64Type>()
+                .value(0),
+            7
+        );
+        assert_eq!(writes[0].table, TableId::new("db", "cpu"));
+    }
+}

@@ -1,0 +1,704 @@
+//! InfluxDB line protocol decoding, with InfluxData's own parser (`influxdb-line-protocol`).
+//!
+//! Lines are split by the parser's `split_lines` (which knows that a newline inside a quoted
+//! string field does not end the line). A good body is parsed in one pass; a body with an
+//! error is decoded again line by line, so that the first bad line can be named by its
+//! 1-based number. Blank lines and `#` comments are skipped but still counted. A trailing `\r`
+//! is dropped (Windows clients), since it can never be part of a valid line's end.
+//!
+//! Semantics beyond the parser's: timestamps are scaled from the request's precision to
+//! nanoseconds with overflow checked; a missing timestamp is the request's `now`; a field with
+//! the name of one of its line's tags is renamed `<field>_value` (Arc); `time` may not be a tag
+//! or field; a field or tag repeated in a line, a column with two types in one request, or a
+//! float literal out of `f64` range (the parser would make it infinite) is an error.
+
+use std::fmt::Display;
+
+use arc_storage::model::ColumnKind;
+use influxdb_line_protocol::{
+    Error as ParseError, FieldValue as LineValue, ParsedLine, parse_lines, split_lines,
+};
+
+use super::builder::{FieldValue, RequestBuilder};
+use super::{IngestError, Precision, TableWrite, shorten};
+
+/// Decodes a line protocol body into one [`TableWrite`] per measurement.
+///
+/// `precision` is the unit of the timestamps in the body; `now_ns` is the time given to lines
+/// without one.
+///
+/// # Errors
+///
+/// [`IngestError::Invalid`] naming the first bad line (`line 3: ...`), or the database.
+pub fn decode_line_protocol(
+    body: &[u8],
+    database: &str,
+    precision: Precision,
+    now_ns: i64,
+) -> Result<Vec<TableWrite>, IngestError> {
+    let text = std::str::from_utf8(body).map_err(|error| {
+        let offset = error.valid_up_to();
+        IngestError::Invalid(format!(
+            "line {}: invalid utf-8 at byte offset {offset}",
+            line_number(body, offset)
+        ))
+    })?;
+    let nanos_per_unit = precision.nanos_per_unit();
+    // Fast path: the parser splits the body itself and we keep no line bookkeeping. Any
+    // failure, including the `\r` of CRLF bodies that only the slow path strips, falls back
+    // to the slow path, which decodes again line by line and names the bad line. Bad bodies
+    // are rare; parsing them twice is the price of not splitting every good body twice.
+    let mut request = RequestBuilder::new(database, body.len())?;
+    let fast = parse_lines(text).try_for_each(|parsed| match parsed {
+        Ok(line) => add_line(&mut request, &line, nanos_per_unit, now_ns).map_err(drop),
+        Err(_) => Err(()),
+    });
+    if fast.is_ok() {
+        return request.finish();
+    }
+    decode_line_by_line(text, database, nanos_per_unit, now_ns)
+}
+
+/// Decodes `text` one line at a time, so that an error names its line.
+fn decode_line_by_line(
+    text: &str,
+    database: &str,
+    nanos_per_unit: i64,
+    now_ns: i64,
+) -> Result<Vec<TableWrite>, IngestError> {
+    let mut request = RequestBuilder::new(database, text.len())?;
+    for raw_line in split_lines(text) {
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        // `None` for blank and comment lines.
+        let Some(parsed) = parse_lines(line).next() else {
+            continue;
+        };
+        let located = |message: &dyn Display| {
+            // `split_lines` yields slices of `text`, so the pointer difference is the offset.
+            let offset = raw_line.as_ptr() as usize - text.as_ptr() as usize;
+            IngestError::Invalid(format!(
+                "line {}: {message}",
+                line_number(text.as_bytes(), offset)
+            ))
+        };
+        let parsed = parsed.map_err(|error| located(&describe(&error)))?;
+        add_line(&mut request, &parsed, nanos_per_unit, now_ns).map_err(|error| located(&error))?;
+    }
+    request.finish()
+}
+
+/// Rewords the parser's errors: its messages are capitalized, one is a bare nom error kind,
+/// and some echo the rest of the line, which may be megabytes.
+fn describe(error: &ParseError) -> String {
+    match error {
+        ParseError::GenericParsingError { .. } | ParseError::FieldSetMissing => {
+            format!("missing or malformed fields, expected {LINE_SHAPE}")
+        }
+        ParseError::MeasurementValueInvalid => {
+            format!("missing or malformed measurement, expected {LINE_SHAPE}")
+        }
+        ParseError::TagSetMalformed => "malformed tag set (tags need a key and a value)".into(),
+        ParseError::IntegerValueInvalid { value, .. } => {
+            format!("invalid integer value \"{}\"", shorten(value))
+        }
+        ParseError::UIntegerValueInvalid { value, .. } => {
+            format!("invalid unsigned integer value \"{}\"", shorten(value))
+        }
+        ParseError::FloatValueInvalid { value, .. } => {
+            format!("invalid float value \"{}\"", shorten(value))
+        }
+        ParseError::TimestampValueInvalid { value, .. } => {
+            format!("invalid timestamp \"{}\"", shorten(value))
+        }
+        ParseError::EndsWithBackslash => {
+            "measurement, tag keys, tag values and field keys may not end with a backslash".into()
+        }
+        ParseError::CannotParseEntireLine { trailing_content } => format!(
+            "malformed value or unexpected content at \"{}\"",
+            shorten(trailing_content)
+        ),
+        other => shorten(&other.to_string()).into_owned(),
+    }
+}
+
+/// The shape of a line, for messages.
+const LINE_SHAPE: &str = "measurement[,tag=value...] field=value[,field=value...] [timestamp]";
+
+/// Returns the 1-based number of the line holding byte `offset`. Only used for errors.
+fn line_number(body: &[u8], offset: usize) -> usize {
+    body[..offset.min(body.len())]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+/// Appends one parsed line to its table. The error is the message without the line number.
+fn add_line(
+    request: &mut RequestBuilder<'_>,
+    line: &ParsedLine<'_>,
+    nanos_per_unit: i64,
+    now_ns: i64,
+) -> Result<(), String> {
+    let table = request
+        .table(line.series.measurement.as_str())
+        .map_err(|error| error.to_string())?;
+    let time_ns = match line.timestamp {
+        None => now_ns,
+        Some(timestamp) => timestamp.checked_mul(nanos_per_unit).ok_or_else(|| {
+            format!("timestamp {timestamp} overflows the nanosecond range at this precision")
+        })?,
+    };
+    let row = table.push_row(time_ns);
+    let tags = line.series.tag_set.as_deref().unwrap_or_default();
+    for (slot, (key, value)) in tags.iter().enumerate() {
+        let column = table
+            .column(Some(slot), key, ColumnKind::Tag)
+            .map_err(|error| error.to_string())?;
+        table
+            .append_tag(column, row, value)
+            .map_err(|error| error.to_string())?;
+    }
+    for (position, (key, value)) in line.field_set.iter().enumerate() {
+        let value = match value {
+            LineValue::F64(v) if !v.is_finite() => {
+                return Err(format!(
+                    "field \"{}\": float value out of range",
+                    shorten(key)
+                ));
+            }
+            LineValue::F64(v) => FieldValue::Float(*v),
+            LineValue::I64(v) => FieldValue::Integer(*v),
+            LineValue::U64(v) => FieldValue::UInteger(*v),
+            LineValue::Boolean(v) => FieldValue::Boolean(*v),
+            LineValue::String(v) => FieldValue::String(v),
+        };
+        // Arc's rule: a field may share its name with a tag of its line; it is stored as
+        // `<name>_value` so that both survive.
+        let renamed;
+        let name: &str = if tags.iter().any(|(tag, _)| tag.as_str() == key.as_str()) {
+            renamed = format!("{}_value", key.as_str());
+            &renamed
+        } else {
+            key
+        };
+        let column = table
+            .column(
+                Some(tags.len() + position),
+                name,
+                ColumnKind::Field(value.field_type()),
+            )
+            .map_err(|error| error.to_string())?;
+        table
+            .append_field(column, row, value, false)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use arc_storage::model::FieldType;
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ingest::test_support::{
+        Table, Value, assert_decoded, column_names, consistent, kind, strings, table_strategy,
+        times,
+    };
+
+    const NOW: i64 = 1_700_000_000_123_456_789;
+
+    fn decode(body: &str) -> Result<Vec<TableWrite>, IngestError> {
+        decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW)
+    }
+
+    fn decode_one(body: &str) -> RecordBatch {
+        let writes = decode(body).unwrap();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        writes.into_iter().next().unwrap().batch
+    }
+
+    fn error_of(body: &str) -> String {
+        match decode(body) {
+            Err(IngestError::Invalid(message)) => message,
+            other => panic!("expected an error for {body:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_should_decode_every_field_type() {
+        let batch = decode_one(
+            "cpu,host=a f=1.5,neg=-2,exp=1e3,i=-42i,u=42u,s=\"hi there\",b=t,b2=FALSE 100",
+        );
+        assert_eq!(times(&batch), vec![100]);
+        assert_eq!(
+            column_names(&batch),
+            ["time", "host", "b", "b2", "exp", "f", "i", "neg", "s", "u"]
+        );
+        assert_eq!(kind(&batch, "host"), ColumnKind::Tag);
+        assert_eq!(kind(&batch, "f"), ColumnKind::Field(FieldType::Float));
+        assert_eq!(kind(&batch, "i"), ColumnKind::Field(FieldType::Integer));
+        assert_eq!(kind(&batch, "u"), ColumnKind::Field(FieldType::UInteger));
+        assert_eq!(kind(&batch, "s"), ColumnKind::Field(FieldType::String));
+        assert_eq!(kind(&batch, "b"), ColumnKind::Field(FieldType::Boolean));
+        let float = |name| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .value(0)
+        };
+        assert_eq!(float("f"), 1.5);
+        assert_eq!(float("neg"), -2.0);
+        assert_eq!(float("exp"), 1000.0);
+        let int = batch
+            .column_by_name("i")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(int.value(0), -42);
+        let uint = batch
+            .column_by_name("u")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        assert_eq!(uint.value(0), 42);
+        assert_eq!(strings(&batch, "s"), vec![Some("hi there".to_string())]);
+        assert!(batch.column_by_name("b").unwrap().as_boolean().value(0));
+        assert!(!batch.column_by_name("b2").unwrap().as_boolean().value(0));
+        assert_eq!(strings(&batch, "host"), vec![Some("a".to_string())]);
+    }
+
+    #[test]
+    fn test_should_accept_every_boolean_spelling() {
+        for (text, expected) in [
+            ("t", true),
+            ("T", true),
+            ("true", true),
+            ("True", true),
+            ("TRUE", true),
+            ("f", false),
+            ("F", false),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            let batch = decode_one(&format!("m v={text}"));
+            assert_eq!(batch.column(1).as_boolean().value(0), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn test_should_decode_extreme_integers() {
+        let batch = decode_one(&format!(
+            "m a={}i,b={}i,c={}u",
+            i64::MIN,
+            i64::MAX,
+            u64::MAX
+        ));
+        assert_eq!(
+            batch.column(1).as_primitive::<Int64Type>().value(0),
+            i64::MIN
+        );
+        assert_eq!(
+            batch.column(2).as_primitive::<Int64Type>().value(0),
+            i64::MAX
+        );
+        assert_eq!(
+            batch.column(3).as_primitive::<UInt64Type>().value(0),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn test_should_unescape_tag_keys_and_values() {
+        let batch = decode_one(r"m,a\,b=c\,d,e\ f=g\ h,i\=j=k\=l v=1");
+        assert_eq!(strings(&batch, "a,b"), vec![Some("c,d".to_string())]);
+        assert_eq!(strings(&batch, "e f"), vec![Some("g h".to_string())]);
+        assert_eq!(strings(&batch, "i=j"), vec![Some("k=l".to_string())]);
+    }
+
+    #[test]
+    fn test_should_unescape_field_keys() {
+        let batch = decode_one(r"m a\,b=1i,c\ d=2i,e\=f=3i");
+        assert_eq!(column_names(&batch), ["time", "a,b", "c d", "e=f"]);
+    }
+
+    #[test]
+    fn test_should_unescape_quotes_and_backslashes_in_string_fields() {
+        let batch =
+            decode_one(r#"m s="say \"hi\", a\\b, c=d, e f",t="\\",u="","#.trim_end_matches(','));
+        assert_eq!(
+            strings(&batch, "s"),
+            vec![Some(r#"say "hi", a\b, c=d, e f"#.to_string())]
+        );
+        assert_eq!(strings(&batch, "t"), vec![Some(r"\".to_string())]);
+        assert_eq!(strings(&batch, "u"), vec![Some(String::new())]);
+    }
+
+    #[test]
+    fn test_should_keep_newlines_inside_string_fields() {
+        let writes = decode("m s=\"a\nb\" 1\nm s=\"c\" 2").unwrap();
+        assert_eq!(
+            strings(&writes[0].batch, "s"),
+            vec![Some("a\nb".to_string()), Some("c".to_string())]
+        );
+        // The line after a multi-line string is numbered by its physical line.
+        let error = error_of("m s=\"a\nb\" 1\nm s=\"c\" 2\nm s=");
+        assert!(error.starts_with("line 4: "), "{error}");
+    }
+
+    #[test]
+    fn test_should_unescape_measurement_then_check_its_name() {
+        // The parser unescapes commas and spaces; the result is not a valid measurement name,
+        // and the message shows the unescaped name.
+        let error = error_of("m v=1\nc\\,pu v=1");
+        assert!(
+            error.starts_with("line 2: invalid measurement name \"c,pu\""),
+            "{error}"
+        );
+        let error = error_of("c\\ pu v=1");
+        assert!(
+            error.starts_with("line 1: invalid measurement name \"c pu\""),
+            "{error}"
+        );
+        let error = error_of("c=pu v=1");
+        assert!(
+            error.starts_with("line 1: invalid measurement name \"c=pu\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn test_should_scale_each_precision_to_nanoseconds() {
+        for (precision, expected) in [
+            (Precision::Ns, 1_700_000_000),
+            (Precision::Us, 1_700_000_000_000),
+            (Precision::Ms, 1_700_000_000_000_000),
+            (Precision::S, 1_700_000_000_000_000_000),
+        ] {
+            let writes = decode_line_protocol(b"m v=1 1700000000", "db", precision, NOW).unwrap();
+            assert_eq!(times(&writes[0].batch), vec![expected], "{precision}");
+        }
+        let writes = decode_line_protocol(b"m v=1 -5", "db", Precision::S, NOW).unwrap();
+        assert_eq!(times(&writes[0].batch), vec![-5_000_000_000]);
+    }
+
+    #[test]
+    fn test_should_use_now_for_missing_timestamps() {
+        let batch = decode_one("m v=1\nm v=2 5\nm v=3");
+        assert_eq!(times(&batch), vec![NOW, 5, NOW]);
+    }
+
+    #[test]
+    fn test_should_split_measurements_into_tables_in_order() {
+        let writes = decode("mem free=1i 1\ncpu usage=2 2\nmem free=3i 3\n").unwrap();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes[0].table.measurement, "mem");
+        assert_eq!(writes[0].table.database, "db");
+        assert_eq!(times(&writes[0].batch), vec![1, 3]);
+        assert_eq!(writes[1].table.measurement, "cpu");
+        assert_eq!(times(&writes[1].batch), vec![2]);
+    }
+
+    #[test]
+    fn test_should_fill_missing_columns_with_nulls() {
+        let batch = decode_one("m,h=a x=1 1\nm y=2i 2\nm,h=b,r=z x=3,y=4i 3");
+        assert_eq!(column_names(&batch), ["time", "h", "r", "x", "y"]);
+        assert_eq!(
+            strings(&batch, "h"),
+            vec![Some("a".to_string()), None, Some("b".to_string())]
+        );
+        assert_eq!(
+            strings(&batch, "r"),
+            vec![None, None, Some("z".to_string())]
+        );
+        let x = batch.column_by_name("x").unwrap();
+        assert_eq!(x.null_count(), 1);
+        assert!(x.is_null(1));
+        let y = batch.column_by_name("y").unwrap();
+        assert!(y.is_null(0));
+        assert_eq!(y.as_primitive::<Int64Type>().value(2), 4);
+    }
+
+    #[test]
+    fn test_should_handle_keys_in_changing_order() {
+        let batch = decode_one("m,a=1,b=2 x=1,y=2 1\nm,b=3 y=3,x=4 2\nm,a=5 z=1 3");
+        assert_eq!(
+            strings(&batch, "a"),
+            vec![Some("1".into()), None, Some("5".into())]
+        );
+        assert_eq!(
+            strings(&batch, "b"),
+            vec![Some("2".into()), Some("3".into()), None]
+        );
+        let x = batch
+            .column_by_name("x")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        assert_eq!((x.value(0), x.value(1)), (1.0, 4.0));
+        let y = batch
+            .column_by_name("y")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        assert_eq!((y.value(0), y.value(1)), (2.0, 3.0));
+    }
+
+    #[test]
+    fn test_should_rename_a_field_named_like_a_tag() {
+        let batch = decode_one("m,host=a host=1i,other=2i 1");
+        assert_eq!(
+            column_names(&batch),
+            ["time", "host", "host_value", "other"]
+        );
+        assert_eq!(kind(&batch, "host"), ColumnKind::Tag);
+        assert_eq!(
+            kind(&batch, "host_value"),
+            ColumnKind::Field(FieldType::Integer)
+        );
+    }
+
+    #[test]
+    fn test_should_skip_blank_lines_and_comments_but_count_them() {
+        let body = "# header\n\nm v=1 1\n   \n# comment v=2\n\tm v=2 2\n";
+        let batch = decode_one(body);
+        assert_eq!(times(&batch), vec![1, 2]);
+        let error = error_of("# header\n\nm v=1 1\n\nm v=");
+        assert!(error.starts_with("line 5: "), "{error}");
+        assert!(decode("").unwrap().is_empty());
+        assert!(decode("\n\n# only comments\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_should_accept_crlf_line_endings() {
+        let batch = decode_one("m,h=a v=1 1\r\nm,h=b v=2\r\n");
+        assert_eq!(times(&batch), vec![1, NOW]);
+        assert_eq!(
+            strings(&batch, "h"),
+            vec![Some("a".into()), Some("b".into())]
+        );
+    }
+
+    #[test]
+    fn test_should_report_type_conflicts_with_line_column_and_types() {
+        let error = error_of("m v=1i 1\nm v=1i 2\nm v=1.5 3");
+        assert_eq!(
+            error,
+            "line 3: column \"v\" is float field here but integer field earlier in the request"
+        );
+        let error = error_of("m,h=a v=1 1\nm h=\"x\" 2");
+        assert_eq!(
+            error,
+            "line 2: column \"h\" is string field here but tag earlier in the request"
+        );
+        // Different measurements are different tables: no conflict.
+        assert_eq!(decode("a v=1i\nb v=1.5").unwrap().len(), 2);
+    }
+
+    /// Each case: a body whose line 3 is bad, and a piece the message must contain.
+    const BAD_LINES: &[(&str, &str)] = &[
+        ("cpu", "missing or malformed fields"),            // no fields
+        ("cpu,host=a", "missing or malformed fields"),     // tags but no fields
+        ("cpu v=1.5i", ""),                                // float with integer suffix
+        ("cpu v=9223372036854775808i", "invalid integer"), // integer overflow
+        ("cpu v=18446744073709551616u", "invalid unsigned"), // unsigned overflow
+        ("cpu v=-1u", ""),                                 // negative unsigned
+        ("cpu v=\"abc", ""),                               // unterminated string
+        ("cpu v=1 abc", "unexpected content at \" abc\""), // timestamp not a number
+        ("cpu v=1 123 456", ""),                           // trailing content
+        ("cpu v=1 99999999999999999999", "invalid timestamp"), // timestamp beyond i64
+        ("cpu,host v=1", "malformed tag set"),             // tag without value
+        ("cpu,host= v=1", ""),                             // tag with empty value
+        ("cpu, v=1", ""),                                  // comma without tags
+        ("cpu v=", ""),                                    // field without value
+        ("cpu v=tru", ""),                                 // bad boolean
+        ("cpu =1", ""),                                    // field without key
+        ("cpu v=1e400", "out of range"),                   // float overflow
+        ("cpu,time=x v=1", "reserved"),                    // tag named time
+        ("cpu time=1", "reserved"),                        // field named time
+        ("cpu v=1,v=2", "appears twice"),                  // repeated field
+        ("cpu,a=1,a=2 v=1", "appears twice"),              // repeated tag
+        ("cpu,h=1 h=1,h_value=2", "appears twice"),        // rename collides
+        ("1cpu v=1", "invalid measurement name"),          // measurement starts with a digit
+        ("cpu.x v=1", "invalid measurement name"),         // measurement with a dot
+        ("ok v=1i", "integer field here"),                 // type conflict with line 1
+        ("cpu v=1 1\\", ""),                               // stray backslash
+        (" v=1", ""),                                      // no measurement
+    ];
+
+    #[test]
+    fn test_should_name_the_first_bad_line() {
+        for (bad, expected) in BAD_LINES {
+            let body = format!("ok v=1 1\n# comment\n{bad}\nok v=2 2\n");
+            let message = error_of(&body);
+            assert!(message.starts_with("line 3: "), "{bad:?} gave {message:?}");
+            assert!(
+                message.contains(expected),
+                "{bad:?} gave {message:?}, expected {expected:?}"
+            );
+            assert!(message.len() < 400, "{message}");
+        }
+    }
+
+    #[test]
+    fn test_should_refuse_timestamp_overflow_at_coarse_precision() {
+        let error = decode_line_protocol(b"m v=1 1\nm v=1 10000000000", "db", Precision::S, NOW)
+            .unwrap_err();
+        assert_eq!(
+            error,
+            IngestError::Invalid(
+                "line 2: timestamp 10000000000 overflows the nanosecond range at this precision"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn test_should_name_the_line_of_invalid_utf8() {
+        let body = b"m v=1\nm v=2\nm s=\"\xff\"\n";
+        let error = decode_line_protocol(body, "db", Precision::Ns, NOW).unwrap_err();
+        assert_eq!(
+            error,
+            IngestError::Invalid("line 3: invalid utf-8 at byte offset 17".into())
+        );
+    }
+
+    #[test]
+    fn test_should_refuse_an_invalid_database() {
+        let error = decode_line_protocol(b"m v=1", "no db", Precision::Ns, NOW).unwrap_err();
+        assert!(error.to_string().starts_with("invalid database name"));
+    }
+
+    #[test]
+    fn test_should_refuse_bodies_that_would_pad_into_gigabytes() {
+        // Each line adds a column: 5000 lines, 5000 columns, 25 million cells of padding
+        // from 50 KB of body.
+        let body: String = (0..5_000).map(|i| format!("m c{i}=1i {i}\n")).collect();
+        let error = error_of(&body);
+        assert!(error.contains("too sparse"), "{error}");
+        // Sparse but reasonable data passes: 100 columns over 10 000 lines.
+        let body: String = (0..10_000)
+            .map(|i| format!("m c{}=1i {i}\n", i % 100))
+            .collect();
+        assert_eq!(decode(&body).unwrap()[0].batch.num_columns(), 101);
+    }
+
+    #[test]
+    fn test_should_keep_long_errors_short() {
+        let body = format!("m v=\"{}", "x".repeat(1 << 20));
+        let message = error_of(&body);
+        assert!(message.starts_with("line 1: "), "{message}");
+        assert!(message.len() < 400);
+    }
+
+    // ---- Round trip against an independent encoder -------------------------------------
+
+    /// Escapes a tag key, tag value or field key per the line protocol spec.
+    fn escape_key(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if matches!(c, ',' | '=' | ' ' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Escapes a string field value per the spec: only `"` and `\`.
+    fn escape_string(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if matches!(c, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    fn encode_line_protocol(tables: &[Table]) -> String {
+        let mut out = String::new();
+        for table in tables {
+            for (time, tag_values, field_values) in &table.rows {
+                out.push_str(&table.measurement);
+                for (tag, value) in table.tags.iter().zip(tag_values) {
+                    if let Some(value) = value {
+                        out.push_str(&format!(",{}={}", escape_key(tag), escape_key(value)));
+                    }
+                }
+                let mut first = true;
+                for ((field, _), value) in table.fields.iter().zip(field_values) {
+                    let Some(value) = value else { continue };
+                    out.push(if first { ' ' } else { ',' });
+                    first = false;
+                    let value = match value {
+                        Value::Float(v) => format!("{v}"),
+                        Value::Integer(v) => format!("{v}i"),
+                        Value::UInteger(v) => format!("{v}u"),
+                        Value::Boolean(v) => format!("{v}"),
+                        Value::String(v) => format!("\"{}\"", escape_string(v)),
+                    };
+                    out.push_str(&format!("{}={value}", escape_key(field)));
+                }
+                out.push_str(&format!(" {time}\n"));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn test_should_round_trip_generated_tables(
+            tables in proptest::collection::vec(table_strategy(i64::MIN..i64::MAX), 1..4)
+        ) {
+            let tables = consistent(tables);
+            let body = encode_line_protocol(&tables);
+            let writes = decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW)
+                .unwrap_or_else(|error| panic!("{error} in {body:?}"));
+            assert_decoded(&tables, &writes);
+        }
+
+        #[test]
+        fn test_should_never_panic_on_arbitrary_bytes(
+            body in proptest::collection::vec(any::<u8>(), 0..256)
+        ) {
+            let _ = decode_line_protocol(&body, "db", Precision::S, NOW);
+        }
+
+        #[test]
+        fn test_should_never_panic_on_line_protocol_like_text(
+            body in "[a-z0-9 ,=\"\\\\\n\r#.tfiu-]{0,80}"
+        ) {
+            let _ = decode_line_protocol(body.as_bytes(), "db", Precision::Ms, NOW);
+        }
+    }
+
+    #[test]
+    #[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+    fn bench_line_protocol_rows_per_second() {
+        let rows = 1_000_000;
+        let mut body = String::with_capacity(rows * 80);
+        for i in 0..rows {
+            body.push_str(&format!(
+                "cpu,host=server{:02},region=us-east-{} usage_user={}.5,usage_system={}i,idle=t {}\n",
+                i % 50,
+                i % 4,
+                i % 100,
+                i % 1000,
+                1_700_000_000_000_000_000i64 + i as i64
+            ));
+        }
+        let started = std::time::Instant::now();
+        let writes = decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(writes[0].batch.num_rows(), rows);
+        println!(
+            "line protocol: {rows} rows, {} MB in {:?}: {:.2} M rows/s",
+            body.len() / 1_000_000,
+            elapsed,
+            rows as f64 / elapsed.as_secs_f64() / 1e6
+        );
+    }
+}

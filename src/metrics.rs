@@ -1,0 +1,90 @@
+//! Metrics of the binary (HTTP, ingest, group commit, flushes) and the Prometheus recorder.
+//!
+//! Names follow `arc_<area>_<thing>_<unit>`; label values are bounded (route templates, not
+//! raw paths; outcomes from a fixed set). The crates record their own metrics (`arc_wal_*`,
+//! `arc_catalog_*`, `arc_query_*`) through the same global recorder.
+
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: 100 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the global Prometheus recorder, or returns `None` if one is installed already
+/// (several nodes in one test process share the first).
+pub fn install() -> Option<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    describe();
+    gauge!("arc_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Some(handle)
+}
+
+fn describe() {
+    describe_counter!("arc_http_requests_total", "HTTP requests by route, method and status");
+    describe_histogram!("arc_http_request_seconds", "HTTP request latency by route");
+    describe_counter!("arc_ingest_rows_total", "Rows acknowledged, by format");
+    describe_counter!("arc_ingest_bytes_total", "Request body bytes received, by format");
+    describe_counter!("arc_ingest_rejected_total", "Write requests rejected, by reason");
+    describe_histogram!("arc_wal_group_commit_requests", "Requests sharing one WAL sync");
+    describe_histogram!("arc_wal_group_commit_seconds", "Duration of one group commit sync");
+    describe_counter!("arc_flush_total", "Table flushes, by outcome");
+    describe_counter!("arc_flush_rows_total", "Rows written to Parquet by flushes");
+    describe_counter!("arc_flush_bytes_total", "Parquet bytes written by flushes");
+    describe_histogram!("arc_flush_seconds", "Duration of one table flush");
+    describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
+    describe_gauge!("arc_build_info", "Build information");
+}
+
+/// Records one HTTP request.
+pub fn record_http(route: &str, method: &str, status: u16, elapsed: Duration) {
+    counter!(
+        "arc_http_requests_total",
+        "route" => route.to_string(),
+        "method" => method.to_string(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    histogram!("arc_http_request_seconds", "route" => route.to_string())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records an acknowledged write.
+pub fn record_ingest(format: &'static str, rows: u64, bytes: u64) {
+    counter!("arc_ingest_rows_total", "format" => format).increment(rows);
+    counter!("arc_ingest_bytes_total", "format" => format).increment(bytes);
+}
+
+/// Records a rejected write.
+pub fn record_rejected(reason: &'static str) {
+    counter!("arc_ingest_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Records one group commit.
+pub fn record_wal_group(requests: usize, elapsed: Duration) {
+    histogram!("arc_wal_group_commit_requests").record(requests as f64);
+    histogram!("arc_wal_group_commit_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Records one table flush.
+pub fn record_flush(outcome: &'static str, rows: u64, bytes: u64, elapsed: Duration) {
+    counter!("arc_flush_total", "outcome" => outcome).increment(1);
+    if outcome == "ok" {
+        counter!("arc_flush_rows_total").increment(rows);
+        counter!("arc_flush_bytes_total").increment(bytes);
+    }
+    histogram!("arc_flush_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Sets the buffered-rows gauge.
+pub fn set_buffer_rows(rows: u64) {
+    gauge!("arc_buffer_rows").set(rows as f64);
+}

@@ -1,0 +1,612 @@
+//! A running node: start-up (catalog, promote, WAL recovery and replay), the flusher, the
+//! HTTP server, and the graceful stop.
+//!
+//! Start-up order matters for durability. The catalog is loaded first, because the highest
+//! flushed LSN of each table decides which WAL entries still need replay and where LSNs
+//! continue. The node then appends a `promote` record (a new epoch fences any previous
+//! incarnation still running against the same storage), opens the WAL (recovery truncates a
+//! torn or corrupt tail) and replays into the buffers. Only then is it ready: `/ready` answers
+//! 503 until replay is done, and writes and queries get 503 with `Retry-After`.
+//!
+//! Tasks: the HTTP server, the flusher and the WAL writer thread. A stop (the cancellation
+//! token) first stops the HTTP server accepting, then flushes every buffer, then stops the
+//! writer; a flush that cannot finish within `server.shutdown_timeout` leaves its rows in the
+//! WAL, where the next start replays them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_query::{QueryEngine, QueryError, QuerySettings, ResolvedTable};
+use arc_storage::model::{ColumnKind, ColumnSpec, columns_of, schema_of};
+use arc_storage::{
+    Catalog, CatalogError, CatalogSettings, CatalogState, FlushMeta, ObjectCache, ObjectStorage,
+    StorageError, TableId, TimeRange,
+};
+use arc_wal::{Lsn, Wal, WalSettings};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::buffers::Buffers;
+use crate::config::Config;
+use crate::failpoints;
+use crate::ingest::TableWrite;
+use crate::metrics as m;
+use crate::payload;
+use crate::writer::{self, SchemaRegistry, WriteError, WriterHandle, WriterParts};
+
+/// State shared by the HTTP handlers, the flusher and the stop sequence.
+pub struct NodeInner {
+    /// The effective configuration.
+    pub config: Config,
+    /// This node's id.
+    pub node_id: String,
+    /// Acknowledged rows not yet in Parquet.
+    pub buffers: Arc<Buffers>,
+    /// The DuckDB engine.
+    pub engine: Arc<QueryEngine>,
+    /// Renders `/metrics`; `None` when another node in this process owns the recorder.
+    pub metrics: Option<PrometheusHandle>,
+    storage: ObjectStorage,
+    catalog: Catalog,
+    cache: ObjectCache,
+    /// Set once WAL replay is done.
+    writer: OnceLock<WriterHandle>,
+    epoch: OnceLock<u64>,
+    draining: AtomicBool,
+    /// Serializes flush rounds (the background flusher, the flush endpoint, the final flush).
+    flush_round: AsyncMutex<()>,
+    /// Set when the node must stop with an error (fenced by a newer epoch, WAL failure).
+    fatal: Mutex<Option<String>>,
+    stop: CancellationToken,
+}
+
+impl NodeInner {
+    /// Whether WAL replay is done and the node is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.writer.get().is_some() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Why the node is not ready (for 503 bodies).
+    pub fn not_ready_reason(&self) -> &'static str {
+        if self.draining.load(Ordering::Acquire) {
+            "node is shutting down"
+        } else {
+            "node is starting (replaying the write-ahead log)"
+        }
+    }
+
+    /// `server.max_payload_size` in bytes.
+    pub fn max_payload_size(&self) -> usize {
+        usize::try_from(self.config.server.max_payload_size.0).unwrap_or(usize::MAX)
+    }
+
+    /// Nanoseconds since the Unix epoch, for rows without a timestamp and `now()` in queries.
+    pub fn now_ns(&self) -> i64 {
+        chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// Answers 503 unless the node takes writes.
+    #[allow(clippy::result_large_err)]
+    pub fn check_accepting_writes(&self) -> Result<(), Response> {
+        if !self.is_ready() {
+            return Err(unavailable(self.not_ready_reason()));
+        }
+        Ok(())
+    }
+
+    /// Makes writes durable and visible; returns the LSN.
+    ///
+    /// # Errors
+    /// See [`WriteError`].
+    pub async fn write(&self, writes: Vec<TableWrite>) -> Result<u64, WriteError> {
+        let Some(writer) = self.writer.get() else {
+            return Err(WriteError::Unavailable(self.not_ready_reason().into()));
+        };
+        writer.write(writes).await
+    }
+
+    /// Flushes every buffered table now; returns how many tables were flushed.
+    ///
+    /// # Errors
+    /// The first flush that failed (its rows stay buffered and in the WAL).
+    pub async fn flush_all(&self) -> Result<usize, FlushError> {
+        let _round = self.flush_round.lock().await;
+        let tables = self.buffers.tables_with_rows();
+        let mut first_error = None;
+        for table in &tables {
+            if let Err(error) = self.flush_table(table).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(tables.len()),
+        }
+    }
+
+    async fn flush_due(&self) {
+        let _round = self.flush_round.lock().await;
+        let max_age = Duration::from_millis(self.config.ingest.max_buffer_age_ms);
+        for table in self
+            .buffers
+            .due(self.config.ingest.max_buffer_size, max_age)
+        {
+            if let Err(error) = self.flush_table(&table).await {
+                warn!(%table, %error, "flush failed; rows stay buffered and will be retried");
+            }
+        }
+    }
+
+    /// Flushes the frozen and active rows of one table, oldest first.
+    async fn flush_table(&self, table: &TableId) -> Result<(), FlushError> {
+        if !self.buffers.begin_flush(table) {
+            return Ok(());
+        }
+        let result = self.flush_table_claimed(table).await;
+        self.buffers.end_flush(table);
+        if let Err(FlushError::Fenced(message)) = &result {
+            self.fail(format!("fenced while flushing {table}: {message}"));
+        }
+        result
+    }
+
+    async fn flush_table_claimed(&self, table: &TableId) -> Result<(), FlushError> {
+        let epoch = *self.epoch.get().expect("flushes run after promote");
+        while let Some(frozen) = self.buffers.next_frozen(table) {
+            let started = Instant::now();
+            let meta = FlushMeta {
+                epoch,
+                lsn_first: frozen.lsn_first,
+                lsn_last: frozen.lsn_last,
+                node_id: self.node_id.clone(),
+            };
+            let encode_table = table.clone();
+            let encode_meta = meta.clone();
+            let batches = frozen.batches;
+            let objects = tokio::task::spawn_blocking(move || {
+                arc_storage::parquet::encode_table_objects(&encode_table, &batches, &encode_meta)
+            })
+            .await
+            .map_err(|error| FlushError::Other(format!("encode task for {table}: {error}")))?
+            .map_err(|error| FlushError::Other(format!("encoding {table}: {error}")))?;
+            let bytes: u64 = objects.iter().map(|object| object.bytes.len() as u64).sum();
+            failpoints::hit("flush-before-commit");
+            let committed = arc_storage::upload_and_commit(
+                self.storage.store().as_ref(),
+                &self.catalog,
+                table,
+                objects,
+                &meta,
+            )
+            .await;
+            if let Err(error) = committed {
+                m::record_flush("error", frozen.rows, bytes, started.elapsed());
+                return Err(FlushError::from_storage(table, error));
+            }
+            failpoints::hit("flush-after-commit");
+            self.buffers.complete(table, frozen.id);
+            m::record_flush("ok", frozen.rows, bytes, started.elapsed());
+            info!(%table, rows = frozen.rows, bytes, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, "table flushed");
+            if let Some(writer) = self.writer.get() {
+                let low = self
+                    .buffers
+                    .low_watermark()
+                    .unwrap_or_else(|| writer.next_lsn());
+                writer.truncate_below(low).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&self, message: String) {
+        error!(reason = %message, "node stopping on a fatal error");
+        let mut fatal = self.fatal.lock().unwrap_or_else(|poison| poison.into_inner());
+        fatal.get_or_insert(message);
+        self.stop.cancel();
+    }
+
+    /// Databases with committed files or buffered rows.
+    pub fn databases(&self) -> Vec<String> {
+        let snapshot = self.catalog.snapshot();
+        let mut names: BTreeSet<String> = snapshot
+            .databases()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        names.extend(
+            self.buffers
+                .tables_with_rows()
+                .into_iter()
+                .map(|table| table.database),
+        );
+        names.into_iter().collect()
+    }
+
+    /// Tables (measurements) of a database, committed or buffered.
+    pub fn tables_of(&self, database: &str) -> Vec<String> {
+        let snapshot = self.catalog.snapshot();
+        let mut names: BTreeSet<String> = snapshot
+            .tables_of(database)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        names.extend(
+            self.buffers
+                .tables_with_rows()
+                .into_iter()
+                .filter(|table| table.database == database)
+                .map(|table| table.measurement),
+        );
+        names.into_iter().collect()
+    }
+
+    /// Finds the files and fresh rows of every table a query needs.
+    ///
+    /// # Errors
+    /// [`QueryError::UnknownTable`] for a table with neither files nor rows; an execution
+    /// error when a remote object cannot be fetched.
+    pub async fn resolve_tables(
+        &self,
+        needs: &[(TableId, TimeRange)],
+    ) -> Result<HashMap<TableId, ResolvedTable>, QueryError> {
+        // The catalog snapshot and the fresh rows are taken together (see buffers.rs).
+        let (snapshot, mut fresh) = self.buffers.with_lock(|fresh_above| {
+            let snapshot = self.catalog.snapshot();
+            let fresh: HashMap<TableId, Vec<_>> = needs
+                .iter()
+                .map(|(table, _)| {
+                    let flushed = snapshot
+                        .tables
+                        .get(table)
+                        .map_or(0, |state| state.flushed_lsn);
+                    (table.clone(), fresh_above(table, flushed))
+                })
+                .collect();
+            (snapshot, fresh)
+        });
+        let mut resolved = HashMap::new();
+        for (table, range) in needs {
+            let fresh_rows = fresh.remove(table).unwrap_or_default();
+            let state = snapshot.tables.get(table);
+            if state.is_none() && fresh_rows.is_empty() {
+                return Err(QueryError::UnknownTable(format!(
+                    "table {table} does not exist"
+                )));
+            }
+            let mut columns: Vec<ColumnSpec> =
+                state.map(|state| state.columns.clone()).unwrap_or_default();
+            for batch in &fresh_rows {
+                columns.extend(columns_of(&batch.schema()));
+            }
+            let schema = schema_of(&order_columns(columns));
+            let mut files = Vec::new();
+            if let Some(state) = state {
+                for object in state
+                    .objects
+                    .iter()
+                    .filter(|object| object.time_range.overlaps(range))
+                {
+                    let path = object_store::path::Path::from(object.path.as_str());
+                    let local = self.cache.local_file(&path).await.map_err(|error| {
+                        QueryError::Execution(format!("fetching {}: {error}", object.path))
+                    })?;
+                    files.push(local);
+                }
+            }
+            resolved.insert(
+                table.clone(),
+                ResolvedTable {
+                    schema,
+                    files,
+                    fresh: fresh_rows,
+                },
+            );
+        }
+        Ok(resolved)
+    }
+}
+
+/// Orders columns time, tags (sorted), fields (sorted), keeping the first kind seen per name.
+fn order_columns(columns: Vec<ColumnSpec>) -> Vec<ColumnSpec> {
+    let mut seen = HashMap::new();
+    for column in columns {
+        seen.entry(column.name.clone()).or_insert(column);
+    }
+    let mut ordered: Vec<ColumnSpec> = seen.into_values().collect();
+    ordered.sort_by(|left, right| {
+        let rank = |kind: &ColumnKind| match kind {
+            ColumnKind::Time => 0,
+            ColumnKind::Tag => 1,
+            ColumnKind::Field(_) => 2,
+        };
+        rank(&left.kind)
+            .cmp(&rank(&right.kind))
+            .then_with(|| left.name.cmp(&right.name))
+    });
+    ordered
+}
+
+fn unavailable(message: &str) -> Response {
+    use axum::response::IntoResponse;
+    let mut response = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
+/// A flush that did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// A newer epoch owns the catalog: this node must stop writing.
+    #[error("{0}")]
+    Fenced(String),
+    /// Anything else; the rows stay buffered and the flush is retried.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FlushError {
+    fn from_storage(table: &TableId, error: StorageError) -> Self {
+        match error {
+            StorageError::Catalog(fenced @ CatalogError::Fenced { .. }) => {
+                FlushError::Fenced(fenced.to_string())
+            }
+            other => FlushError::Other(format!("flushing {table}: {other}")),
+        }
+    }
+}
+
+/// Runs a node until `shutdown` is cancelled or a fatal error occurs.
+///
+/// # Errors
+/// Start-up failures (storage, catalog, WAL, listener) and fatal errors while running.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let node_id = config.cluster.node_id.clone();
+    let storage = ObjectStorage::open(&config.storage).context("opening object storage")?;
+    info!(storage = %storage.describe(), node_id = %node_id, "storage opened");
+    warn!(
+        auth_enabled = config.auth.enabled,
+        "API tokens are not implemented in this version: every request is accepted; keep the API on a trusted network"
+    );
+    let cache = ObjectCache::new(&storage, config.query.cache_dir.clone())
+        .context("preparing the query cache directory")?;
+    let catalog = Catalog::open(storage.store().clone(), CatalogSettings::default())
+        .await
+        .context("loading the catalog")?;
+    let mut allowed_directories = vec![config.query.cache_dir.clone()];
+    if let Some(root) = storage.local_root() {
+        allowed_directories.push(root.to_path_buf());
+    }
+    let engine = QueryEngine::new(QuerySettings {
+        threads: config.query.threads,
+        memory_limit: config.query.memory_limit.clone(),
+        allowed_directories,
+    })
+    .context("starting the query engine")?;
+    let stop = shutdown.child_token();
+    let inner = Arc::new(NodeInner {
+        node_id: node_id.clone(),
+        buffers: Arc::new(Buffers::default()),
+        engine: Arc::new(engine),
+        metrics: m::install(),
+        storage,
+        catalog,
+        cache,
+        writer: OnceLock::new(),
+        epoch: OnceLock::new(),
+        draining: AtomicBool::new(false),
+        flush_round: AsyncMutex::new(()),
+        fatal: Mutex::new(None),
+        stop: stop.clone(),
+        config,
+    });
+
+    let listen = inner.config.listen_addr()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {listen}"))?;
+    let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
+    info!(address = %bound, "http api listening");
+    if let Some(path) = &inner.config.server.port_file {
+        std::fs::write(path, bound.to_string())
+            .with_context(|| format!("writing server.port_file {}", path.display()))?;
+    }
+    let http_stop = CancellationToken::new();
+    let http_task = {
+        let app = crate::http::router(inner.clone());
+        let http_stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+        })
+    };
+
+    let writer_thread = match start_writer(&inner).await {
+        Ok(thread) => thread,
+        Err(error) => {
+            http_stop.cancel();
+            let _ = http_task.await;
+            return Err(error);
+        }
+    };
+    info!(node_id = %inner.node_id, epoch = inner.epoch.get().copied().unwrap_or(0), "node ready");
+
+    let flusher = {
+        let inner = inner.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { flusher_loop(inner, stop).await })
+    };
+
+    stop.cancelled().await;
+    info!("stopping: draining requests and flushing buffers");
+    inner.draining.store(true, Ordering::Release);
+    http_stop.cancel();
+    let shutdown_timeout = inner.config.server.shutdown_timeout.0;
+    let _ = flusher.await;
+    let fatal = inner
+        .fatal
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .clone();
+    if fatal.is_none() {
+        match tokio::time::timeout(shutdown_timeout, inner.flush_all()).await {
+            Ok(Ok(tables)) => info!(tables, "final flush done"),
+            Ok(Err(error)) => warn!(%error, "final flush failed; rows stay in the WAL for replay"),
+            Err(_) => warn!("final flush timed out; rows stay in the WAL for replay"),
+        }
+    }
+    match tokio::time::timeout(shutdown_timeout, http_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "http server ended with an error"),
+        Ok(Err(error)) => warn!(%error, "http server task failed"),
+        Err(_) => warn!("http server did not drain in time"),
+    }
+    if let Some(writer) = inner.writer.get() {
+        writer.stop().await;
+    }
+    if tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_or(true, |joined| joined.is_err())
+    {
+        error!("wal writer thread panicked");
+    }
+    info!("node stopped");
+    match fatal {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None => Ok(()),
+    }
+}
+
+/// Promotes, recovers and replays the WAL, and starts the writer thread.
+async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let snapshot = inner.catalog.snapshot();
+    let max_flushed = snapshot.max_flushed_lsn();
+    let wal_settings = WalSettings {
+        dir: inner.config.wal.directory.clone(),
+        sync_mode: inner.config.wal.sync_mode,
+        segment_size_bytes: inner.config.wal.max_size_mb.saturating_mul(1024 * 1024),
+    };
+    let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(wal_settings, Lsn(max_flushed + 1)))
+        .await
+        .context("wal recovery task")?
+        .context("opening the write-ahead log")?;
+    if let Some(truncation) = &report.truncated {
+        warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
+    }
+    let last_lsn = wal.next_lsn().0.saturating_sub(1);
+    let epoch = inner
+        .catalog
+        .promote(&inner.node_id, last_lsn)
+        .await
+        .context("appending the promote record to the catalog")?;
+    let _ = inner.epoch.set(epoch);
+    info!(epoch, segments = report.segments, entries = report.entries, "promoted; replaying wal");
+
+    let mut schemas: SchemaRegistry = HashMap::new();
+    for (table, state) in &snapshot.tables {
+        let known = schemas.entry(table.clone()).or_default();
+        for column in &state.columns {
+            known.insert(column.name.clone(), column.kind);
+        }
+    }
+    let replay_inner = inner.clone();
+    let (wal, schemas, replayed) = tokio::task::spawn_blocking(move || {
+        replay(&replay_inner, wal, schemas, &snapshot)
+    })
+    .await
+    .context("wal replay task")??;
+    info!(replayed, "wal replay done");
+
+    let (handle, thread) = writer::start(WriterParts {
+        wal,
+        epoch,
+        schemas,
+        buffers: inner.buffers.clone(),
+        max_buffer_rows: inner.config.ingest.max_buffer_size,
+    })
+    .context("starting the wal writer thread")?;
+    let _ = inner.writer.set(handle);
+    Ok(thread)
+}
+
+fn replay(
+    inner: &NodeInner,
+    wal: Wal,
+    mut schemas: SchemaRegistry,
+    snapshot: &CatalogState,
+) -> anyhow::Result<(Wal, SchemaRegistry, u64)> {
+    let mut replayed = 0u64;
+    for entry in wal.read_from(Lsn(0)).context("reading the wal for replay")? {
+        let entry = entry.context("reading a wal entry during replay")?;
+        let lsn = entry.lsn.0;
+        let writes = payload::decode(&entry.payload)
+            .with_context(|| format!("decoding wal entry lsn {lsn}"))?;
+        let pending: Vec<TableWrite> = writes
+            .into_iter()
+            .filter(|write| {
+                let flushed = snapshot
+                    .tables
+                    .get(&write.table)
+                    .map_or(0, |state| state.flushed_lsn);
+                lsn > flushed
+            })
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        // Replayed writes were accepted once; a conflict here can only come from a changed
+        // catalog and is logged, not fatal, so acknowledged rows are never dropped.
+        if let Err(message) = writer::check_schema(&mut schemas, &pending) {
+            warn!(lsn, %message, "schema conflict during replay");
+        }
+        replayed += pending.iter().map(|w| w.batch.num_rows() as u64).sum::<u64>();
+        inner
+            .buffers
+            .apply(lsn, pending, inner.config.ingest.max_buffer_size);
+    }
+    Ok((wal, schemas, replayed))
+}
+
+async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
+    let max_age = Duration::from_millis(inner.config.ingest.max_buffer_age_ms);
+    let tick = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let writer = inner.writer.get().cloned();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = interval.tick() => {}
+            _ = async {
+                match &writer {
+                    Some(writer) => writer.flush_wanted().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        inner.flush_due().await;
+        if let Some(writer) = &writer
+            && writer.is_poisoned()
+        {
+            inner.fail("the write-ahead log failed; restart to recover".into());
+        }
+    }
+}

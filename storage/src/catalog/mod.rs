@@ -1,0 +1,649 @@
+//! The catalog log (DESIGN.md section 3; docs/0002-catalog-log.md): the append-only record of
+//! cluster truth in the object store, and the arbiter of who is primary.
+//!
+//! Record `seq` lives at `_catalog/log/{seq:020}.json` and is written with put-if-absent
+//! (`PutMode::Create`): whoever creates slot N owns it, and slots are never overwritten, freed
+//! or reused. Every reader applies the same records in slot order with the same pure rule
+//! ([`CatalogState`]), so every reader reaches the same state, voided records included.
+//!
+//! # Lifecycle
+//!
+//! [`Catalog::open`] loads the newest checkpoint and tails the log from there;
+//! [`Catalog::refresh`] tails again; [`Catalog::commit`] appends a record. One async mutex per
+//! `Catalog` serializes tailing and committing within the process; readers use
+//! [`Catalog::snapshot`] (an `Arc` of an immutable state) and never wait for either.
+//!
+//! # Error semantics
+//!
+//! - [`CatalogError::Fenced`]: a newer epoch exists; the caller must stop writing.
+//! - [`CatalogError::Rejected`]: the record's precondition no longer holds.
+//! - [`CatalogError::Unavailable`]: no definite answer after the allowed attempts. The record
+//!   was not seen in its slot, but a put still in flight may land there later; a caller that
+//!   re-submits the same change must make it idempotent (a re-committed flush naming the same
+//!   objects is: live objects are never added twice).
+//! - [`CatalogError::Corrupt`]: a record cannot be decoded; tailing stops there (nothing after
+//!   a corrupt slot can be applied in order), and a human must look.
+
+mod record;
+mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload};
+use tokio::sync::{Mutex, watch};
+use tracing::{debug, info, warn};
+
+pub use record::{
+    Compact, DataObject, FORMAT_VERSION, Fence, Flush, Isr, LogRecord, Promote, RecordBody,
+};
+pub use state::{CatalogState, TableState};
+
+use crate::error::CatalogError;
+use crate::metrics::{self, CommitOutcome};
+use crate::paths;
+use record::Checkpoint;
+use state::Verdict;
+
+/// How many log records a tail fetches concurrently once it finds more than one new record.
+const TAIL_WINDOW: u64 = 16;
+
+/// Tuning of the catalog client.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// Write a checkpoint after every record whose seq is a multiple of this (default 100).
+    /// Lower: faster `open` (at most this many records to tail); higher: fewer checkpoint
+    /// objects (each holds the full live file set).
+    pub checkpoint_interval: u64,
+    /// Attempts a commit makes against store errors (timeouts, 5xx) before giving up with
+    /// `Unavailable` (default 8). Losing a slot to another writer does not count: that means
+    /// the log moved forward.
+    pub max_commit_attempts: u32,
+    /// First backoff after a store error (default 100 ms); doubles per attempt, with jitter.
+    pub retry_backoff: Duration,
+    /// Cap of the backoff (default 5 s).
+    pub max_retry_backoff: Duration,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: 100,
+            max_commit_attempts: 8,
+            retry_backoff: Duration::from_millis(100),
+            max_retry_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CatalogSettings {
+    /// Settings for tests: short backoffs, a small checkpoint interval.
+    pub fn for_test() -> Self {
+        Self {
+            checkpoint_interval: 10,
+            max_commit_attempts: 5,
+            retry_backoff: Duration::from_millis(1),
+            max_retry_backoff: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A handle on the catalog log. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    settings: CatalogSettings,
+    /// The published state. Replaced (never mutated) under `writer`; readers clone the `Arc`.
+    state: watch::Sender<Arc<CatalogState>>,
+    /// Serializes tailing and committing in this process.
+    writer: Mutex<WriterState>,
+}
+
+#[derive(Debug)]
+struct WriterState {
+    /// The newest checkpoint known to exist; a commit at or below it would sit in a slot that
+    /// readers starting from that checkpoint never read.
+    checkpoint_seq: u64,
+}
+
+/// How a commit attempt's slot turned out.
+enum SlotOutcome {
+    /// Our record is in the slot.
+    Ours,
+    /// Another record is in the slot (already decoded).
+    Theirs(LogRecord),
+    /// The slot is empty.
+    Empty,
+}
+
+impl Catalog {
+    /// Opens the catalog in `store`: loads the newest readable checkpoint, then tails the log.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Invalid`] for unusable settings, [`CatalogError::ObjectStore`] if the
+    /// store cannot be read, [`CatalogError::Corrupt`] if a log record cannot be decoded.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        settings: CatalogSettings,
+    ) -> Result<Catalog, CatalogError> {
+        Self::open_with(store, settings, true).await
+    }
+
+    async fn open_with(
+        store: Arc<dyn ObjectStore>,
+        settings: CatalogSettings,
+        use_checkpoints: bool,
+    ) -> Result<Catalog, CatalogError> {
+        if settings.checkpoint_interval == 0 || settings.max_commit_attempts == 0 {
+            return Err(CatalogError::Invalid(
+                "checkpoint_interval and max_commit_attempts must be at least 1".into(),
+            ));
+        }
+        let mut state = if use_checkpoints {
+            load_newest_checkpoint(store.as_ref()).await?
+        } else {
+            CatalogState::default()
+        };
+        let checkpoint_seq = state.seq;
+        let catalog = Catalog {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                state: watch::Sender::new(Arc::new(CatalogState::default())),
+                writer: Mutex::new(WriterState { checkpoint_seq }),
+            }),
+        };
+        let tailed = catalog.tail(&mut state).await;
+        catalog.publish(state);
+        tailed?;
+        let snapshot = catalog.snapshot();
+        info!(
+            seq = snapshot.seq,
+            epoch = snapshot.epoch,
+            checkpoint_seq,
+            tables = snapshot.tables.len(),
+            "catalog opened"
+        );
+        Ok(catalog)
+    }
+
+    /// Returns the current state. Cheap; never waits for a commit or a refresh.
+    pub fn snapshot(&self) -> Arc<CatalogState> {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Returns a receiver that sees every newly published state (for waiting on a seq).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<CatalogState>> {
+        self.inner.state.subscribe()
+    }
+
+    /// Returns the object store the catalog lives in.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// Applies records other nodes appended since the last tail; returns the new seq.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::ObjectStore`] if the store cannot be read, [`CatalogError::Corrupt`] if
+    /// a record cannot be decoded. Records before the failing one are applied and published.
+    pub async fn refresh(&self) -> Result<u64, CatalogError> {
+        let _writer = self.inner.writer.lock().await;
+        let mut state = (*self.snapshot()).clone();
+        let tailed = self.tail(&mut state).await;
+        let seq = state.seq;
+        self.publish(state);
+        tailed.map(|()| seq)
+    }
+
+    /// Makes `node_id` primary at the next epoch (current + 1), fencing every older writer,
+    /// with itself as the only in-sync replica. A standalone node calls this at each start to
+    /// fence its previous incarnation. Returns the new epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Fenced`] if another promote took the epoch first; otherwise as
+    /// [`Catalog::commit`].
+    pub async fn promote(&self, node_id: &str, last_lsn: u64) -> Result<u64, CatalogError> {
+        let current_epoch = self.refresh_epoch().await?;
+        self.promote_if(current_epoch, node_id, last_lsn, vec![node_id.to_string()])
+            .await
+    }
+
+    /// Makes `node_id` primary at `expected_epoch + 1`, but only if no promote after
+    /// `expected_epoch` lands first: the failover candidate's call, where losing the race means
+    /// someone else won. Returns the new epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Fenced`] if the catalog's epoch is no longer `expected_epoch`;
+    /// otherwise as [`Catalog::commit`].
+    pub async fn promote_if(
+        &self,
+        expected_epoch: u64,
+        node_id: &str,
+        last_lsn: u64,
+        in_sync: Vec<String>,
+    ) -> Result<u64, CatalogError> {
+        let epoch = expected_epoch + 1;
+        let body = RecordBody::Promote(Promote {
+            epoch,
+            node_id: node_id.to_string(),
+            fence: Fence {
+                previous_epoch: expected_epoch,
+                last_lsn,
+            },
+            in_sync,
+        });
+        let seq = self.commit(epoch, node_id, body).await?;
+        info!(epoch, seq, node_id, last_lsn, "promoted");
+        Ok(epoch)
+    }
+
+    async fn refresh_epoch(&self) -> Result<u64, CatalogError> {
+        self.refresh().await?;
+        Ok(self.snapshot().epoch)
+    }
+
+    /// Appends a record written under `epoch` by `node_id` at the next free slot; returns the
+    /// slot (seq) it landed in, once it is applied locally.
+    ///
+    /// Losing a slot to another writer applies the winner's record and retries at the next
+    /// slot; a store error is resolved by reading the slot back (our nonce there means we
+    /// landed). See the module docs for the outcomes.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Fenced`] if a newer epoch precedes the record (nothing is written if
+    /// that is known in advance), [`CatalogError::Rejected`] if its precondition fails,
+    /// [`CatalogError::Unavailable`] after `max_commit_attempts` store errors,
+    /// [`CatalogError::Invalid`] for a malformed request or an epoch never promoted,
+    /// [`CatalogError::Corrupt`] if a record in the way cannot be decoded.
+    pub async fn commit(
+        &self,
+        epoch: u64,
+        node_id: &str,
+        record: RecordBody,
+    ) -> Result<u64, CatalogError> {
+        let started = Instant::now();
+        let result = self.commit_inner(epoch, node_id, record).await;
+        let outcome = match &result {
+            Ok(_) => CommitOutcome::Ok,
+            Err(CatalogError::Fenced { .. }) => CommitOutcome::Fenced,
+            Err(CatalogError::Rejected { .. }) => CommitOutcome::Rejected,
+            Err(CatalogError::Unavailable { .. }) => CommitOutcome::Unavailable,
+            Err(_) => CommitOutcome::Error,
+        };
+        metrics::record_commit(outcome, started.elapsed());
+        result
+    }
+
+    async fn commit_inner(
+        &self,
+        epoch: u64,
+        node_id: &str,
+        body: RecordBody,
+    ) -> Result<u64, CatalogError> {
+        validate_request(epoch, node_id, &body)?;
+        let mut writer = self.inner.writer.lock().await;
+        let mut state = (*self.snapshot()).clone();
+        let result = self
+            .commit_locked(&mut writer, &mut state, epoch, node_id, body)
+            .await;
+        // Whatever happened, the records we read on the way are part of the log.
+        self.publish(state);
+        result
+    }
+
+    async fn commit_locked(
+        &self,
+        writer: &mut WriterState,
+        state: &mut CatalogState,
+        epoch: u64,
+        node_id: &str,
+        body: RecordBody,
+    ) -> Result<u64, CatalogError> {
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let mut failures: u32 = 0;
+        let mut refreshed_for_check = false;
+        loop {
+            // Spend no put on a record that would be void.
+            match state.check(epoch, &body) {
+                Verdict::Valid => {}
+                Verdict::Fenced { current_epoch } => {
+                    return Err(fenced(epoch, current_epoch));
+                }
+                verdict if !refreshed_for_check => {
+                    // Our view may be stale (the promote or the objects may be in records we
+                    // have not read yet): tail once and check again.
+                    debug!(?verdict, "catalog precheck failed; tailing before deciding");
+                    refreshed_for_check = true;
+                    self.tail(state).await?;
+                    continue;
+                }
+                Verdict::UnknownEpoch { current_epoch } => {
+                    return Err(CatalogError::Invalid(format!(
+                        "epoch {epoch} was never promoted (current epoch {current_epoch})"
+                    )));
+                }
+                Verdict::Rejected(reason) => return Err(CatalogError::Rejected { reason }),
+            }
+
+            let slot = state.seq + 1;
+            if slot <= writer.checkpoint_seq {
+                return Err(CatalogError::Rejected {
+                    reason: format!(
+                        "slot {slot} is at or below checkpoint {}",
+                        writer.checkpoint_seq
+                    ),
+                });
+            }
+            let key = paths::catalog_log_path(slot);
+            let record = LogRecord {
+                version: FORMAT_VERSION,
+                seq: slot,
+                epoch,
+                nonce: nonce.clone(),
+                node: node_id.to_string(),
+                record: body.clone(),
+            };
+            let put = self
+                .inner
+                .store
+                .put_opts(
+                    &key,
+                    PutPayload::from(record.encode()),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await;
+            let outcome = match put {
+                Ok(_) => SlotOutcome::Ours,
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    // Taken, possibly by an earlier attempt of ours whose reply was lost.
+                    match self.read_slot_for(slot, &nonce).await {
+                        Ok(outcome) => outcome,
+                        Err(error @ CatalogError::Corrupt { .. }) => return Err(error),
+                        Err(error) => {
+                            failures += 1;
+                            self.backoff_or_give_up(&key, failures, &error.to_string())
+                                .await?;
+                            continue;
+                        }
+                    }
+                }
+                Err(put_error) => {
+                    // Ambiguous: the write may or may not have landed. Read the slot back.
+                    metrics::record_ambiguous_put();
+                    warn!(slot, error = %put_error, "catalog put failed; reading slot back");
+                    failures += 1;
+                    match self.read_slot_for(slot, &nonce).await {
+                        Ok(SlotOutcome::Empty) => {
+                            self.backoff_or_give_up(&key, failures, &put_error.to_string())
+                                .await?;
+                            continue;
+                        }
+                        Ok(outcome) => outcome,
+                        Err(error @ CatalogError::Corrupt { .. }) => return Err(error),
+                        Err(error) => {
+                            self.backoff_or_give_up(&key, failures, &error.to_string())
+                                .await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match outcome {
+                SlotOutcome::Ours => return self.landed(writer, state, &record).await,
+                SlotOutcome::Theirs(theirs) => {
+                    // Lost the slot: take the winner's record (and any after it), then
+                    // re-check ours against the new state at the next slot.
+                    debug!(slot, winner = %theirs.node, "catalog slot taken");
+                    self.apply(state, &theirs);
+                    self.tail(state).await?;
+                }
+                SlotOutcome::Empty => {
+                    // Create said the slot exists but a read finds nothing: only possible if
+                    // someone deleted a record. Treat as a store fault.
+                    failures += 1;
+                    self.backoff_or_give_up(&key, failures, "slot vanished after AlreadyExists")
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Applies our record that landed in its slot, writes a checkpoint if due, and reports
+    /// whether the record counts.
+    async fn landed(
+        &self,
+        writer: &mut WriterState,
+        state: &mut CatalogState,
+        record: &LogRecord,
+    ) -> Result<u64, CatalogError> {
+        let slot = record.seq;
+        let verdict = self.apply(state, record);
+        if slot.is_multiple_of(self.inner.settings.checkpoint_interval) {
+            self.write_checkpoint(writer, state).await;
+        }
+        match verdict {
+            Verdict::Valid => {
+                debug!(
+                    seq = slot,
+                    epoch = record.epoch,
+                    kind = record.record.type_name(),
+                    "catalog record committed"
+                );
+                Ok(slot)
+            }
+            // We checked before writing and the slot followed exactly what we had applied, so
+            // these mean the check and apply disagree; report them as what they are anyway.
+            Verdict::Fenced { current_epoch } => Err(fenced(record.epoch, current_epoch)),
+            Verdict::UnknownEpoch { current_epoch } => Err(CatalogError::Invalid(format!(
+                "epoch {} was never promoted (current epoch {current_epoch})",
+                record.epoch
+            ))),
+            Verdict::Rejected(reason) => Err(CatalogError::Rejected { reason }),
+        }
+    }
+
+    async fn write_checkpoint(&self, writer: &mut WriterState, state: &CatalogState) {
+        let key = paths::catalog_checkpoint_path(state.seq);
+        let put = self
+            .inner
+            .store
+            .put_opts(
+                &key,
+                PutPayload::from(Checkpoint::encode(state)),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            // AlreadyExists: a checkpoint of the same seq holds the same state (it is a pure
+            // function of the log).
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {
+                writer.checkpoint_seq = writer.checkpoint_seq.max(state.seq);
+                debug!(seq = state.seq, "catalog checkpoint written");
+            }
+            // The commit stands; the next interval writes the next checkpoint.
+            Err(error) => warn!(seq = state.seq, %error, "cannot write catalog checkpoint"),
+        }
+    }
+
+    async fn backoff_or_give_up(
+        &self,
+        key: &Path,
+        failures: u32,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        let settings = &self.inner.settings;
+        if failures >= settings.max_commit_attempts {
+            warn!(key = %key, attempts = failures, reason, "catalog commit gave up");
+            return Err(CatalogError::Unavailable {
+                key: key.to_string(),
+                attempts: failures,
+                reason: reason.to_string(),
+            });
+        }
+        let exponent = failures.saturating_sub(1).min(16);
+        let backoff = settings
+            .retry_backoff
+            .saturating_mul(1u32 << exponent)
+            .min(settings.max_retry_backoff);
+        // Full jitter: racing writers that failed together do not retry together.
+        let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        tokio::time::sleep(jittered).await;
+        Ok(())
+    }
+
+    /// Reads slot `slot` and tells whether it holds our record (by nonce).
+    async fn read_slot_for(&self, slot: u64, nonce: &str) -> Result<SlotOutcome, CatalogError> {
+        Ok(match read_record(self.inner.store.as_ref(), slot).await? {
+            None => SlotOutcome::Empty,
+            Some(record) if record.nonce == nonce => SlotOutcome::Ours,
+            Some(record) => SlotOutcome::Theirs(record),
+        })
+    }
+
+    /// Applies one record to the working state.
+    fn apply(&self, state: &mut CatalogState, record: &LogRecord) -> Verdict {
+        let verdict = state.apply(record);
+        if verdict != Verdict::Valid {
+            // Every reader voids it alike; worth a note, not an alarm.
+            info!(seq = record.seq, epoch = record.epoch, node = %record.node, kind = record.record.type_name(), ?verdict, "catalog record void");
+        }
+        verdict
+    }
+
+    /// Applies every record after `state.seq`, in slot order, up to the first empty slot.
+    async fn tail(&self, state: &mut CatalogState) -> Result<(), CatalogError> {
+        let store = self.inner.store.as_ref();
+        // Polling usually finds nothing new: probe one slot before fetching a window.
+        let mut window = 1;
+        loop {
+            let first = state.seq + 1;
+            let records: Vec<Result<Option<LogRecord>, CatalogError>> =
+                futures::stream::iter(first..first + window)
+                    .map(|slot| read_record(store, slot))
+                    .buffered(window as usize)
+                    .collect()
+                    .await;
+            // In slot order: an error or a gap ends the tail; what lies beyond is not ours
+            // to look at yet.
+            for record in records {
+                let Some(record) = record? else {
+                    return Ok(());
+                };
+                self.apply(state, &record);
+            }
+            window = TAIL_WINDOW;
+        }
+    }
+
+    fn publish(&self, state: CatalogState) {
+        let seq = state.seq;
+        self.inner.state.send_if_modified(|current| {
+            // Every applied record advances seq, so an equal seq means an equal state.
+            if current.seq == seq {
+                return false;
+            }
+            *current = Arc::new(state);
+            true
+        });
+        metrics::set_catalog_seq(seq);
+    }
+}
+
+fn fenced(our_epoch: u64, current_epoch: u64) -> CatalogError {
+    CatalogError::Fenced {
+        our_epoch,
+        current_epoch,
+    }
+}
+
+fn validate_request(epoch: u64, node_id: &str, body: &RecordBody) -> Result<(), CatalogError> {
+    if node_id.is_empty() {
+        return Err(CatalogError::Invalid("node id must not be empty".into()));
+    }
+    match body {
+        RecordBody::Promote(promote) if promote.epoch != epoch => {
+            Err(CatalogError::Invalid(format!(
+                "promote to epoch {} committed under epoch {epoch}",
+                promote.epoch
+            )))
+        }
+        RecordBody::Flush(flush) if flush.lsn_first > flush.lsn_last => {
+            Err(CatalogError::Invalid(format!(
+                "flush of {} has lsn_first {} above lsn_last {}",
+                flush.table, flush.lsn_first, flush.lsn_last
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads log record `slot`; `None` if the slot is empty.
+async fn read_record(
+    store: &dyn ObjectStore,
+    slot: u64,
+) -> Result<Option<LogRecord>, CatalogError> {
+    let key = paths::catalog_log_path(slot);
+    let Some(bytes) = read_object(store, &key).await? else {
+        return Ok(None);
+    };
+    LogRecord::decode(key.as_ref(), slot, &bytes).map(Some)
+}
+
+async fn read_object(
+    store: &dyn ObjectStore,
+    key: &Path,
+) -> Result<Option<bytes::Bytes>, CatalogError> {
+    let result = match store.get_opts(key, GetOptions::default()).await {
+        Ok(result) => result,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(error) => return Err(CatalogError::object_store(key, error)),
+    };
+    result
+        .bytes()
+        .await
+        .map(Some)
+        .map_err(|error| CatalogError::object_store(key, error))
+}
+
+/// Loads the newest checkpoint that decodes; an undecodable one is skipped for the one before
+/// it (the log still holds every record, so an older start only costs tailing time).
+async fn load_newest_checkpoint(store: &dyn ObjectStore) -> Result<CatalogState, CatalogError> {
+    let prefix = paths::catalog_checkpoint_prefix();
+    let listed: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|error| CatalogError::object_store(&prefix, error))?;
+    let mut seqs: Vec<u64> = listed
+        .iter()
+        .filter_map(|meta| paths::parse_catalog_checkpoint_path(&meta.location))
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    for seq in seqs {
+        let key = paths::catalog_checkpoint_path(seq);
+        let Some(bytes) = read_object(store, &key).await? else {
+            continue;
+        };
+        match Checkpoint::decode(key.as_ref(), seq, &bytes) {
+            Ok(state) => return Ok(state),
+            Err(error) => warn!(key = %key, %error, "skipping unreadable catalog checkpoint"),
+        }
+    }
+    Ok(CatalogState::default())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,421 @@
+//! Catalog tests against `InMemory`, `LocalFileSystem` and the fault-injecting wrapper.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::*;
+use crate::model::{TableId, TimeRange};
+use crate::testing::{FailingObjectStore, FaultOp, FaultTiming};
+
+const LOG_PREFIX: &str = "_catalog/log/";
+
+fn table() -> TableId {
+    TableId::new("db", "cpu")
+}
+
+fn object(path: &str) -> DataObject {
+    DataObject {
+        path: path.to_string(),
+        time_range: TimeRange {
+            start_ns: 0,
+            end_ns: 10,
+        },
+        rows: 1,
+        bytes: 1,
+    }
+}
+
+fn flush(lsn: u64, path: &str) -> RecordBody {
+    RecordBody::Flush(Flush {
+        table: table(),
+        lsn_first: lsn,
+        lsn_last: lsn,
+        objects: vec![object(path)],
+        columns: vec![],
+    })
+}
+
+fn live_paths(state: &CatalogState) -> Vec<String> {
+    state
+        .table(&table())
+        .map(|table_state| table_state.objects.iter().map(|o| o.path.clone()).collect())
+        .unwrap_or_default()
+}
+
+async fn open(store: Arc<dyn ObjectStore>) -> Catalog {
+    Catalog::open(store, CatalogSettings::for_test())
+        .await
+        .unwrap()
+}
+
+async fn slot_exists(store: &dyn ObjectStore, seq: u64) -> bool {
+    store.head(&paths::catalog_log_path(seq)).await.is_ok()
+}
+
+#[tokio::test]
+async fn test_should_commit_and_reopen_same_state() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    assert_eq!(catalog.snapshot().seq, 0);
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    assert_eq!(epoch, 1);
+    assert_eq!(catalog.commit(epoch, "a", flush(5, "x")).await.unwrap(), 2);
+    let state = catalog.snapshot();
+    assert_eq!(state.primary.as_deref(), Some("a"));
+    assert_eq!(state.max_flushed_lsn(), 5);
+
+    let reopened = open(store).await;
+    assert_eq!(*reopened.snapshot(), *state);
+}
+
+#[tokio::test]
+async fn test_should_give_dense_slots_to_concurrent_committers() {
+    const CATALOGS: usize = 3;
+    const TASKS_PER_CATALOG: usize = 3;
+    const COMMITS_PER_TASK: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+
+    // Several processes (one Catalog each) with several tasks each, all racing for slots.
+    let mut handles = Vec::new();
+    for catalog_index in 0..CATALOGS {
+        let catalog = open(store.clone()).await;
+        for task in 0..TASKS_PER_CATALOG {
+            let catalog = catalog.clone();
+            handles.push(tokio::spawn(async move {
+                let mut landed = Vec::new();
+                for commit in 0..COMMITS_PER_TASK {
+                    let path = format!("p-{catalog_index}-{task}-{commit}");
+                    let seq = catalog
+                        .commit(0, &format!("n{catalog_index}"), flush(1, &path))
+                        .await
+                        .unwrap();
+                    landed.push((seq, path));
+                }
+                landed
+            }));
+        }
+    }
+    let mut landed = Vec::new();
+    for handle in handles {
+        landed.extend(handle.await.unwrap());
+    }
+    let total = CATALOGS * TASKS_PER_CATALOG * COMMITS_PER_TASK;
+    let seqs: BTreeSet<u64> = landed.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<BTreeSet<_>>());
+
+    // Every record landed exactly once, in the slot its committer was told.
+    for (seq, path) in &landed {
+        let record = read_record(store.as_ref(), *seq).await.unwrap().unwrap();
+        let RecordBody::Flush(flush) = record.record else {
+            panic!("slot {seq} holds {:?}", record.record);
+        };
+        assert_eq!(&flush.objects[0].path, path);
+    }
+    assert!(!slot_exists(store.as_ref(), total as u64 + 1).await);
+    let fresh = open(store.clone()).await;
+    let state = fresh.snapshot();
+    assert_eq!(state.seq, total as u64);
+    let live: BTreeSet<String> = live_paths(&state).into_iter().collect();
+    assert_eq!(live.len(), total);
+    let replayed = Catalog::open_with(store, CatalogSettings::for_test(), false)
+        .await
+        .unwrap();
+    assert_eq!(*replayed.snapshot(), *state);
+}
+
+#[tokio::test]
+async fn test_should_resolve_error_after_landing_as_success() {
+    let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+    let catalog = open(failing.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    failing.inject(FaultOp::Put, FaultTiming::After, LOG_PREFIX, 1);
+
+    let seq = catalog.commit(epoch, "a", flush(3, "x")).await.unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(failing.injected(), 1);
+    // No duplicate in the next slot.
+    assert!(!slot_exists(failing.as_ref(), 3).await);
+    let fresh = open(failing.clone()).await;
+    assert_eq!(fresh.snapshot().seq, 2);
+    assert_eq!(live_paths(&fresh.snapshot()), ["x"]);
+}
+
+#[tokio::test]
+async fn test_should_resolve_ambiguity_when_read_back_also_fails() {
+    let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+    let catalog = open(failing.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    failing.inject(FaultOp::Put, FaultTiming::After, LOG_PREFIX, 1);
+    failing.inject(FaultOp::Get, FaultTiming::Before, LOG_PREFIX, 1);
+
+    // Put lands but errors; the read-back errors; the retry finds the slot taken by our own
+    // record (same nonce) and reports success.
+    assert_eq!(catalog.commit(epoch, "a", flush(3, "x")).await.unwrap(), 2);
+    assert!(!slot_exists(failing.as_ref(), 3).await);
+    assert_eq!(live_paths(&catalog.snapshot()), ["x"]);
+}
+
+#[tokio::test]
+async fn test_should_retry_same_slot_after_error_before_landing() {
+    let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+    let catalog = open(failing.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    failing.inject(FaultOp::Put, FaultTiming::Before, LOG_PREFIX, 2);
+
+    assert_eq!(catalog.commit(epoch, "a", flush(3, "x")).await.unwrap(), 2);
+    assert_eq!(failing.injected(), 2);
+    assert_eq!(open(failing.clone()).await.snapshot().seq, 2);
+}
+
+#[tokio::test]
+async fn test_should_give_up_as_unavailable_without_consuming_the_slot() {
+    let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+    let catalog = open(failing.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    failing.inject(FaultOp::Put, FaultTiming::Before, LOG_PREFIX, 1000);
+
+    let error = catalog.commit(epoch, "a", flush(3, "x")).await.unwrap_err();
+    let CatalogError::Unavailable { key, attempts, .. } = &error else {
+        panic!("expected Unavailable, got {error:?}");
+    };
+    assert_eq!(key, paths::catalog_log_path(2).as_ref());
+    assert_eq!(*attempts, CatalogSettings::for_test().max_commit_attempts);
+    assert!(error.is_retryable());
+
+    failing.clear();
+    assert_eq!(catalog.commit(epoch, "a", flush(3, "x")).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn test_should_fence_older_writer_and_void_its_late_record() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let node_a = open(store.clone()).await;
+    let epoch_a = node_a.promote("a", 0).await.unwrap();
+    assert_eq!(
+        node_a.commit(epoch_a, "a", flush(1, "a1")).await.unwrap(),
+        2
+    );
+
+    let node_b = open(store.clone()).await;
+    let epoch_b = node_b.promote("b", 1).await.unwrap();
+    assert_eq!(epoch_b, 2);
+
+    // A has not seen B's promote: it loses slot 3, learns the new epoch, and is fenced.
+    let error = node_a
+        .commit(epoch_a, "a", flush(2, "a2"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CatalogError::Fenced {
+                our_epoch: 1,
+                current_epoch: 2
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(node_a.snapshot().primary.as_deref(), Some("b"));
+    // Knowing it is fenced, A writes nothing more.
+    assert!(matches!(
+        node_a.commit(epoch_a, "a", flush(2, "a2")).await,
+        Err(CatalogError::Fenced { .. })
+    ));
+    assert!(!slot_exists(store.as_ref(), 4).await);
+
+    // A zombie that ignores the rules lands a record of epoch 1 after B's promote: void for
+    // every reader.
+    let zombie = LogRecord {
+        version: FORMAT_VERSION,
+        seq: 4,
+        epoch: epoch_a,
+        nonce: "zombie".into(),
+        node: "a".into(),
+        record: flush(3, "a3"),
+    };
+    store
+        .put_opts(
+            &paths::catalog_log_path(4),
+            PutPayload::from(zombie.encode()),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+        .unwrap();
+    let fresh = open(store.clone()).await;
+    let state = fresh.snapshot();
+    assert_eq!(state.seq, 4);
+    assert_eq!(state.epoch, 2);
+    assert_eq!(live_paths(&state), ["a1"]);
+    assert_eq!(state.max_flushed_lsn(), 1);
+
+    // B keeps committing after the void record.
+    assert_eq!(
+        node_b.commit(epoch_b, "b", flush(4, "b1")).await.unwrap(),
+        5
+    );
+
+    // A stale failover candidate that expected epoch 1 loses.
+    assert!(matches!(
+        node_a.promote_if(1, "a", 9, vec!["a".into()]).await,
+        Err(CatalogError::Fenced { .. })
+    ));
+}
+
+#[tokio::test]
+async fn test_should_reject_epoch_never_promoted_and_dead_compaction() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    assert!(matches!(
+        catalog.commit(epoch + 1, "a", flush(1, "x")).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let compact = RecordBody::Compact(Compact {
+        table: table(),
+        removed: vec!["missing".into()],
+        added: vec![object("merged")],
+    });
+    assert!(matches!(
+        catalog.commit(epoch, "c", compact).await,
+        Err(CatalogError::Rejected { .. })
+    ));
+    // Neither wrote anything.
+    assert!(!slot_exists(store.as_ref(), 2).await);
+
+    catalog.commit(epoch, "a", flush(1, "x")).await.unwrap();
+    let compact = RecordBody::Compact(Compact {
+        table: table(),
+        removed: vec!["x".into()],
+        added: vec![object("merged")],
+    });
+    assert_eq!(catalog.commit(epoch, "c", compact).await.unwrap(), 3);
+    assert_eq!(live_paths(&catalog.snapshot()), ["merged"]);
+}
+
+#[tokio::test]
+async fn test_should_open_from_checkpoint_like_full_replay() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    for lsn in 1..=24 {
+        catalog
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    let compact = RecordBody::Compact(Compact {
+        table: table(),
+        removed: vec!["o1".into(), "o2".into()],
+        added: vec![object("o1-2")],
+    });
+    catalog.commit(epoch, "a", compact).await.unwrap();
+    assert_eq!(catalog.snapshot().seq, 26);
+
+    let checkpoints: Vec<u64> = store
+        .list(Some(&paths::catalog_checkpoint_prefix()))
+        .map(|meta| paths::parse_catalog_checkpoint_path(&meta.unwrap().location).unwrap())
+        .collect::<BTreeSet<_>>()
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(checkpoints, [10, 20]);
+
+    let from_checkpoint = open(store.clone()).await;
+    let replayed = Catalog::open_with(store.clone(), CatalogSettings::for_test(), false)
+        .await
+        .unwrap();
+    assert_eq!(*from_checkpoint.snapshot(), *replayed.snapshot());
+    assert_eq!(*from_checkpoint.snapshot(), *catalog.snapshot());
+
+    // An unreadable newest checkpoint is skipped for the one before it.
+    store
+        .put(
+            &paths::catalog_checkpoint_path(25),
+            PutPayload::from_static(b"{broken"),
+        )
+        .await
+        .unwrap();
+    let despite_garbage = open(store.clone()).await;
+    assert_eq!(*despite_garbage.snapshot(), *catalog.snapshot());
+
+    // A fresh catalog sees records committed by others after it opened.
+    catalog.commit(epoch, "a", flush(30, "late")).await.unwrap();
+    assert_eq!(from_checkpoint.refresh().await.unwrap(), 27);
+    assert_eq!(*from_checkpoint.snapshot(), *catalog.snapshot());
+}
+
+#[tokio::test]
+async fn test_should_report_corrupt_record() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    store
+        .put_opts(
+            &paths::catalog_log_path(2),
+            PutPayload::from_static(b"{\"version\":1,\"seq\":"),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+        .unwrap();
+
+    let error = catalog.refresh().await.unwrap_err();
+    let CatalogError::Corrupt { key, .. } = &error else {
+        panic!("expected Corrupt, got {error:?}");
+    };
+    assert_eq!(key, paths::catalog_log_path(2).as_ref());
+    assert!(matches!(
+        Catalog::open(store.clone(), CatalogSettings::for_test()).await,
+        Err(CatalogError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        catalog.commit(epoch, "a", flush(1, "x")).await,
+        Err(CatalogError::Corrupt { .. })
+    ));
+    // The state stays at the last good record.
+    assert_eq!(catalog.snapshot().seq, 1);
+}
+
+#[tokio::test]
+async fn test_should_notify_subscribers_of_new_state() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let writer = open(store.clone()).await;
+    let reader = open(store.clone()).await;
+    let mut changes = reader.subscribe();
+    let epoch = writer.promote("a", 0).await.unwrap();
+    writer.commit(epoch, "a", flush(1, "x")).await.unwrap();
+    reader.refresh().await.unwrap();
+    let seen = changes.wait_for(|state| state.seq == 2).await.unwrap();
+    assert_eq!(seen.primary.as_deref(), Some("a"));
+}
+
+#[tokio::test]
+async fn test_should_commit_through_latency_and_contention() {
+    let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+    failing.set_latency(Duration::from_millis(1));
+    let first = open(failing.clone()).await;
+    let second = open(failing.clone()).await;
+    let mut handles = Vec::new();
+    for (index, catalog) in [first, second].into_iter().enumerate() {
+        handles.push(tokio::spawn(async move {
+            for commit in 0..5 {
+                catalog
+                    .commit(0, "n", flush(1, &format!("{index}-{commit}")))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    failing.clear();
+    let state = open(failing).await.snapshot();
+    assert_eq!(state.seq, 10);
+    assert_eq!(live_paths(&state).len(), 10);
+}

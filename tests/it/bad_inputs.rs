@@ -1,0 +1,203 @@
+//! A table of bad inputs: each gets its documented 4xx and a message naming what failed; the
+//! node keeps serving; nothing of a rejected request appears in any query.
+
+use serde_json::{Value, json};
+
+use crate::e2e::{gzip, msgpack, zstd};
+use crate::harness::TestNode;
+
+struct Case {
+    name: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    status: u16,
+    /// Lowercase substrings the error message must contain.
+    mentions: Vec<&'static str>,
+}
+
+fn lp(name: &'static str, body: &str, status: u16, mentions: &[&'static str]) -> Case {
+    Case {
+        name,
+        path: "/api/v1/write/line-protocol".into(),
+        headers: vec![("x-arc-database", "bad".into())],
+        body: body.as_bytes().to_vec(),
+        status,
+        mentions: mentions.to_vec(),
+    }
+}
+
+fn mp(name: &'static str, body: Vec<u8>, status: u16, mentions: &[&'static str]) -> Case {
+    Case {
+        name,
+        path: "/api/v1/write/msgpack".into(),
+        headers: vec![("x-arc-database", "bad".into())],
+        body,
+        status,
+        mentions: mentions.to_vec(),
+    }
+}
+
+fn sql(name: &'static str, text: &str, mentions: &[&'static str]) -> Case {
+    Case {
+        name,
+        path: "/api/v1/query".into(),
+        headers: vec![("content-type", "application/json".into())],
+        body: serde_json::to_vec(&json!({ "sql": text })).unwrap(),
+        status: 400,
+        mentions: mentions.to_vec(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let big_zeros = vec![0u8; 4 << 20];
+    vec![
+        lp("no fields", "cpu,host=a 1", 400, &["line 1"]),
+        lp("bad integer", "cpu v=12ai 1", 400, &["line 1"]),
+        lp("second line bad", "cpu,host=z v=1 1\ncpu v= 2", 400, &["line 2"]),
+        lp("unterminated string", "cpu,host=z v=1 1\n\ncpu s=\"abc 3", 400, &["line 3"]),
+        lp("bad timestamp", "cpu v=1 notatime", 400, &["line 1"]),
+        lp("trailing content", "cpu v=1 1 extra", 400, &["line 1"]),
+        lp("duplicate field", "cpu v=1,v=2 1", 400, &["line 1"]),
+        lp("type conflict in request", "cpu v=1i 1\ncpu v=1.5 2", 400, &["line 2"]),
+        lp("measurement starts with digit", "1cpu v=1 1", 400, &["line 1"]),
+        lp("measurement with space", "my\\ cpu v=1 1", 400, &["line 1"]),
+        lp("tag named time", "cpu,time=x v=1 1", 400, &["line 1", "time"]),
+        lp("empty body", "", 400, &[]),
+        Case {
+            name: "bad precision",
+            path: "/api/v1/write/line-protocol?precision=h".into(),
+            headers: vec![("x-arc-database", "bad".into())],
+            body: b"cpu v=1 1".to_vec(),
+            status: 400,
+            mentions: vec!["precision"],
+        },
+        Case {
+            name: "timestamp overflow",
+            path: "/write?db=bad&precision=s".into(),
+            headers: vec![],
+            body: b"cpu v=1 99999999999999999".to_vec(),
+            status: 400,
+            mentions: vec!["line 1"],
+        },
+        Case {
+            name: "non-utf8 body",
+            path: "/api/v1/write/line-protocol".into(),
+            headers: vec![("x-arc-database", "bad".into())],
+            body: vec![b'c', b'p', b'u', b' ', b'v', b'=', 0xff, 0xfe],
+            status: 400,
+            mentions: vec!["utf-8"],
+        },
+        Case {
+            name: "bad database name",
+            path: "/api/v1/write/line-protocol".into(),
+            headers: vec![("x-arc-database", "9bad".into())],
+            body: b"cpu v=1 1".to_vec(),
+            status: 400,
+            mentions: vec!["9bad"],
+        },
+        Case {
+            name: "database name too long",
+            path: format!("/write?db={}", "d".repeat(65)),
+            headers: vec![],
+            body: b"cpu v=1 1".to_vec(),
+            status: 400,
+            mentions: vec!["database"],
+        },
+        mp("not msgpack", vec![0xc1, 0xc1, 0xc1], 400, &[]),
+        mp("truncated msgpack", msgpack(&json!({"m": "cpu", "columns": {"v": [1, 2, 3]}}))[..12].to_vec(), 400, &[]),
+        mp(
+            "length mismatch",
+            msgpack(&json!({"m": "cpu", "columns": {"time": [1, 2], "v": [1.0]}})),
+            400,
+            &["v"],
+        ),
+        mp("missing measurement", msgpack(&json!({"columns": {"v": [1.0]}})), 400, &["m"]),
+        mp("bad measurement name", msgpack(&json!({"m": "bad name", "fields": {"v": 1}})), 400, &["bad name"]),
+        mp(
+            "string times",
+            msgpack(&json!({"m": "cpu", "columns": {"time": ["yesterday"], "v": [1.0]}})),
+            400,
+            &["time"],
+        ),
+        mp("row without fields", msgpack(&json!({"m": "cpu", "t": 1})), 400, &["fields"]),
+        mp("top-level integer", msgpack(&json!(42)), 400, &[]),
+        mp(
+            "nested field value",
+            msgpack(&json!({"m": "cpu", "fields": {"v": {"x": 1}}})),
+            400,
+            &["v"],
+        ),
+        mp("truncated gzip", gzip(b"cpu v=1 1")[..10].to_vec(), 400, &["gzip"]),
+        mp("zstd garbage", vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3, 4, 5], 400, &["zstd"]),
+        mp("gzip bomb", gzip(&big_zeros), 413, &[]),
+        mp("zstd bomb", zstd(&big_zeros), 413, &[]),
+        lp("oversize body", &format!("cpu v=1 {}\n", "1".repeat(2 << 20)), 413, &[]),
+        sql("syntax error", "SELEC 1", &[]),
+        sql("drop table", "DROP TABLE cpu", &[]),
+        sql("copy out", "COPY (SELECT 1) TO '/tmp/x.csv'", &[]),
+        sql("read_parquet", "SELECT * FROM read_parquet('/etc/passwd')", &["read_parquet"]),
+        sql("file as table", "SELECT * FROM '/etc/passwd'", &[]),
+        sql("attach", "ATTACH '/tmp/x.db' AS x", &[]),
+        sql("install", "INSTALL httpfs", &[]),
+        sql("getenv", "SELECT getenv('HOME')", &["getenv"]),
+        sql("two statements", "SELECT 1; SELECT 2", &[]),
+        sql("unknown table", "SELECT * FROM bad.nosuch", &["nosuch"]),
+        Case {
+            name: "query body not json",
+            path: "/api/v1/query".into(),
+            headers: vec![],
+            body: b"sql=SELECT 1".to_vec(),
+            status: 400,
+            mentions: vec![],
+        },
+    ]
+}
+
+#[tokio::test]
+async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
+    let node = TestNode::start(&[
+        ("ARC_SERVER_MAX_PAYLOAD_SIZE", "1MB"),
+        ("ARC_INGEST_MAX_BUFFER_SIZE", "1000000"),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000"),
+    ])
+    .await;
+    node.write_lp("bad", "cpu,host=seed v=1 1").await;
+    node.write_lp("bad", "conflict v=1i 1").await;
+
+    let mut all = cases();
+    // Across requests: a column keeps its first type.
+    all.push(lp("type conflict across requests", "conflict v=1.5 2", 400, &["v"]));
+    assert!(all.len() >= 25, "the table has {} cases", all.len());
+    let mut failures = Vec::new();
+    for case in &all {
+        let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, text) = node.post(&case.path, &headers, case.body.clone()).await;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = body["error"].as_str().unwrap_or_default().to_lowercase();
+        if status != case.status {
+            failures.push(format!("{}: status {status} (want {}): {text}", case.name, case.status));
+            continue;
+        }
+        if message.is_empty() {
+            failures.push(format!("{}: no error message: {text}", case.name));
+        }
+        for mention in &case.mentions {
+            if !message.contains(mention) {
+                failures.push(format!("{}: message lacks {mention:?}: {message}", case.name));
+            }
+        }
+        // The node keeps serving after every case.
+        let health = node.client.get(node.url("/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "after {}", case.name);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Nothing of a rejected request is stored.
+    assert_eq!(node.query("SELECT host, v FROM bad.cpu").await, vec![vec![json!("seed"), json!(1.0)]]);
+    assert_eq!(node.query("SELECT v FROM bad.conflict").await, vec![vec![json!(1)]]);
+    assert_eq!(
+        node.query("SHOW TABLES FROM bad").await,
+        vec![vec![json!("conflict")], vec![json!("cpu")]]
+    );
+}

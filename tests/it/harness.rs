@@ -1,0 +1,328 @@
+//! Multi-process harness: starts the real `arc-node` binary on loopback with its own
+//! directories and `ARC_*` environment, waits for readiness with deadlines, and crashes
+//! (SIGKILL), stops (SIGTERM) or restarts it. Each node's log goes to `node.log` in its
+//! directory and is printed when a wait times out.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+/// How long a node may take to become ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running (or stopped) arc-node process.
+pub struct TestNode {
+    child: Option<Child>,
+    /// The node's own directory (WAL, storage, cache, log).
+    pub dir: PathBuf,
+    /// Extra environment given at start (kept for restarts).
+    env: Vec<(String, String)>,
+    /// The bound HTTP address, once started.
+    pub addr: Option<SocketAddr>,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node in a fresh temporary directory with extra `ARC_*` variables.
+    pub async fn start(env: &[(&str, &str)]) -> TestNode {
+        let temp = tempfile::tempdir().expect("creating a temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut node = TestNode {
+            child: None,
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            addr: None,
+            client: reqwest::Client::new(),
+            _temp: Some(temp),
+        };
+        node.spawn().await;
+        node
+    }
+
+    /// The environment a node gets before the test's own variables.
+    fn base_env(dir: &Path) -> Vec<(String, String)> {
+        let path = |name: &str| dir.join(name).display().to_string();
+        vec![
+            ("ARC_SERVER_HOST".into(), "127.0.0.1".into()),
+            ("ARC_SERVER_PORT".into(), "0".into()),
+            ("ARC_SERVER_PORT_FILE".into(), path("port")),
+            ("ARC_WAL_DIRECTORY".into(), path("wal")),
+            ("ARC_STORAGE_LOCAL_PATH".into(), path("storage")),
+            ("ARC_QUERY_CACHE_DIR".into(), path("cache")),
+            ("ARC_QUERY_THREADS".into(), "2".into()),
+            ("ARC_AUTH_ENABLED".into(), "false".into()),
+            ("ARC_CLUSTER_NODE_ID".into(), "test-node".into()),
+            ("ARC_SERVER_SHUTDOWN_TIMEOUT".into(), "20s".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ]
+    }
+
+    /// Spawns the process without waiting for readiness.
+    pub fn spawn_only(&mut self) {
+        let port_file = self.dir.join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .expect("opening node.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_arc-node"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning log handle"))
+            .stderr(log);
+        for (key, value) in Self::base_env(&self.dir).into_iter().chain(self.env.clone()) {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().expect("spawning arc-node"));
+        self.addr = None;
+    }
+
+    /// Spawns and waits until `/ready` answers 200.
+    pub async fn spawn(&mut self) {
+        self.spawn_only();
+        self.wait_ready().await;
+    }
+
+    /// Waits for the port file and a 200 from `/ready`.
+    pub async fn wait_ready(&mut self) {
+        let port_file = self.dir.join("port");
+        let log = self.dir.join("node.log");
+        let child = self.child.as_mut().expect("node was spawned");
+        let started = Instant::now();
+        let addr: SocketAddr = loop {
+            if let Some(status) = child.try_wait().expect("polling child") {
+                panic!(
+                    "arc-node exited with {status} before listening; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                break addr;
+            }
+            assert!(
+                started.elapsed() < READY_DEADLINE,
+                "no port file after {READY_DEADLINE:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.addr = Some(addr);
+        let url = format!("http://{addr}/ready");
+        let client = self.client.clone();
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("arc-node exited with {status}; log:\n{}", log_text());
+            }
+            assert!(
+                started.elapsed() < READY_DEADLINE,
+                "not ready after {READY_DEADLINE:?}; log:\n{}",
+                log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr.expect("node is running"))
+    }
+
+    /// Sends SIGKILL (a crash) and reaps the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("polling child") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "arc-node did not exit after SIGTERM; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a failpoint).
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("polling child") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "arc-node did not exit; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Replaces the extra environment for the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// POSTs a body with headers; returns status and body text.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+        let mut request = self.client.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("sending request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Writes line protocol to `/api/v1/write/line-protocol` and asserts 204.
+    pub async fn write_lp(&self, database: &str, body: &str) {
+        let (status, text) = self
+            .post(
+                "/api/v1/write/line-protocol",
+                &[("x-arc-database", database)],
+                body.as_bytes().to_vec(),
+            )
+            .await;
+        assert_eq!(status, 204, "write failed: {text}");
+    }
+
+    /// Runs SQL through `/api/v1/query`; returns status and the JSON body.
+    pub async fn query_raw(&self, sql: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/v1/query"))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("sending query");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Runs SQL and returns the `data` rows, asserting success.
+    pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
+        let (status, body) = self.query_raw(sql).await;
+        assert_eq!(status, 200, "query {sql:?} failed: {body}");
+        assert_eq!(body["success"], true, "{body}");
+        serde_json::from_value(body["data"].clone()).expect("data is rows")
+    }
+
+    /// Runs SQL through `/api/v1/query/arrow`.
+    pub async fn query_arrow(&self, sql: &str) -> Vec<RecordBatch> {
+        let response = self
+            .client
+            .post(self.url("/api/v1/query/arrow"))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("sending arrow query");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("reading arrow body");
+        assert_eq!(status, 200, "arrow query failed: {}", String::from_utf8_lossy(&bytes));
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .expect("arrow stream")
+            .map(|batch| batch.expect("arrow batch"))
+            .collect()
+    }
+
+    /// Calls the flush endpoint and asserts success.
+    pub async fn flush(&self) {
+        let (status, text) = self
+            .post("/api/v1/write/line-protocol/flush", &[], Vec::new())
+            .await;
+        assert_eq!(status, 200, "flush failed: {text}");
+    }
+
+    /// Counts the Parquet files under the node's local storage.
+    pub fn parquet_files(&self) -> usize {
+        fn walk(dir: &Path) -> usize {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        usize::from(path.extension().is_some_and(|ext| ext == "parquet"))
+                    }
+                })
+                .sum()
+        }
+        walk(&self.dir.join("storage"))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `arc-node` binary on loopback. One test binary with modules, so
+//! DuckDB is linked once.
+
+mod bad_inputs;
+mod config_cli;
+mod crash;
+mod e2e;
+mod harness;
+mod s3;

@@ -1,0 +1,1033 @@
+//! [`Wal`]: the writer's handle. Appends into a buffer, makes it durable in one `sync()` per group
+//! commit, rotates segments, and deletes the segments the catalog has covered.
+//!
+//! One owner: every mutating method takes `&mut self`, and the node runs it on a dedicated writer
+//! thread (std I/O, no async runtime). Lifecycle: [`Wal::open`] recovers the directory and starts
+//! a fresh active segment; the handle holds the directory lock until it is dropped. Dropping it
+//! discards appended-but-unsynced entries, which were never acknowledged.
+//!
+//! Hazard: a failed `write` or `fsync` poisons the handle. After a failed fsync the kernel may
+//! have dropped the dirty pages and report the next fsync as successful, and a failed write may
+//! have left half an entry in the file, so retrying in place could acknowledge data that is not
+//! on disk. The caller must drop the handle and reopen; recovery truncates the torn tail.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use tracing::{debug, error, info, warn};
+
+use crate::error::WalError;
+use crate::format::{
+    FLAG_LSN_JUMP, MAX_PAYLOAD_BYTES, encode_entry, encoded_entry_len, segment_file_name,
+};
+use crate::lsn::{Epoch, Lsn};
+use crate::metrics::WalMetrics;
+use crate::reader::Entries;
+use crate::recovery::{self, Recovered, RecoveryReport};
+use crate::segment::{SegmentMeta, create_segment, lock_dir, sync_dir, sync_file};
+use crate::settings::{SyncMode, WalSettings};
+
+/// Capacity the append buffer keeps between group commits; a larger one (after a burst) is
+/// released so one huge batch does not pin its memory forever.
+const RETAINED_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A segmented write-ahead log, owned by one writer.
+pub struct Wal {
+    settings: WalSettings,
+    /// Live segments, oldest first. Never empty: the last one is the active segment.
+    segments: Vec<SegmentMeta>,
+    /// The active segment, positioned at its end.
+    active: File,
+    /// Frames appended since the last `sync()`, not yet written to `active`.
+    buffer: Vec<u8>,
+    /// LSN of the last frame in `buffer`.
+    buffered_lsn: Option<Lsn>,
+    /// LSN the next `append` assigns.
+    next_lsn: Lsn,
+    /// Last LSN handed to the OS (readable by `read_from`).
+    written_lsn: Option<Lsn>,
+    /// Last LSN made durable per the sync mode (equal to `written_lsn` unless a sync failed).
+    durable_lsn: Option<Lsn>,
+    /// Set by a failed write or sync; see the module docs.
+    poisoned: bool,
+    /// Holds the exclusive lock on the directory for as long as this handle lives.
+    _lock: File,
+    metrics: WalMetrics,
+}
+
+impl Wal {
+    /// Opens the WAL in `settings.dir` (creating the directory if needed), recovers it, and starts
+    /// a fresh active segment for appends.
+    ///
+    /// Recovery scans every segment in LSN order and verifies every entry. At the first torn or
+    /// corrupt entry it truncates that segment there (and fsyncs it) and renames every later
+    /// segment to `*.corrupt`; entries before the defect are kept. The report says what was
+    /// found.
+    ///
+    /// The next LSN is `max(last kept LSN + 1, min_next_lsn)`. Pass the highest LSN the catalog
+    /// has flushed, plus one, so that LSNs are never reused even after every segment was deleted
+    /// (pass `Lsn(1)` on a brand-new node). If that is above the log's end, the new segment is
+    /// marked as an allowed jump (`docs/0001-wal-format.md`, rule 6.3).
+    ///
+    /// # Errors
+    /// `Locked` if another owner holds the directory, `UnsupportedFormat` if a segment is from a
+    /// newer format (nothing is modified), `Io` on filesystem failures.
+    pub fn open(
+        settings: WalSettings,
+        min_next_lsn: Lsn,
+    ) -> Result<(Wal, RecoveryReport), WalError> {
+        let dir = settings.dir.clone();
+        let created = !dir.is_dir();
+        fs::create_dir_all(&dir).map_err(WalError::io_at(&dir))?;
+        if created && settings.sync_mode != SyncMode::Async {
+            // A new directory's own name must be durable too, or a power loss can take it and
+            // every entry in it.
+            let parent = match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            sync_dir(parent)?;
+        }
+        let lock = lock_dir(&dir)?;
+        let Recovered {
+            mut segments,
+            report,
+        } = recovery::recover(&dir, settings.sync_mode)?;
+
+        let after_last = report.last_lsn.map(Lsn::saturating_next);
+        let next_lsn = after_last.map_or(min_next_lsn, |after| after.max(min_next_lsn));
+        let jumps = after_last.is_some_and(|after| next_lsn > after);
+        let flags = if jumps { FLAG_LSN_JUMP } else { 0 };
+        let (active, active_meta) = create_segment(&dir, next_lsn, flags, settings.sync_mode)?;
+        segments.push(active_meta);
+
+        let metrics = WalMetrics::new();
+        metrics.segments.set(segments.len() as f64);
+        info!(
+            dir = %dir.display(),
+            sync_mode = %settings.sync_mode,
+            segments = report.segments,
+            entries = report.entries,
+            first_lsn = report.first_lsn.map(|lsn| lsn.0),
+            last_lsn = report.last_lsn.map(|lsn| lsn.0),
+            next_lsn = next_lsn.0,
+            truncated = report.truncated.is_some(),
+            "wal recovered"
+        );
+        let wal = Wal {
+            settings,
+            segments,
+            active,
+            buffer: Vec::new(),
+            buffered_lsn: None,
+            next_lsn,
+            written_lsn: report.last_lsn,
+            durable_lsn: report.last_lsn,
+            poisoned: false,
+            _lock: lock,
+            metrics,
+        };
+        Ok((wal, report))
+    }
+
+    /// Returns an iterator over every entry with `lsn >= from_lsn`, in order, read from the
+    /// segment files. Entries appended but not yet synced are not included. If `from_lsn` is
+    /// older than the oldest kept entry, iteration starts at the oldest kept entry.
+    ///
+    /// # Errors
+    /// `Io`, `Corrupt` or `UnsupportedFormat` if the first segment cannot be opened; the iterator
+    /// yields the same errors for later segments (and then ends).
+    pub fn read_from(&self, from_lsn: Lsn) -> Result<Entries<'_>, WalError> {
+        Entries::new(&self.segments, from_lsn)
+    }
+
+    /// Appends one entry to the write buffer of the active segment and returns its LSN. Not
+    /// written, and not durable, until [`Wal::sync`].
+    ///
+    /// # Errors
+    /// `PayloadTooLarge` above [`MAX_PAYLOAD_BYTES`], `LsnExhausted` at the reserved LSN,
+    /// `Poisoned` after a failed write or sync.
+    pub fn append(&mut self, epoch: Epoch, payload: &[u8]) -> Result<Lsn, WalError> {
+        self.check_not_poisoned()?;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(WalError::PayloadTooLarge {
+                len: payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        let lsn = self.next_lsn;
+        if lsn == Lsn::RESERVED {
+            return Err(WalError::LsnExhausted { lsn });
+        }
+        encode_entry(&mut self.buffer, epoch, lsn, payload);
+        self.next_lsn = lsn.saturating_next();
+        self.buffered_lsn = Some(lsn);
+        self.metrics.appends.increment(1);
+        self.metrics
+            .append_bytes
+            .increment(encoded_entry_len(payload.len()));
+        Ok(lsn)
+    }
+
+    /// Writes the buffered entries to the active segment and makes them durable per the sync
+    /// mode (`fsync`: `sync_all`, `fdatasync`: `sync_data`, `async`: write only). Then, if the
+    /// active segment has reached `segment_size_bytes`, seals it and starts a new one.
+    ///
+    /// Does nothing when no entry was appended since the last sync. A failed rotation is logged
+    /// and retried at the next sync: the entries are already durable, so it is not an error
+    /// (unless it left a partial segment file behind, which poisons the handle for the next call).
+    ///
+    /// # Errors
+    /// `Io` if the write or the sync fails, after which the handle is poisoned; `Poisoned` if it
+    /// already was.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_not_poisoned()?;
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .expect("the active segment is always in the list");
+        if let Err(source) = self.active.write_all(&self.buffer) {
+            self.poisoned = true;
+            return Err(WalError::Io {
+                path: active.path.clone(),
+                source,
+            });
+        }
+        active.size_bytes += self.buffer.len() as u64;
+        active.last_lsn = self.buffered_lsn;
+        self.written_lsn = self.buffered_lsn;
+        self.buffer.clear();
+        self.buffer.shrink_to(RETAINED_BUFFER_BYTES);
+
+        let started = Instant::now();
+        if let Err(source) = sync_file(&self.active, self.settings.sync_mode) {
+            self.poisoned = true;
+            return Err(WalError::Io {
+                path: active.path.clone(),
+                source,
+            });
+        }
+        if self.settings.sync_mode != SyncMode::Async {
+            self.metrics
+                .fsync_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
+        self.durable_lsn = self.written_lsn;
+
+        if active.size_bytes >= self.settings.segment_size_bytes
+            && let Err(error) = self.rotate()
+        {
+            let attempted = self.settings.dir.join(segment_file_name(self.next_lsn));
+            if attempted.exists() {
+                // A half-created segment we could not remove would sit inside the range the
+                // active segment goes on to hold, and recovery would see a gap there.
+                self.poisoned = true;
+                error!(error = %error, file = %attempted.display(), "wal segment rotation failed and left a file behind");
+            } else {
+                warn!(error = %error, "wal segment rotation failed; retrying at the next sync");
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (already synced by the caller) and starts the next one at
+    /// `next_lsn`. Leaves the old segment active if the new one cannot be created.
+    fn rotate(&mut self) -> Result<(), WalError> {
+        debug_assert!(self.buffer.is_empty(), "rotation only follows a full sync");
+        let (file, meta) = create_segment(
+            &self.settings.dir,
+            self.next_lsn,
+            0,
+            self.settings.sync_mode,
+        )?;
+        debug!(file = %meta.path.display(), first_lsn = meta.first_lsn.0, "wal segment rotated");
+        self.active = file;
+        self.segments.push(meta);
+        self.metrics.segments.set(self.segments.len() as f64);
+        Ok(())
+    }
+
+    /// Returns the LSN the next [`Wal::append`] will assign.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Returns the last LSN written to the segment files (visible to [`Wal::read_from`]), not
+    /// necessarily durable.
+    pub fn written_lsn(&self) -> Option<Lsn> {
+        self.written_lsn
+    }
+
+    /// Returns the last LSN made durable per the sync mode; entries up to it may be
+    /// acknowledged. In `async` mode this equals [`Wal::written_lsn`].
+    pub fn durable_lsn(&self) -> Option<Lsn> {
+        self.durable_lsn
+    }
+
+    /// Returns the LSN of the oldest entry still kept, if any.
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        self.segments
+            .iter()
+            .find(|segment| segment.last_lsn.is_some())
+            .map(|segment| segment.first_lsn)
+    }
+
+    /// Deletes the sealed segments whose every entry has an LSN below `lsn` (never the active
+    /// segment), oldest first, and returns how many were deleted.
+    ///
+    /// The directory is fsynced after each deletion, so a crash leaves a suffix of the log and
+    /// never a hole (which recovery would treat as corruption).
+    ///
+    /// # Errors
+    /// `Io` if a deletion or directory sync fails; segments deleted before the failure stay
+    /// deleted and are no longer listed.
+    pub fn remove_segments_below(&mut self, lsn: Lsn) -> Result<usize, WalError> {
+        let sealed = self.segments.len() - 1;
+        let mut removed = 0;
+        let mut failure = None;
+        while removed < sealed {
+            let segment = &self.segments[removed];
+            // A sealed segment without entries covers nothing and is removable.
+            if segment.last_lsn.is_some_and(|last| last >= lsn) {
+                break;
+            }
+            if let Err(source) = fs::remove_file(&segment.path) {
+                failure = Some(WalError::Io {
+                    path: segment.path.clone(),
+                    source,
+                });
+                break;
+            }
+            removed += 1;
+            // Each deletion is durable before the next one starts, so a crash leaves a suffix.
+            if let Err(error) = sync_dir(&self.settings.dir) {
+                failure = Some(error);
+                break;
+            }
+        }
+        self.segments.drain(..removed);
+        self.metrics.segments.set(self.segments.len() as f64);
+        if removed > 0 {
+            debug!(removed, below_lsn = lsn.0, "wal segments removed");
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(removed),
+        }
+    }
+
+    /// Returns the bytes the live segment files occupy (written bytes, not the unsynced buffer).
+    pub fn disk_usage_bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.size_bytes).sum()
+    }
+
+    fn check_not_poisoned(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            let active = self
+                .segments
+                .last()
+                .expect("the active segment is always in the list");
+            return Err(WalError::Poisoned {
+                path: active.path.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Wal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.settings.dir)
+            .field("sync_mode", &self.settings.sync_mode)
+            .field("segments", &self.segments.len())
+            .field("next_lsn", &self.next_lsn)
+            .field("written_lsn", &self.written_lsn)
+            .field("durable_lsn", &self.durable_lsn)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::CorruptionKind;
+    use crate::format::{
+        ENTRY_HEADER_LEN, Entry, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name,
+        segment_file_name,
+    };
+    use crate::segment::CORRUPT_SUFFIX;
+
+    const EPOCH: Epoch = Epoch(3);
+    /// Large enough that tests which do not care about rotation stay in one segment.
+    const BIG_SEGMENT: u64 = 1 << 20;
+
+    fn settings(dir: &Path, segment_size_bytes: u64) -> WalSettings {
+        WalSettings {
+            dir: dir.to_path_buf(),
+            sync_mode: SyncMode::Async,
+            segment_size_bytes,
+        }
+    }
+
+    fn open(dir: &Path, segment_size_bytes: u64) -> (Wal, RecoveryReport) {
+        Wal::open(settings(dir, segment_size_bytes), Lsn(1)).expect("open wal")
+    }
+
+    /// Payloads of varying length, derived from the LSN so any entry can be checked alone.
+    fn payload_for(lsn: u64) -> Vec<u8> {
+        format!("payload-{lsn}-{}", "x".repeat((lsn % 7) as usize)).into_bytes()
+    }
+
+    fn expected(lsns: impl IntoIterator<Item = u64>) -> Vec<Entry> {
+        lsns.into_iter()
+            .map(|lsn| Entry {
+                epoch: EPOCH,
+                lsn: Lsn(lsn),
+                payload: payload_for(lsn),
+            })
+            .collect()
+    }
+
+    /// Appends `count` entries (payload from `payload_for`), syncing after every `per_sync`.
+    fn append_entries(wal: &mut Wal, count: u64, per_sync: u64) {
+        for appended in 1..=count {
+            let lsn = wal.next_lsn();
+            assert_eq!(wal.append(EPOCH, &payload_for(lsn.0)).expect("append"), lsn);
+            if appended % per_sync == 0 {
+                wal.sync().expect("sync");
+            }
+        }
+        wal.sync().expect("sync");
+    }
+
+    fn read_all(wal: &Wal, from: Lsn) -> Vec<Entry> {
+        wal.read_from(from)
+            .expect("open first segment")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("read entries")
+    }
+
+    fn lsns_of(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.lsn.0).collect()
+    }
+
+    fn files_ending_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|dir_entry| dir_entry.expect("dir entry").path())
+            .filter(|path| path.to_string_lossy().ends_with(suffix))
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+        files_ending_with(dir, ".wal")
+    }
+
+    fn corrupt_paths(dir: &Path) -> Vec<PathBuf> {
+        files_ending_with(dir, CORRUPT_SUFFIX)
+    }
+
+    fn first_lsn_of(path: &Path) -> u64 {
+        let name = path.file_name().expect("file name").to_string_lossy();
+        parse_segment_file_name(&name).expect("segment name").0
+    }
+
+    /// Offsets of the entry frames in an intact segment file.
+    fn entry_offsets(path: &Path) -> Vec<u64> {
+        let bytes = fs::read(path).expect("read segment");
+        let mut offsets = Vec::new();
+        let mut offset = SEGMENT_HEADER_LEN as usize;
+        while offset + ENTRY_HEADER_LEN as usize <= bytes.len() {
+            offsets.push(offset as u64);
+            let len_bytes: [u8; 4] = bytes[offset..offset + 4].try_into().expect("4 bytes");
+            offset += ENTRY_HEADER_LEN as usize + u32::from_le_bytes(len_bytes) as usize;
+        }
+        offsets
+    }
+
+    fn flip_byte(path: &Path, offset: u64) {
+        let mut bytes = fs::read(path).expect("read");
+        bytes[offset as usize] ^= 0x5a;
+        fs::write(path, bytes).expect("write");
+    }
+
+    #[test]
+    fn test_should_be_movable_to_the_writer_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Wal>();
+    }
+
+    #[test]
+    fn test_should_round_trip_entries_across_reopen() {
+        for sync_mode in [SyncMode::Fsync, SyncMode::Fdatasync, SyncMode::Async] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let dir = root.path().join("node").join("wal");
+            let wal_settings = WalSettings {
+                sync_mode,
+                ..settings(&dir, BIG_SEGMENT)
+            };
+            let (mut wal, report) = Wal::open(wal_settings.clone(), Lsn(1)).expect("open");
+            let empty = RecoveryReport {
+                segments: 0,
+                entries: 0,
+                first_lsn: None,
+                last_lsn: None,
+                truncated: None,
+            };
+            assert_eq!(report, empty);
+            append_entries(&mut wal, 10, 10);
+            assert_eq!(wal.durable_lsn(), Some(Lsn(10)));
+            assert_eq!(wal.next_lsn(), Lsn(11));
+            drop(wal);
+
+            let (wal, report) = Wal::open(wal_settings, Lsn(1)).expect("reopen");
+            let recovered = RecoveryReport {
+                segments: 1,
+                entries: 10,
+                first_lsn: Some(Lsn(1)),
+                last_lsn: Some(Lsn(10)),
+                truncated: None,
+            };
+            assert_eq!(report, recovered, "{sync_mode}");
+            assert_eq!(read_all(&wal, Lsn(1)), expected(1..=10));
+            assert_eq!(wal.next_lsn(), Lsn(11));
+            assert_eq!(wal.durable_lsn(), Some(Lsn(10)));
+            assert_eq!(wal.first_lsn(), Some(Lsn(1)));
+        }
+    }
+
+    #[test]
+    fn test_should_keep_written_and_durable_lsn_separate_from_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(wal.append(EPOCH, &payload_for(1)).expect("append"), Lsn(1));
+        assert_eq!(wal.written_lsn(), None);
+        assert_eq!(wal.durable_lsn(), None);
+        assert!(
+            read_all(&wal, Lsn(1)).is_empty(),
+            "unsynced entries are not readable"
+        );
+
+        wal.sync().expect("sync");
+        assert_eq!(wal.written_lsn(), Some(Lsn(1)));
+        assert_eq!(wal.durable_lsn(), Some(Lsn(1)));
+        assert_eq!(read_all(&wal, Lsn(1)), expected([1]));
+
+        wal.append(EPOCH, &payload_for(2)).expect("append");
+        assert_eq!(wal.durable_lsn(), Some(Lsn(1)));
+        wal.sync().expect("sync");
+        wal.sync().expect("a sync with nothing buffered is a no-op");
+        assert_eq!(wal.durable_lsn(), Some(Lsn(2)));
+    }
+
+    #[test]
+    fn test_should_rotate_segments_and_read_from_the_middle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 200);
+        append_entries(&mut wal, 40, 2);
+        let segments = segment_paths(dir.path());
+        assert!(
+            segments.len() >= 4,
+            "expected several segments: {segments:?}"
+        );
+        let on_disk: u64 = segments
+            .iter()
+            .map(|path| fs::metadata(path).expect("metadata").len())
+            .sum();
+        assert_eq!(wal.disk_usage_bytes(), on_disk);
+
+        for from in 0..=41 {
+            let first_expected = from.max(1);
+            assert_eq!(
+                lsns_of(&read_all(&wal, Lsn(from))),
+                (first_expected..=40).collect::<Vec<_>>(),
+                "from {from}"
+            );
+        }
+        assert_eq!(read_all(&wal, Lsn(23)), expected(23..=40));
+        drop(wal);
+
+        let (wal, report) = open(dir.path(), 200);
+        assert_eq!(report.entries, 40);
+        assert_eq!(report.truncated, None);
+        assert_eq!(read_all(&wal, Lsn(17)), expected(17..=40));
+        // Every segment is named after its first entry.
+        for path in segment_paths(dir.path()) {
+            if let Some(first) = entry_offsets(&path).first() {
+                let bytes = fs::read(&path).expect("read");
+                let lsn_at = *first as usize + 16;
+                let lsn_bytes: [u8; 8] = bytes[lsn_at..lsn_at + 8].try_into().expect("8 bytes");
+                assert_eq!(u64::from_le_bytes(lsn_bytes), first_lsn_of(&path));
+            }
+        }
+    }
+
+    #[test]
+    fn test_should_truncate_a_torn_tail_at_every_offset_of_the_last_entry() {
+        let pristine = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(pristine.path(), BIG_SEGMENT);
+        append_entries(&mut wal, 3, 3);
+        drop(wal);
+        let [segment] = segment_paths(pristine.path())
+            .try_into()
+            .expect("one segment");
+        let segment_name = segment.file_name().expect("name").to_owned();
+        let bytes = fs::read(&segment).expect("read");
+        let last_entry = entry_offsets(&segment)[2];
+
+        for cut in last_entry..bytes.len() as u64 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let torn = dir.path().join(&segment_name);
+            fs::write(&torn, &bytes[..cut as usize]).expect("write torn copy");
+
+            let (mut wal, report) = open(dir.path(), BIG_SEGMENT);
+            assert_eq!(read_all(&wal, Lsn(0)), expected(1..=2), "cut at {cut}");
+            if cut == last_entry {
+                assert_eq!(report.truncated, None, "a clean end is not a tear");
+            } else {
+                let truncated = report.truncated.expect("torn tail reported");
+                assert_eq!(truncated.file, torn);
+                assert_eq!(truncated.offset, last_entry);
+                assert_eq!(truncated.reason, CorruptionKind::TornEntry);
+                assert!(truncated.moved_aside.is_empty());
+                assert_eq!(fs::metadata(&torn).expect("metadata").len(), last_entry);
+            }
+            assert_eq!(wal.next_lsn(), Lsn(3));
+            assert_eq!(wal.append(EPOCH, &payload_for(3)).expect("append"), Lsn(3));
+            wal.sync().expect("sync");
+            drop(wal);
+
+            let (wal, report) = open(dir.path(), BIG_SEGMENT);
+            assert_eq!(report.truncated, None, "cut at {cut}");
+            assert_eq!(read_all(&wal, Lsn(0)), expected(1..=3), "cut at {cut}");
+            assert!(corrupt_paths(dir.path()).is_empty());
+        }
+    }
+
+    #[test]
+    fn test_should_cut_at_a_flipped_checksum_in_the_last_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 200);
+        append_entries(&mut wal, 30, 2);
+        drop(wal);
+        let segments = segment_paths(dir.path());
+        let target_index = segments
+            .iter()
+            .rposition(|path| entry_offsets(path).len() >= 2)
+            .expect("a segment with two entries");
+        let target = &segments[target_index];
+        let later = &segments[target_index + 1..];
+        let bad_entry = entry_offsets(target)[1];
+        flip_byte(target, bad_entry + 4);
+
+        let (wal, report) = open(dir.path(), 200);
+        let kept_last = first_lsn_of(target);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=kept_last));
+        let truncated = report.truncated.expect("corruption reported");
+        assert_eq!(&truncated.file, target);
+        assert_eq!(truncated.offset, bad_entry);
+        assert_eq!(truncated.reason, CorruptionKind::ChecksumMismatch);
+        assert_eq!(truncated.moved_aside.len(), later.len());
+        assert_eq!(corrupt_paths(dir.path()).len(), later.len());
+        assert_eq!(wal.next_lsn(), Lsn(kept_last + 1));
+    }
+
+    #[test]
+    fn test_should_cut_at_a_flipped_checksum_in_an_earlier_segment_and_move_later_ones_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 200);
+        append_entries(&mut wal, 40, 2);
+        drop(wal);
+        let segments = segment_paths(dir.path());
+        let target = &segments[1];
+        let offsets = entry_offsets(target);
+        let bad_index = offsets.len() / 2;
+        flip_byte(target, offsets[bad_index] + 5);
+        let later_bytes: Vec<Vec<u8>> = segments[2..]
+            .iter()
+            .map(|path| fs::read(path).expect("read"))
+            .collect();
+
+        let (mut wal, report) = open(dir.path(), 200);
+        let kept_last = first_lsn_of(target) + bad_index as u64 - 1;
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=kept_last));
+        let truncated = report.truncated.expect("corruption reported");
+        assert_eq!(truncated.offset, offsets[bad_index]);
+        assert_eq!(truncated.reason, CorruptionKind::ChecksumMismatch);
+        // Moved aside, never deleted: the bytes are all still there.
+        let moved: Vec<Vec<u8>> = truncated
+            .moved_aside
+            .iter()
+            .map(|path| fs::read(path).expect("read moved-aside segment"))
+            .collect();
+        assert_eq!(moved, later_bytes);
+        assert_eq!(corrupt_paths(dir.path()), truncated.moved_aside);
+
+        assert_eq!(wal.next_lsn(), Lsn(kept_last + 1));
+        append_entries(&mut wal, 5, 1);
+        drop(wal);
+        let (wal, report) = open(dir.path(), 200);
+        assert_eq!(report.truncated, None);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=kept_last + 5));
+    }
+
+    #[test]
+    fn test_should_ignore_garbage_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("notes.txt"), b"hello").expect("write");
+        fs::write(dir.path().join("123.wal"), b"not a segment name").expect("write");
+        fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let (mut wal, report) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(report.entries, 0);
+        assert_eq!(report.truncated, None);
+        append_entries(&mut wal, 2, 1);
+        drop(wal);
+        let (wal, _) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=2));
+        assert!(dir.path().join("notes.txt").exists());
+        assert!(dir.path().join("123.wal").exists());
+    }
+
+    #[test]
+    fn test_should_move_aside_an_empty_or_garbage_segment_after_valid_ones() {
+        for (contents, reason) in [
+            (Vec::new(), CorruptionKind::TornHeader),
+            (b"ARCWAL".to_vec(), CorruptionKind::TornHeader),
+            (vec![0xa5; 300], CorruptionKind::BadHeader),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mut wal, _) = open(dir.path(), BIG_SEGMENT);
+            append_entries(&mut wal, 5, 5);
+            drop(wal);
+            let bogus = dir.path().join(segment_file_name(Lsn(6)));
+            fs::write(&bogus, &contents).expect("write");
+
+            let (mut wal, report) = open(dir.path(), BIG_SEGMENT);
+            let truncated = report.truncated.expect("reported");
+            assert_eq!(truncated.file, bogus);
+            assert_eq!(truncated.offset, 0);
+            assert_eq!(truncated.reason, reason);
+            assert_eq!(truncated.moved_aside.len(), 1);
+            assert_eq!(fs::read(&truncated.moved_aside[0]).expect("read"), contents);
+            assert_eq!(read_all(&wal, Lsn(0)), expected(1..=5));
+            assert_eq!(wal.append(EPOCH, &payload_for(6)).expect("append"), Lsn(6));
+            wal.sync().expect("sync");
+            drop(wal);
+            let (wal, report) = open(dir.path(), BIG_SEGMENT);
+            assert_eq!(report.truncated, None);
+            assert_eq!(read_all(&wal, Lsn(0)), expected(1..=6));
+        }
+    }
+
+    #[test]
+    fn test_should_move_everything_aside_when_the_first_header_is_bad() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 200);
+        append_entries(&mut wal, 20, 2);
+        drop(wal);
+        let segments = segment_paths(dir.path());
+        flip_byte(&segments[0], 0);
+
+        let (wal, report) = open(dir.path(), 200);
+        let truncated = report.truncated.expect("reported");
+        assert_eq!(truncated.reason, CorruptionKind::BadHeader);
+        assert_eq!(truncated.moved_aside.len(), segments.len());
+        assert_eq!(report.entries, 0);
+        assert!(read_all(&wal, Lsn(0)).is_empty());
+        assert_eq!(wal.next_lsn(), Lsn(1));
+    }
+
+    #[test]
+    fn test_should_delete_a_header_only_tail_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), BIG_SEGMENT);
+        append_entries(&mut wal, 3, 3);
+        drop(wal);
+        // A crash right after the fresh segment was created leaves it with a header only.
+        let (wal, _) = open(dir.path(), BIG_SEGMENT);
+        drop(wal);
+        assert_eq!(segment_paths(dir.path()).len(), 2);
+
+        let (wal, report) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(report.truncated, None);
+        assert_eq!(report.segments, 1);
+        assert!(corrupt_paths(dir.path()).is_empty());
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=3));
+        assert_eq!(wal.next_lsn(), Lsn(4));
+    }
+
+    #[test]
+    fn test_should_cut_at_a_missing_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 200);
+        append_entries(&mut wal, 30, 2);
+        drop(wal);
+        let segments = segment_paths(dir.path());
+        fs::remove_file(&segments[1]).expect("remove");
+
+        let (wal, report) = open(dir.path(), 200);
+        let truncated = report.truncated.expect("gap reported");
+        let expected_next = first_lsn_of(&segments[1]);
+        assert_eq!(
+            truncated.reason,
+            CorruptionKind::LsnGap {
+                expected: Lsn(expected_next),
+                found: Lsn(first_lsn_of(&segments[2])),
+            }
+        );
+        assert_eq!(truncated.moved_aside.len(), segments.len() - 2);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..expected_next));
+    }
+
+    #[test]
+    fn test_should_honor_min_next_lsn_after_every_segment_was_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 100);
+        append_entries(&mut wal, 10, 1);
+        drop(wal);
+        // After a reopen the old segments are all sealed and can go.
+        let (mut wal, _) = open(dir.path(), 100);
+        let old_segments = segment_paths(dir.path()).len() - 1;
+        assert_eq!(
+            wal.remove_segments_below(Lsn(11)).expect("remove"),
+            old_segments
+        );
+        assert_eq!(wal.first_lsn(), None);
+        assert!(read_all(&wal, Lsn(0)).is_empty());
+        drop(wal);
+
+        let (mut wal, report) = Wal::open(settings(dir.path(), 100), Lsn(11)).expect("open");
+        assert_eq!(report.entries, 0);
+        assert_eq!(wal.next_lsn(), Lsn(11));
+        assert_eq!(
+            wal.append(EPOCH, &payload_for(11)).expect("append"),
+            Lsn(11)
+        );
+        wal.sync().expect("sync");
+        drop(wal);
+        let (wal, _) = open(dir.path(), 100);
+        assert_eq!(read_all(&wal, Lsn(0)), expected([11]));
+        assert_eq!(wal.next_lsn(), Lsn(12));
+    }
+
+    #[test]
+    fn test_should_accept_a_declared_lsn_jump_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), BIG_SEGMENT);
+        append_entries(&mut wal, 5, 5);
+        drop(wal);
+        let (mut wal, _) = Wal::open(settings(dir.path(), BIG_SEGMENT), Lsn(100)).expect("open");
+        assert_eq!(wal.next_lsn(), Lsn(100));
+        append_entries(&mut wal, 2, 2);
+        drop(wal);
+
+        let (wal, report) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(report.truncated, None);
+        assert_eq!(report.entries, 7);
+        assert_eq!(read_all(&wal, Lsn(0)), expected((1..=5).chain(100..=101)));
+        assert_eq!(read_all(&wal, Lsn(50)), expected(100..=101));
+        assert_eq!(wal.next_lsn(), Lsn(102));
+    }
+
+    #[test]
+    fn test_should_never_remove_the_active_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), BIG_SEGMENT);
+        append_entries(&mut wal, 5, 5);
+        assert_eq!(wal.remove_segments_below(Lsn(1000)).expect("remove"), 0);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=5));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 100);
+        append_entries(&mut wal, 20, 1);
+        let segments = segment_paths(dir.path());
+        // Keep the segment that holds `keep_from`: only the two before it go.
+        let keep_from = first_lsn_of(&segments[2]);
+        let usage_before = wal.disk_usage_bytes();
+        assert_eq!(
+            wal.remove_segments_below(Lsn(keep_from)).expect("remove"),
+            2
+        );
+        assert_eq!(segment_paths(dir.path()), segments[2..]);
+        assert_eq!(wal.first_lsn(), Some(Lsn(keep_from)));
+        assert!(wal.disk_usage_bytes() < usage_before);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(keep_from..=20));
+
+        let removed = wal.remove_segments_below(Lsn(u64::MAX)).expect("remove");
+        assert_eq!(removed, segments.len() - 3);
+        assert_eq!(
+            segment_paths(dir.path()),
+            [segments[segments.len() - 1].clone()]
+        );
+        wal.append(EPOCH, &payload_for(21)).expect("append");
+        wal.sync().expect("the active segment still takes appends");
+    }
+
+    #[test]
+    fn test_should_refuse_a_second_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (wal, _) = open(dir.path(), BIG_SEGMENT);
+        let second = Wal::open(settings(dir.path(), BIG_SEGMENT), Lsn(1));
+        assert!(matches!(second, Err(WalError::Locked { .. })), "{second:?}");
+        drop(wal);
+        let (_wal, _) = open(dir.path(), BIG_SEGMENT);
+    }
+
+    #[test]
+    fn test_should_refuse_a_segment_from_a_newer_format_without_touching_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut future = SegmentHeader {
+            first_lsn: Lsn(1),
+            flags: 0,
+        }
+        .encode();
+        future[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let crc = crc32fast::hash(&future[..24]);
+        future[24..28].copy_from_slice(&crc.to_le_bytes());
+        let path = dir.path().join(segment_file_name(Lsn(1)));
+        fs::write(&path, future).expect("write");
+
+        let result = Wal::open(settings(dir.path(), BIG_SEGMENT), Lsn(1));
+        assert!(
+            matches!(result, Err(WalError::UnsupportedFormat { version: 9, .. })),
+            "{result:?}"
+        );
+        assert_eq!(fs::read(&path).expect("read"), future);
+        assert_eq!(segment_paths(dir.path()), [path]);
+        assert!(corrupt_paths(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn test_should_report_corruption_found_while_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 100);
+        append_entries(&mut wal, 10, 1);
+        let first = &segment_paths(dir.path())[0];
+        let second_entry = entry_offsets(first)[1];
+        flip_byte(first, second_entry + ENTRY_HEADER_LEN);
+
+        let results: Vec<_> = wal.read_from(Lsn(1)).expect("open").collect();
+        assert_eq!(results.len(), 2, "one entry, then the error, then the end");
+        assert!(matches!(&results[0], Ok(entry) if entry.lsn == Lsn(1)));
+        match &results[1] {
+            Err(WalError::Corrupt { path, offset, kind }) => {
+                assert_eq!(path, first);
+                assert_eq!(*offset, second_entry);
+                assert_eq!(*kind, CorruptionKind::ChecksumMismatch);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_should_refuse_the_reserved_lsn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let last = Lsn(u64::MAX - 1);
+        let (mut wal, _) = Wal::open(settings(dir.path(), BIG_SEGMENT), last).expect("open");
+        assert_eq!(wal.append(EPOCH, b"last").expect("append"), last);
+        let exhausted = wal.append(EPOCH, b"one too many");
+        assert!(
+            matches!(
+                exhausted,
+                Err(WalError::LsnExhausted { lsn: Lsn::RESERVED })
+            ),
+            "{exhausted:?}"
+        );
+        wal.sync().expect("sync");
+        drop(wal);
+        let (mut wal, report) = open(dir.path(), BIG_SEGMENT);
+        assert_eq!(report.last_lsn, Some(last));
+        assert!(matches!(
+            wal.append(EPOCH, b"x"),
+            Err(WalError::LsnExhausted { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 48,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Flips, truncations and zeroed ranges anywhere in a WAL directory never make `open`
+        /// fail or panic, and it always recovers a prefix of what was written, after which
+        /// appends continue cleanly.
+        #[test]
+        fn test_should_recover_a_prefix_after_any_damage(
+            payload_lens in prop::collection::vec(0usize..48, 1..24),
+            segment_size in 64u64..320,
+            damages in prop::collection::vec(
+                (any::<prop::sample::Index>(), any::<prop::sample::Index>(), 1u8..=255, 0u8..3),
+                1..4,
+            ),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut written = Vec::new();
+            {
+                let (mut wal, _) = open(dir.path(), segment_size);
+                for (index, len) in payload_lens.iter().enumerate() {
+                    let epoch = Epoch(index as u64 / 5);
+                    let payload = vec![index as u8; *len];
+                    let lsn = wal.append(epoch, &payload).expect("append");
+                    written.push(Entry { epoch, lsn, payload });
+                    if index % 2 == 1 {
+                        wal.sync().expect("sync");
+                    }
+                }
+                wal.sync().expect("sync");
+            }
+
+            let files = segment_paths(dir.path());
+            for (file_index, position, mask, action) in damages {
+                let path = file_index.get(&files);
+                let mut bytes = fs::read(path).expect("read");
+                if bytes.is_empty() {
+                    continue;
+                }
+                let at = position.index(bytes.len());
+                match action {
+                    0 => bytes[at] ^= mask,
+                    1 => bytes.truncate(at),
+                    _ => {
+                        let end = (at + 16).min(bytes.len());
+                        bytes[at..end].fill(0);
+                    }
+                }
+                fs::write(path, bytes).expect("write");
+            }
+
+            let (mut wal, report) = open(dir.path(), segment_size);
+            let recovered = read_all(&wal, Lsn(0));
+            prop_assert!(recovered.len() <= written.len());
+            prop_assert_eq!(&recovered[..], &written[..recovered.len()]);
+            prop_assert_eq!(report.entries, recovered.len() as u64);
+            let next = Lsn(recovered.len() as u64 + 1);
+            prop_assert_eq!(wal.next_lsn(), next);
+
+            prop_assert_eq!(wal.append(Epoch(9), b"after").expect("append"), next);
+            wal.sync().expect("sync");
+            drop(wal);
+            let (wal, report) = open(dir.path(), segment_size);
+            prop_assert_eq!(report.truncated, None);
+            let after = read_all(&wal, Lsn(0));
+            prop_assert_eq!(after.len(), recovered.len() + 1);
+            prop_assert_eq!(&after[..recovered.len()], &recovered[..]);
+            prop_assert_eq!(&after[recovered.len()].payload[..], b"after");
+        }
+    }
+}
