@@ -12,6 +12,7 @@
 //! - `buffers`: acknowledged rows not yet in Parquet.
 //! - `node`: start-up, replay, flushing, stop.
 //! - `http`: the API of COMPAT.md.
+//! - [`sdnotify`]: the systemd notify protocol (READY, STATUS, STOPPING, WATCHDOG).
 //! - `metrics`, `failpoints`.
 
 pub mod config;
@@ -22,6 +23,7 @@ mod ingest;
 mod metrics;
 mod node;
 mod payload;
+pub mod sdnotify;
 mod writer;
 
 pub use config::Config;

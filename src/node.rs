@@ -40,6 +40,7 @@ use crate::failpoints;
 use crate::ingest::TableWrite;
 use crate::metrics as m;
 use crate::payload;
+use crate::sdnotify::Notifier;
 use crate::writer::{self, SchemaRegistry, WriteError, WriterHandle, WriterParts};
 
 /// State shared by the HTTP handlers, the flusher and the stop sequence.
@@ -447,6 +448,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     info!(node_id = %inner.node_id, epoch = inner.epoch.get().copied().unwrap_or(0), "node ready");
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier
+        && let Err(error) = notifier.ready(&format!("serving on {bound}"))
+    {
+        warn!(%error, "systemd notify (READY=1) failed");
+    }
+    let watchdog = notifier.clone().and_then(|notifier| {
+        let interval = Notifier::watchdog_interval()?;
+        let inner = inner.clone();
+        let stop = stop.clone();
+        Some(tokio::spawn(async move {
+            watchdog_loop(inner, notifier, interval, stop).await
+        }))
+    });
 
     let flusher = {
         let inner = inner.clone();
@@ -457,9 +472,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     stop.cancelled().await;
     info!("stopping: draining requests and flushing buffers");
     inner.draining.store(true, Ordering::Release);
+    if let Some(notifier) = &notifier
+        && let Err(error) = notifier.stopping()
+    {
+        warn!(%error, "systemd notify (STOPPING=1) failed");
+    }
     http_stop.cancel();
     let shutdown_timeout = inner.config.server.shutdown_timeout.0;
     let _ = flusher.await;
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     let fatal = inner
         .fatal
         .lock()
@@ -582,6 +605,30 @@ fn replay(
             .apply(lsn, pending, inner.config.ingest.max_buffer_size);
     }
     Ok((wal, schemas, replayed))
+}
+
+/// Pings the systemd watchdog while the WAL writer is healthy, so systemd restarts a node
+/// whose write path is wedged rather than one that is merely busy.
+async fn watchdog_loop(
+    inner: Arc<NodeInner>,
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let healthy = inner
+            .writer
+            .get()
+            .is_some_and(|writer| !writer.is_poisoned());
+        if healthy && let Err(error) = notifier.watchdog() {
+            warn!(%error, "systemd notify (WATCHDOG=1) failed");
+        }
+    }
 }
 
 async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {

@@ -50,9 +50,16 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node in a fresh temporary directory with extra `ARC_*` variables.
     pub async fn start(env: &[(&str, &str)]) -> TestNode {
+        let mut node = TestNode::prepare(env);
+        node.spawn().await;
+        node
+    }
+
+    /// A node in a fresh temporary directory, not yet spawned.
+    pub fn prepare(env: &[(&str, &str)]) -> TestNode {
         let temp = tempfile::tempdir().expect("creating a temp dir");
         let dir = temp.path().to_path_buf();
-        let mut node = TestNode {
+        TestNode {
             child: None,
             dir,
             env: env
@@ -62,9 +69,7 @@ impl TestNode {
             addr: None,
             client: reqwest::Client::new(),
             _temp: Some(temp),
-        };
-        node.spawn().await;
-        node
+        }
     }
 
     /// The environment a node gets before the test's own variables.

@@ -4,6 +4,8 @@
 mod bad_inputs;
 mod config_cli;
 mod crash;
+mod deploy;
 mod e2e;
 mod harness;
+mod lifecycle;
 mod s3;
