@@ -73,7 +73,9 @@ impl Buffers {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // loses rows (every mutation is a push or a move), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Appends the writes of one WAL entry; returns the tables whose active buffer now holds
@@ -169,7 +171,11 @@ impl Buffers {
         }
         let result = buffer.frozen.first().map(|(id, segment)| FrozenBatches {
             id: *id,
-            batches: segment.batches.iter().map(|(_, batch)| batch.clone()).collect(),
+            batches: segment
+                .batches
+                .iter()
+                .map(|(_, batch)| batch.clone())
+                .collect(),
             lsn_first: segment.lsn_first().unwrap_or(0),
             lsn_last: segment.batches.last().map(|(lsn, _)| *lsn).unwrap_or(0),
             rows: segment.rows,
@@ -185,7 +191,10 @@ impl Buffers {
         let mut state = self.lock();
         let mut removed_rows = 0;
         if let Some(buffer) = state.tables.get_mut(table) {
-            if let Some(position) = buffer.frozen.iter().position(|(frozen_id, _)| *frozen_id == id)
+            if let Some(position) = buffer
+                .frozen
+                .iter()
+                .position(|(frozen_id, _)| *frozen_id == id)
             {
                 removed_rows = buffer.frozen.remove(position).1.rows;
             }
@@ -221,7 +230,8 @@ impl Buffers {
         read: impl FnOnce(&dyn Fn(&TableId, u64) -> Vec<RecordBatch>) -> T,
     ) -> T {
         let state = self.lock();
-        let fresh = |table: &TableId, flushed_lsn: u64| Self::fresh_locked(&state, table, flushed_lsn);
+        let fresh =
+            |table: &TableId, flushed_lsn: u64| Self::fresh_locked(&state, table, flushed_lsn);
         read(&fresh)
     }
 
@@ -271,7 +281,12 @@ mod tests {
         buffers.apply(3, writes("cpu v=4 4"), 100);
         // Before the commit, everything is fresh; after, only LSN 3.
         let rows = |watermark| {
-            buffers.with_lock(|fresh| fresh(&cpu, watermark).iter().map(|b| b.num_rows()).sum::<usize>())
+            buffers.with_lock(|fresh| {
+                fresh(&cpu, watermark)
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            })
         };
         assert_eq!(rows(0), 4);
         assert_eq!(rows(2), 1);

@@ -138,6 +138,9 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Preset admin token for the first start (at least 32 characters).
     pub bootstrap_token: Option<String>,
+    /// How long a node trusts its cached view of the tokens: a token revoked on another node
+    /// stops working here within this time. Default 5 s.
+    pub cache_ttl: HumanDuration,
 }
 
 impl Default for AuthSettings {
@@ -145,6 +148,7 @@ impl Default for AuthSettings {
         Self {
             enabled: true,
             bootstrap_token: None,
+            cache_ttl: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -395,9 +399,9 @@ impl FromStr for ByteSize {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(trimmed.len());
         let (digits, unit) = trimmed.split_at(split);
-        let number: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid size {text:?} (expected e.g. 1048576, 512KB, 100MB, 1GB)"))?;
+        let number: u64 = digits.parse().map_err(|_| {
+            format!("invalid size {text:?} (expected e.g. 1048576, 512KB, 100MB, 1GB)")
+        })?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" | "kib" => 1 << 10,
@@ -616,7 +620,11 @@ impl Config {
     /// The first invalid key, with its value and the reason.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.host.trim().is_empty() {
-            return Err(invalid("server.host", &self.server.host, "must not be empty"));
+            return Err(invalid(
+                "server.host",
+                &self.server.host,
+                "must not be empty",
+            ));
         }
         self.listen_addr()?;
         if self.server.max_payload_size.0 == 0 {
@@ -634,10 +642,18 @@ impl Config {
             ));
         }
         if self.ingest.max_buffer_size == 0 {
-            return Err(invalid("ingest.max_buffer_size", 0, "must be greater than 0"));
+            return Err(invalid(
+                "ingest.max_buffer_size",
+                0,
+                "must be greater than 0",
+            ));
         }
         if self.ingest.max_buffer_age_ms == 0 {
-            return Err(invalid("ingest.max_buffer_age_ms", 0, "must be greater than 0"));
+            return Err(invalid(
+                "ingest.max_buffer_age_ms",
+                0,
+                "must be greater than 0",
+            ));
         }
         if self.wal.max_size_mb == 0 {
             return Err(invalid("wal.max_size_mb", 0, "must be greater than 0"));
@@ -712,7 +728,8 @@ impl Config {
 
     /// Renders the effective configuration as TOML with every secret replaced by `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
-        let mut value = toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
+        let mut value =
+            toml::Value::try_from(self).unwrap_or(toml::Value::Table(Default::default()));
         for key in SECRET_KEYS {
             let (section, name) = key.split_once('.').expect("secret keys are dotted");
             if let Some(table) = value.get_mut(section).and_then(toml::Value::as_table_mut)
@@ -793,7 +810,10 @@ mod tests {
         assert_eq!(config.ingest.max_buffer_size, 10);
         assert_eq!(config.wal.sync_mode, SyncMode::Fsync);
         assert_eq!(config.cluster.node_id, "writer-01");
-        assert_eq!(config.cluster.seeds, vec!["10.0.1.10:9000", "10.0.1.11:9000"]);
+        assert_eq!(
+            config.cluster.seeds,
+            vec!["10.0.1.10:9000", "10.0.1.11:9000"]
+        );
         assert_eq!(
             config.cluster.heartbeat_interval,
             HumanDuration(Duration::from_millis(250))
@@ -815,7 +835,9 @@ mod tests {
             ("ARC_AUTH_BOOTSTRAP_TOKEN", "short", "auth.bootstrap_token"),
         ];
         for (name, value, expected) in cases {
-            let error = Config::load(None, env(&[(name, value)])).unwrap_err().to_string();
+            let error = Config::load(None, env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(expected), "{name}={value}: {error}");
         }
     }
@@ -834,7 +856,10 @@ mod tests {
             None,
             env(&[
                 ("ARC_STORAGE_S3_SECRET_KEY", "hunter2-secret"),
-                ("ARC_AUTH_BOOTSTRAP_TOKEN", "0123456789abcdef0123456789abcdef"),
+                (
+                    "ARC_AUTH_BOOTSTRAP_TOKEN",
+                    "0123456789abcdef0123456789abcdef",
+                ),
             ]),
         )
         .unwrap();

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_query::{Analysis, QueryError, QueryResult, ResolvedTable};
-use arc_storage::{TableId, TimeRange};
+use arc_auth::Permission;
+use arc_query::{Analysis, QueryError, QueryResult};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Query, Request, State};
@@ -35,37 +35,73 @@ const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 /// The header naming the database of a write or the default database of a query.
 const DATABASE_HEADER: &str = "x-arc-database";
 
-/// Every route of the API with its method: the route-table tests walk this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/ready"),
-    ("GET", "/metrics"),
-    ("POST", "/api/v1/write/msgpack"),
-    ("POST", "/write"),
-    ("POST", "/api/v2/write"),
-    ("POST", "/api/v1/write/line-protocol"),
-    ("POST", "/api/v1/write/line-protocol/flush"),
-    ("POST", "/api/v1/query"),
-    ("POST", "/api/v1/query/arrow"),
+/// Every route of the node's own API: method, path, and the permission it needs (`None` for
+/// the public ones). The token API's routes are listed by [`arc_auth::route_table`]. The
+/// route-table tests walk both lists, so a new route cannot slip past the token check.
+pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
+    ("GET", "/health", None),
+    ("GET", "/ready", None),
+    ("GET", "/metrics", None),
+    ("POST", "/api/v1/write/msgpack", Some(Permission::Write)),
+    ("POST", "/write", Some(Permission::Write)),
+    ("POST", "/api/v2/write", Some(Permission::Write)),
+    (
+        "POST",
+        "/api/v1/write/line-protocol",
+        Some(Permission::Write),
+    ),
+    (
+        "POST",
+        "/api/v1/write/line-protocol/flush",
+        Some(Permission::Admin),
+    ),
+    ("POST", "/api/v1/query", Some(Permission::Read)),
+    ("POST", "/api/v1/query/arrow", Some(Permission::Read)),
 ];
 
 type AppState = Arc<NodeInner>;
 
-/// Builds the router over a node.
+/// Builds the router over a node: the public routes, the guarded ones, and the token API.
 pub fn router(node: Arc<NodeInner>) -> Router {
+    let auth = node.auth.clone();
+    let guard = |permission: Permission| {
+        middleware::from_fn_with_state((auth.clone(), permission), arc_auth::require)
+    };
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
-        .route("/api/v1/write/msgpack", post(write_msgpack))
-        .route("/write", post(write_v1))
-        .route("/api/v2/write", post(write_v2))
-        .route("/api/v1/write/line-protocol", post(write_line_protocol))
-        .route("/api/v1/write/line-protocol/flush", post(flush))
-        .route("/api/v1/query", post(query_json))
-        .route("/api/v1/query/arrow", post(query_arrow))
-        .layer(middleware::from_fn(observe))
+        .route(
+            "/api/v1/write/msgpack",
+            post(write_msgpack).route_layer(guard(Permission::Write)),
+        )
+        .route(
+            "/write",
+            post(write_v1).route_layer(guard(Permission::Write)),
+        )
+        .route(
+            "/api/v2/write",
+            post(write_v2).route_layer(guard(Permission::Write)),
+        )
+        .route(
+            "/api/v1/write/line-protocol",
+            post(write_line_protocol).route_layer(guard(Permission::Write)),
+        )
+        .route(
+            "/api/v1/write/line-protocol/flush",
+            post(flush).route_layer(guard(Permission::Admin)),
+        )
+        .route(
+            "/api/v1/query",
+            post(query_json).route_layer(guard(Permission::Read)),
+        )
+        .route(
+            "/api/v1/query/arrow",
+            post(query_arrow).route_layer(guard(Permission::Read)),
+        )
         .with_state(node)
+        .merge(arc_auth::router(auth.clone()))
+        .layer(middleware::from_fn(observe))
 }
 
 async fn observe(request: Request, next: Next) -> Response {
@@ -77,7 +113,12 @@ async fn observe(request: Request, next: Next) -> Response {
         .map(|path| path.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    m::record_http(&route, &method, response.status().as_u16(), started.elapsed());
+    m::record_http(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 
@@ -117,7 +158,10 @@ async fn metrics_text(State(node): State<AppState>) -> Response {
         .map(|handle| handle.render())
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -143,7 +187,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|error| {
-            error_response(StatusCode::BAD_REQUEST, format!("reading request body: {error}"))
+            error_response(
+                StatusCode::BAD_REQUEST,
+                format!("reading request body: {error}"),
+            )
         })?;
         if buffer.len() + chunk.len() > limit {
             return Err(too_large());
@@ -181,10 +228,7 @@ fn header_database(headers: &HeaderMap) -> Result<Option<String>, Response> {
     }
 }
 
-fn choose_database(
-    headers: &HeaderMap,
-    query_value: Option<&String>,
-) -> Result<String, Response> {
+fn choose_database(headers: &HeaderMap, query_value: Option<&String>) -> Result<String, Response> {
     let database = header_database(headers)?
         .or_else(|| query_value.cloned())
         .unwrap_or_else(|| "default".to_string());
@@ -258,7 +302,10 @@ async fn ingest(
         Ok(writes) => writes,
         Err(error) => return ingest_error(error),
     };
-    let rows: u64 = writes.iter().map(|write| write.batch.num_rows() as u64).sum();
+    let rows: u64 = writes
+        .iter()
+        .map(|write| write.batch.num_rows() as u64)
+        .sum();
     if rows == 0 {
         m::record_rejected("empty");
         return error_response(StatusCode::BAD_REQUEST, "request contains no rows");
@@ -304,7 +351,14 @@ async fn write_v1(
         (Ok(database), Ok(precision)) => (database, precision),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+    ingest(
+        node,
+        headers,
+        body,
+        database,
+        Format::LineProtocol(precision),
+    )
+    .await
 }
 
 async fn write_v2(
@@ -320,7 +374,14 @@ async fn write_v2(
         (Ok(database), Ok(precision)) => (database, precision),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+    ingest(
+        node,
+        headers,
+        body,
+        database,
+        Format::LineProtocol(precision),
+    )
+    .await
 }
 
 async fn write_line_protocol(
@@ -329,14 +390,18 @@ async fn write_line_protocol(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (database, precision) = match (
-        choose_database(&headers, None),
-        parse_precision(&params),
-    ) {
+    let (database, precision) = match (choose_database(&headers, None), parse_precision(&params)) {
         (Ok(database), Ok(precision)) => (database, precision),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    ingest(node, headers, body, database, Format::LineProtocol(precision)).await
+    ingest(
+        node,
+        headers,
+        body,
+        database,
+        Format::LineProtocol(precision),
+    )
+    .await
 }
 
 async fn flush(State(node): State<AppState>) -> Response {
@@ -362,7 +427,11 @@ struct QueryRequest {
 fn query_error(error: &QueryError) -> Response {
     let status =
         StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(arc_query::error_json(&error.to_string()))).into_response()
+    (
+        status,
+        axum::Json(arc_query::error_json(&error.to_string())),
+    )
+        .into_response()
 }
 
 fn parse_query_request(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Response> {
@@ -396,8 +465,8 @@ async fn run_query(
     let started = Instant::now();
     let body = read_body(headers, body, node.max_payload_size()).await?;
     let (sql, database) = parse_query_request(headers, &body)?;
-    let analysis = arc_query::analyze(&sql, &database, node.now_ns())
-        .map_err(|error| query_error(&error))?;
+    let analysis =
+        arc_query::analyze(&sql, &database, node.now_ns()).map_err(|error| query_error(&error))?;
     let result = match analysis {
         Analysis::ShowDatabases => QueryResult::from_names("name", node.databases()),
         Analysis::ShowTables { database } => {
@@ -412,7 +481,9 @@ async fn run_query(
             tokio::task::spawn_blocking(move || engine.execute(&plan, &resolved))
                 .await
                 .map_err(|error| {
-                    query_error(&QueryError::Execution(format!("query task failed: {error}")))
+                    query_error(&QueryError::Execution(format!(
+                        "query task failed: {error}"
+                    )))
                 })?
                 .map_err(|error| query_error(&error))?
         }
@@ -452,9 +523,3 @@ async fn query_arrow(State(node): State<AppState>, headers: HeaderMap, body: Bod
         Err(error) => query_error(&QueryError::Execution(format!("encoding task: {error}"))),
     }
 }
-
-/// The tables a plan needs, resolved against the catalog and the buffers.
-pub type Resolved = HashMap<TableId, ResolvedTable>;
-
-/// A table and the time range a query needs from it.
-pub type TableNeed = (TableId, TimeRange);

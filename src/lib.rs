@@ -13,10 +13,11 @@
 //! - `node`: start-up, replay, flushing, stop.
 //! - `http`: the API of COMPAT.md.
 //! - [`sdnotify`]: the systemd notify protocol (READY, STATUS, STOPPING, WATCHDOG).
+//! - `tls`: HTTPS for the API when `server.tls_cert_file` and `server.tls_key_file` are set.
 //! - `metrics`, `failpoints`.
 
-pub mod config;
 mod buffers;
+pub mod config;
 mod failpoints;
 mod http;
 mod ingest;
@@ -24,6 +25,7 @@ mod metrics;
 mod node;
 mod payload;
 pub mod sdnotify;
+mod tls;
 mod writer;
 
 pub use config::Config;

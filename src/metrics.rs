@@ -29,13 +29,28 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    describe_counter!("arc_http_requests_total", "HTTP requests by route, method and status");
+    describe_counter!(
+        "arc_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
     describe_histogram!("arc_http_request_seconds", "HTTP request latency by route");
     describe_counter!("arc_ingest_rows_total", "Rows acknowledged, by format");
-    describe_counter!("arc_ingest_bytes_total", "Request body bytes received, by format");
-    describe_counter!("arc_ingest_rejected_total", "Write requests rejected, by reason");
-    describe_histogram!("arc_wal_group_commit_requests", "Requests sharing one WAL sync");
-    describe_histogram!("arc_wal_group_commit_seconds", "Duration of one group commit sync");
+    describe_counter!(
+        "arc_ingest_bytes_total",
+        "Request body bytes received, by format"
+    );
+    describe_counter!(
+        "arc_ingest_rejected_total",
+        "Write requests rejected, by reason"
+    );
+    describe_histogram!(
+        "arc_wal_group_commit_requests",
+        "Requests sharing one WAL sync"
+    );
+    describe_histogram!(
+        "arc_wal_group_commit_seconds",
+        "Duration of one group commit sync"
+    );
     describe_counter!("arc_flush_total", "Table flushes, by outcome");
     describe_counter!("arc_flush_rows_total", "Rows written to Parquet by flushes");
     describe_counter!("arc_flush_bytes_total", "Parquet bytes written by flushes");

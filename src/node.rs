@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_auth::AuthService;
 use arc_query::{QueryEngine, QueryError, QuerySettings, ResolvedTable};
 use arc_storage::model::{ColumnKind, ColumnSpec, columns_of, schema_of};
 use arc_storage::{
@@ -55,6 +56,8 @@ pub struct NodeInner {
     pub engine: Arc<QueryEngine>,
     /// Renders `/metrics`; `None` when another node in this process owns the recorder.
     pub metrics: Option<PrometheusHandle>,
+    /// API tokens: request checks and the token API.
+    pub auth: Arc<AuthService>,
     storage: ObjectStorage,
     catalog: Catalog,
     cache: ObjectCache,
@@ -91,9 +94,7 @@ impl NodeInner {
 
     /// Nanoseconds since the Unix epoch, for rows without a timestamp and `now()` in queries.
     pub fn now_ns(&self) -> i64 {
-        chrono::Utc::now()
-            .timestamp_nanos_opt()
-            .unwrap_or(i64::MAX)
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
     }
 
     /// Answers 503 unless the node takes writes.
@@ -211,7 +212,10 @@ impl NodeInner {
 
     fn fail(&self, message: String) {
         error!(reason = %message, "node stopping on a fatal error");
-        let mut fatal = self.fatal.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut fatal = self
+            .fatal
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         fatal.get_or_insert(message);
         self.stop.cancel();
     }
@@ -381,10 +385,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let node_id = config.cluster.node_id.clone();
     let storage = ObjectStorage::open(&config.storage).context("opening object storage")?;
     info!(storage = %storage.describe(), node_id = %node_id, "storage opened");
-    warn!(
-        auth_enabled = config.auth.enabled,
-        "API tokens are not implemented in this version: every request is accepted; keep the API on a trusted network"
-    );
+    let auth = open_auth(&storage, &config).await?;
     let cache = ObjectCache::new(&storage, config.query.cache_dir.clone())
         .context("preparing the query cache directory")?;
     let catalog = Catalog::open(storage.store().clone(), CatalogSettings::default())
@@ -406,6 +407,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         buffers: Arc::new(Buffers::default()),
         engine: Arc::new(engine),
         metrics: m::install(),
+        auth,
         storage,
         catalog,
         cache,
@@ -418,12 +420,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config,
     });
 
+    let tls = match (
+        &inner.config.server.tls_cert_file,
+        &inner.config.server.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let listen = inner.config.listen_addr()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the HTTP API to {listen}"))?;
     let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
-    info!(address = %bound, "http api listening");
+    info!(address = %bound, tls = tls.is_some(), "http api listening");
     if let Some(path) = &inner.config.server.port_file {
         std::fs::write(path, bound.to_string())
             .with_context(|| format!("writing server.port_file {}", path.display()))?;
@@ -432,11 +441,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let http_task = {
         let app = crate::http::router(inner.clone());
         let http_stop = http_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
-        })
+        match tls {
+            Some(acceptor) => tokio::spawn(crate::tls::serve(listener, acceptor, app, http_stop)),
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
+            }),
+        }
     };
 
     let writer_thread = match start_writer(&inner).await {
@@ -517,6 +529,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
+/// Opens the token store; on the very first start of a cluster, creates the admin token and
+/// prints it once to stderr (never to the log, which may be shipped elsewhere).
+async fn open_auth(storage: &ObjectStorage, config: &Config) -> anyhow::Result<Arc<AuthService>> {
+    let settings = arc_auth::AuthSettings {
+        enabled: config.auth.enabled,
+        bootstrap_token: config.auth.bootstrap_token.clone(),
+        cache_ttl: config.auth.cache_ttl.0,
+        ..arc_auth::AuthSettings::default()
+    };
+    let (auth, bootstrap) = AuthService::open(storage.store().clone(), settings)
+        .await
+        .context("opening the API token store")?;
+    if !config.auth.enabled {
+        warn!(
+            "AUTHENTICATION IS DISABLED (auth.enabled = false): every request is accepted without a token; keep the API on a trusted network"
+        );
+    }
+    if let Some(token) = bootstrap.generated_token() {
+        eprintln!(
+            "arc-node: created the initial admin API token; it is shown only this once:\n\n    {}\n",
+            token.expose_secret()
+        );
+        info!("initial admin API token created and printed to stderr");
+    } else if bootstrap.created() {
+        info!("initial admin API token created from auth.bootstrap_token");
+    }
+    Ok(auth)
+}
+
 /// Promotes, recovers and replays the WAL, and starts the writer thread.
 async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let snapshot = inner.catalog.snapshot();
@@ -526,10 +567,11 @@ async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::Joi
         sync_mode: inner.config.wal.sync_mode,
         segment_size_bytes: inner.config.wal.max_size_mb.saturating_mul(1024 * 1024),
     };
-    let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(wal_settings, Lsn(max_flushed + 1)))
-        .await
-        .context("wal recovery task")?
-        .context("opening the write-ahead log")?;
+    let (wal, report) =
+        tokio::task::spawn_blocking(move || Wal::open(wal_settings, Lsn(max_flushed + 1)))
+            .await
+            .context("wal recovery task")?
+            .context("opening the write-ahead log")?;
     if let Some(truncation) = &report.truncated {
         warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
     }
@@ -540,7 +582,12 @@ async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::Joi
         .await
         .context("appending the promote record to the catalog")?;
     let _ = inner.epoch.set(epoch);
-    info!(epoch, segments = report.segments, entries = report.entries, "promoted; replaying wal");
+    info!(
+        epoch,
+        segments = report.segments,
+        entries = report.entries,
+        "promoted; replaying wal"
+    );
 
     let mut schemas: SchemaRegistry = HashMap::new();
     for (table, state) in &snapshot.tables {
@@ -550,11 +597,10 @@ async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::Joi
         }
     }
     let replay_inner = inner.clone();
-    let (wal, schemas, replayed) = tokio::task::spawn_blocking(move || {
-        replay(&replay_inner, wal, schemas, &snapshot)
-    })
-    .await
-    .context("wal replay task")??;
+    let (wal, schemas, replayed) =
+        tokio::task::spawn_blocking(move || replay(&replay_inner, wal, schemas, &snapshot))
+            .await
+            .context("wal replay task")??;
     info!(replayed, "wal replay done");
 
     let (handle, thread) = writer::start(WriterParts {
@@ -576,7 +622,10 @@ fn replay(
     snapshot: &CatalogState,
 ) -> anyhow::Result<(Wal, SchemaRegistry, u64)> {
     let mut replayed = 0u64;
-    for entry in wal.read_from(Lsn(0)).context("reading the wal for replay")? {
+    for entry in wal
+        .read_from(Lsn(0))
+        .context("reading the wal for replay")?
+    {
         let entry = entry.context("reading a wal entry during replay")?;
         let lsn = entry.lsn.0;
         let writes = payload::decode(&entry.payload)
@@ -599,7 +648,10 @@ fn replay(
         if let Err(message) = writer::check_schema(&mut schemas, &pending) {
             warn!(lsn, %message, "schema conflict during replay");
         }
-        replayed += pending.iter().map(|w| w.batch.num_rows() as u64).sum::<u64>();
+        replayed += pending
+            .iter()
+            .map(|w| w.batch.num_rows() as u64)
+            .sum::<u64>();
         inner
             .buffers
             .apply(lsn, pending, inner.config.ingest.max_buffer_size);

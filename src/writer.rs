@@ -212,8 +212,11 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
     } = parts;
     info!(epoch, next_lsn = %wal.next_lsn(), "wal writer started");
     let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut accepted: Vec<(u64, Vec<TableWrite>, oneshot::Sender<Result<u64, WriteError>>)> =
-        Vec::with_capacity(MAX_GROUP);
+    let mut accepted: Vec<(
+        u64,
+        Vec<TableWrite>,
+        oneshot::Sender<Result<u64, WriteError>>,
+    )> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -284,7 +287,9 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
         }
         if let Some(lsn) = truncate_below {
             match wal.remove_segments_below(arc_wal::Lsn(lsn)) {
-                Ok(removed) if removed > 0 => info!(removed, below_lsn = lsn, "wal segments removed"),
+                Ok(removed) if removed > 0 => {
+                    info!(removed, below_lsn = lsn, "wal segments removed")
+                }
                 Ok(_) => {}
                 Err(error) => warn!(%error, below_lsn = lsn, "wal segment removal failed"),
             }
@@ -309,9 +314,16 @@ mod tests {
         let conflicting =
             decode_line_protocol(b"mem x=1 1\ncpu v=1.5 2", "db", Precision::Ns, 0).unwrap();
         let error = check_schema(&mut registry, &conflicting).unwrap_err();
-        assert!(error.contains("\"v\"") && error.contains("db.cpu"), "{error}");
-        assert!(!registry.contains_key(&TableId::new("db", "mem")), "nothing recorded");
-        let tag_as_field = decode_line_protocol(b"cpu host=\"x\" 3", "db", Precision::Ns, 0).unwrap();
+        assert!(
+            error.contains("\"v\"") && error.contains("db.cpu"),
+            "{error}"
+        );
+        assert!(
+            !registry.contains_key(&TableId::new("db", "mem")),
+            "nothing recorded"
+        );
+        let tag_as_field =
+            decode_line_protocol(b"cpu host=\"x\" 3", "db", Precision::Ns, 0).unwrap();
         assert!(check_schema(&mut registry, &tag_as_field).is_err());
     }
 }

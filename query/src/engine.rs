@@ -184,7 +184,7 @@ impl QueryEngine {
             .try_clone()
             .map_err(|error| QueryError::Execution(error.to_string()))?;
         let mut statement = connection.prepare(sql).map_err(classify)?;
-        statement.query_arrow([]).map_err(classify)?;
+        let _ = statement.query_arrow([]).map_err(classify)?;
         let mut rows = 0;
         while let Some(array) = statement.step().map_err(classify)? {
             rows += arrow::array::Array::len(&array);

@@ -289,7 +289,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn count_result_rows(body: &[u8], arrow: bool) -> u64 {
     if arrow {
-        let Ok(reader) = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        let Ok(reader) =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         else {
             return 0;
         };

@@ -32,7 +32,8 @@
 //! - `names`: database and measurement name rules.
 //! - `decompress`: gzip/zstd detection and capped decompression.
 //! - `builder`: the per-request, per-table Arrow column builders both decoders fill.
-//! - `lineproto`: the line protocol decoder (InfluxData's `influxdb-line-protocol` parser).
+//! - `lineproto`: the line protocol decoder, on a hand-written parser that matches InfluxData's
+//!   `influxdb-line-protocol` (kept as the test-only reference it is checked against).
 //! - `msgpack_reader`: a zero-copy, non-recursive MessagePack token reader.
 //! - `msgpack`: the MessagePack decoder (columnar, row and batch shapes).
 

@@ -54,15 +54,40 @@ fn cases() -> Vec<Case> {
     vec![
         lp("no fields", "cpu,host=a 1", 400, &["line 1"]),
         lp("bad integer", "cpu v=12ai 1", 400, &["line 1"]),
-        lp("second line bad", "cpu,host=z v=1 1\ncpu v= 2", 400, &["line 2"]),
-        lp("unterminated string", "cpu,host=z v=1 1\n\ncpu s=\"abc 3", 400, &["line 3"]),
+        lp(
+            "second line bad",
+            "cpu,host=z v=1 1\ncpu v= 2",
+            400,
+            &["line 2"],
+        ),
+        lp(
+            "unterminated string",
+            "cpu,host=z v=1 1\n\ncpu s=\"abc 3",
+            400,
+            &["line 3"],
+        ),
         lp("bad timestamp", "cpu v=1 notatime", 400, &["line 1"]),
         lp("trailing content", "cpu v=1 1 extra", 400, &["line 1"]),
         lp("duplicate field", "cpu v=1,v=2 1", 400, &["line 1"]),
-        lp("type conflict in request", "cpu v=1i 1\ncpu v=1.5 2", 400, &["line 2"]),
-        lp("measurement starts with digit", "1cpu v=1 1", 400, &["line 1"]),
+        lp(
+            "type conflict in request",
+            "cpu v=1i 1\ncpu v=1.5 2",
+            400,
+            &["line 2"],
+        ),
+        lp(
+            "measurement starts with digit",
+            "1cpu v=1 1",
+            400,
+            &["line 1"],
+        ),
         lp("measurement with space", "my\\ cpu v=1 1", 400, &["line 1"]),
-        lp("tag named time", "cpu,time=x v=1 1", 400, &["line 1", "time"]),
+        lp(
+            "tag named time",
+            "cpu,time=x v=1 1",
+            400,
+            &["line 1", "time"],
+        ),
         lp("empty body", "", 400, &[]),
         Case {
             name: "bad precision",
@@ -105,22 +130,42 @@ fn cases() -> Vec<Case> {
             mentions: vec!["database"],
         },
         mp("not msgpack", vec![0xc1, 0xc1, 0xc1], 400, &[]),
-        mp("truncated msgpack", msgpack(&json!({"m": "cpu", "columns": {"v": [1, 2, 3]}}))[..12].to_vec(), 400, &[]),
+        mp(
+            "truncated msgpack",
+            msgpack(&json!({"m": "cpu", "columns": {"v": [1, 2, 3]}}))[..12].to_vec(),
+            400,
+            &[],
+        ),
         mp(
             "length mismatch",
             msgpack(&json!({"m": "cpu", "columns": {"time": [1, 2], "v": [1.0]}})),
             400,
             &["v"],
         ),
-        mp("missing measurement", msgpack(&json!({"columns": {"v": [1.0]}})), 400, &["m"]),
-        mp("bad measurement name", msgpack(&json!({"m": "bad name", "fields": {"v": 1}})), 400, &["bad name"]),
+        mp(
+            "missing measurement",
+            msgpack(&json!({"columns": {"v": [1.0]}})),
+            400,
+            &["m"],
+        ),
+        mp(
+            "bad measurement name",
+            msgpack(&json!({"m": "bad name", "fields": {"v": 1}})),
+            400,
+            &["bad name"],
+        ),
         mp(
             "string times",
             msgpack(&json!({"m": "cpu", "columns": {"time": ["yesterday"], "v": [1.0]}})),
             400,
             &["time"],
         ),
-        mp("row without fields", msgpack(&json!({"m": "cpu", "t": 1})), 400, &["fields"]),
+        mp(
+            "row without fields",
+            msgpack(&json!({"m": "cpu", "t": 1})),
+            400,
+            &["fields"],
+        ),
         mp("top-level integer", msgpack(&json!(42)), 400, &[]),
         mp(
             "nested field value",
@@ -128,15 +173,34 @@ fn cases() -> Vec<Case> {
             400,
             &["v"],
         ),
-        mp("truncated gzip", gzip(b"cpu v=1 1")[..10].to_vec(), 400, &["gzip"]),
-        mp("zstd garbage", vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3, 4, 5], 400, &["zstd"]),
+        mp(
+            "truncated gzip",
+            gzip(b"cpu v=1 1")[..10].to_vec(),
+            400,
+            &["gzip"],
+        ),
+        mp(
+            "zstd garbage",
+            vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3, 4, 5],
+            400,
+            &["zstd"],
+        ),
         mp("gzip bomb", gzip(&big_zeros), 413, &[]),
         mp("zstd bomb", zstd(&big_zeros), 413, &[]),
-        lp("oversize body", &format!("cpu v=1 {}\n", "1".repeat(2 << 20)), 413, &[]),
+        lp(
+            "oversize body",
+            &format!("cpu v=1 {}\n", "1".repeat(2 << 20)),
+            413,
+            &[],
+        ),
         sql("syntax error", "SELEC 1", &[]),
         sql("drop table", "DROP TABLE cpu", &[]),
         sql("copy out", "COPY (SELECT 1) TO '/tmp/x.csv'", &[]),
-        sql("read_parquet", "SELECT * FROM read_parquet('/etc/passwd')", &["read_parquet"]),
+        sql(
+            "read_parquet",
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            &["read_parquet"],
+        ),
         sql("file as table", "SELECT * FROM '/etc/passwd'", &[]),
         sql("attach", "ATTACH '/tmp/x.db' AS x", &[]),
         sql("install", "INSTALL httpfs", &[]),
@@ -167,16 +231,25 @@ async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
 
     let mut all = cases();
     // Across requests: a column keeps its first type.
-    all.push(lp("type conflict across requests", "conflict v=1.5 2", 400, &["v"]));
+    all.push(lp(
+        "type conflict across requests",
+        "conflict v=1.5 2",
+        400,
+        &["v"],
+    ));
     assert!(all.len() >= 25, "the table has {} cases", all.len());
     let mut failures = Vec::new();
     for case in &all {
-        let headers: Vec<(&str, &str)> = case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            case.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, text) = node.post(&case.path, &headers, case.body.clone()).await;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let message = body["error"].as_str().unwrap_or_default().to_lowercase();
         if status != case.status {
-            failures.push(format!("{}: status {status} (want {}): {text}", case.name, case.status));
+            failures.push(format!(
+                "{}: status {status} (want {}): {text}",
+                case.name, case.status
+            ));
             continue;
         }
         if message.is_empty() {
@@ -184,7 +257,10 @@ async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
         }
         for mention in &case.mentions {
             if !message.contains(mention) {
-                failures.push(format!("{}: message lacks {mention:?}: {message}", case.name));
+                failures.push(format!(
+                    "{}: message lacks {mention:?}: {message}",
+                    case.name
+                ));
             }
         }
         // The node keeps serving after every case.
@@ -194,8 +270,14 @@ async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Nothing of a rejected request is stored.
-    assert_eq!(node.query("SELECT host, v FROM bad.cpu").await, vec![vec![json!("seed"), json!(1.0)]]);
-    assert_eq!(node.query("SELECT v FROM bad.conflict").await, vec![vec![json!(1)]]);
+    assert_eq!(
+        node.query("SELECT host, v FROM bad.cpu").await,
+        vec![vec![json!("seed"), json!(1.0)]]
+    );
+    assert_eq!(
+        node.query("SELECT v FROM bad.conflict").await,
+        vec![vec![json!(1)]]
+    );
     assert_eq!(
         node.query("SHOW TABLES FROM bad").await,
         vec![vec![json!("conflict")], vec![json!("cpu")]]

@@ -36,18 +36,31 @@ fn test_should_show_file_values_with_env_overrides_and_redacted_secrets() {
         &[
             ("ARC_SERVER_PORT", "9200"),
             ("ARC_INGEST_MAX_BUFFER_AGE_MS", "250"),
-            ("ARC_AUTH_BOOTSTRAP_TOKEN", "abcdefghijklmnopqrstuvwxyz0123456789"),
+            (
+                "ARC_AUTH_BOOTSTRAP_TOKEN",
+                "abcdefghijklmnopqrstuvwxyz0123456789",
+            ),
         ],
         dir.path(),
     );
     assert_eq!(code, 0, "{stderr}");
     let shown: toml::Value = toml::from_str(&stdout).expect("config show prints TOML");
     assert_eq!(shown["server"]["port"].as_integer(), Some(9200), "env wins");
-    assert_eq!(shown["storage"]["local_path"].as_str(), Some("/srv/arc"), "file value");
+    assert_eq!(
+        shown["storage"]["local_path"].as_str(),
+        Some("/srv/arc"),
+        "file value"
+    );
     assert_eq!(shown["wal"]["sync_mode"].as_str(), Some("fsync"));
     assert_eq!(shown["ingest"]["max_buffer_age_ms"].as_integer(), Some(250));
-    assert!(!stdout.contains("file-secret") && !stdout.contains("abcdefghijklmnop"), "{stdout}");
-    assert_eq!(shown["storage"]["s3_secret_key"].as_str(), Some("<redacted>"));
+    assert!(
+        !stdout.contains("file-secret") && !stdout.contains("abcdefghijklmnop"),
+        "{stdout}"
+    );
+    assert_eq!(
+        shown["storage"]["s3_secret_key"].as_str(),
+        Some("<redacted>")
+    );
 }
 
 #[test]
@@ -55,10 +68,26 @@ fn test_should_exit_nonzero_naming_the_key_for_each_kind_of_bad_value() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str, &[&str])] = &[
         ("ARC_CLUSTER_ROLE", "leader", &["role", "leader"]),
-        ("ARC_SERVER_HOST", "300.1.1.1", &["server.host", "300.1.1.1"]),
-        ("ARC_CLUSTER_COORDINATOR_ADDR", "nowhere", &["cluster.coordinator_addr", "nowhere"]),
-        ("ARC_SERVER_MAX_PAYLOAD_SIZE", "lots", &["max_payload_size", "lots"]),
-        ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "5 parsecs", &["heartbeat_interval", "5 parsecs"]),
+        (
+            "ARC_SERVER_HOST",
+            "300.1.1.1",
+            &["server.host", "300.1.1.1"],
+        ),
+        (
+            "ARC_CLUSTER_COORDINATOR_ADDR",
+            "nowhere",
+            &["cluster.coordinator_addr", "nowhere"],
+        ),
+        (
+            "ARC_SERVER_MAX_PAYLOAD_SIZE",
+            "lots",
+            &["max_payload_size", "lots"],
+        ),
+        (
+            "ARC_CLUSTER_HEARTBEAT_INTERVAL",
+            "5 parsecs",
+            &["heartbeat_interval", "5 parsecs"],
+        ),
         ("ARC_WAL_SYNC_MODE", "never", &["sync_mode", "never"]),
         ("ARC_SERVER_PORT", "65536", &["port", "65536"]),
         ("ARC_STORAGE_BACKEND", "floppy", &["backend", "floppy"]),

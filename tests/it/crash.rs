@@ -110,7 +110,10 @@ async fn test_should_keep_every_acknowledged_row_once_after_sigkill_under_load()
         node.spawn().await;
         let stored = stored_rows(&node).await;
         let missing: Vec<_> = all_acked.difference(&stored).take(10).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged rows lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged rows lost: {missing:?}"
+        );
     }
 }
 
@@ -143,13 +146,20 @@ async fn test_should_recover_from_crashes_at_each_flush_failpoint() {
             .post("/api/v1/write/line-protocol/flush", &[], Vec::new())
             .await;
         let status = node.wait_exit(Duration::from_secs(30)).await;
-        assert!(!status.success(), "{failpoint}: the failpoint aborted the process");
+        assert!(
+            !status.success(),
+            "{failpoint}: the failpoint aborted the process"
+        );
         node.set_env(&[]);
         node.spawn().await;
         assert_eq!(stored_rows(&node).await, expected, "{failpoint}");
         // And once more after a clean flush.
         node.flush().await;
-        assert_eq!(stored_rows(&node).await, expected, "{failpoint} after flush");
+        assert_eq!(
+            stored_rows(&node).await,
+            expected,
+            "{failpoint} after flush"
+        );
     }
 }
 
@@ -192,8 +202,12 @@ async fn test_should_survive_torn_tail_and_flipped_crc_without_losing_earlier_en
     node.write_lp("crash", &batch(3, 0)).await;
     node.kill9();
     let segment = newest_segment(&wal_dir);
-    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
-    std::io::Write::write_all(&mut file, &[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[0x40, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
+        .unwrap();
     drop(file);
     node.spawn().await;
     node.write_lp("crash", &batch(4, 0)).await;

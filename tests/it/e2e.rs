@@ -108,7 +108,11 @@ const MP_SQL: &str = "SELECT time, host, v, n, ok, s FROM e2e.mp ORDER BY time";
 fn prec_expected() -> Vec<Vec<Value>> {
     vec![
         vec![json!("s"), json!("2023-11-14T22:13:20Z"), json!(1)],
-        vec![json!("ns"), json!("2023-11-14T22:13:20.000000003Z"), json!(4)],
+        vec![
+            json!("ns"),
+            json!("2023-11-14T22:13:20.000000003Z"),
+            json!(4),
+        ],
         vec![json!("us"), json!("2023-11-14T22:13:20.000002Z"), json!(3)],
         vec![json!("ms"), json!("2023-11-14T22:13:20.001Z"), json!(2)],
     ]
@@ -116,7 +120,14 @@ fn prec_expected() -> Vec<Vec<Value>> {
 
 fn mp_expected() -> Vec<Vec<Value>> {
     let row = |time: &str, host: &str, v: f64, n: i64, ok: bool, s: &str| {
-        vec![json!(time), json!(host), json!(v), json!(n), json!(ok), json!(s)]
+        vec![
+            json!(time),
+            json!(host),
+            json!(v),
+            json!(n),
+            json!(ok),
+            json!(s),
+        ]
     };
     vec![
         row("2023-11-14T22:13:20Z", "h1", 1.5, 1, true, "a"),
@@ -141,9 +152,18 @@ pub async fn write_everything(node: &TestNode) {
 
     let precision_writes: [(&str, &str); 5] = [
         ("/write?db=e2e&precision=s", "prec,p=s v=1i 1700000000"),
-        ("/api/v2/write?bucket=e2e&org=ignored&precision=ms", "prec,p=ms v=2i 1700000000001"),
-        ("/api/v1/write/line-protocol?precision=us", "prec,p=us v=3i 1700000000000002"),
-        ("/write?db=e2e&rp=ignored", "prec,p=ns v=4i 1700000000000000003"),
+        (
+            "/api/v2/write?bucket=e2e&org=ignored&precision=ms",
+            "prec,p=ms v=2i 1700000000001",
+        ),
+        (
+            "/api/v1/write/line-protocol?precision=us",
+            "prec,p=us v=3i 1700000000000002",
+        ),
+        (
+            "/write?db=e2e&rp=ignored",
+            "prec,p=ns v=4i 1700000000000000003",
+        ),
         ("/api/v2/write?bucket=e2e", "prec,p=none v=5i"),
     ];
     for (path, body) in precision_writes {
@@ -184,7 +204,13 @@ pub async fn write_everything(node: &TestNode) {
         "columns": {"time": [1700000006i64], "host": ["h7"], "v": [7.5], "n": [7], "ok": [true], "s": ["g"]},
         "tag_keys": ["host"]
     }));
-    for body in [columnar, gzip(&row), zstd(&batch), array, zstd(&columnar_zstd)] {
+    for body in [
+        columnar,
+        gzip(&row),
+        zstd(&batch),
+        array,
+        zstd(&columnar_zstd),
+    ] {
         let (status, text) = node
             .post("/api/v1/write/msgpack", &[("x-arc-database", "e2e")], body)
             .await;
@@ -193,8 +219,16 @@ pub async fn write_everything(node: &TestNode) {
 }
 
 pub async fn check_everything(node: &TestNode, when: &str) {
-    assert_eq!(node.query(LP_TYPES_SQL).await, lp_types_expected(), "{when}: lp types");
-    assert_eq!(node.query(PREC_SQL).await, prec_expected(), "{when}: precisions");
+    assert_eq!(
+        node.query(LP_TYPES_SQL).await,
+        lp_types_expected(),
+        "{when}: lp types"
+    );
+    assert_eq!(
+        node.query(PREC_SQL).await,
+        prec_expected(),
+        "{when}: precisions"
+    );
     assert_eq!(node.query(MP_SQL).await, mp_expected(), "{when}: msgpack");
 
     // The row without a timestamp got the node's clock.
@@ -203,11 +237,18 @@ pub async fn check_everything(node: &TestNode, when: &str) {
         .await;
     let stamped = rows[0][0].as_i64().expect("epoch_ns is an integer");
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
-    assert!((now - stamped).abs() < 600 * 1_000_000_000, "{when}: {stamped} vs {now}");
+    assert!(
+        (now - stamped).abs() < 600 * 1_000_000_000,
+        "{when}: {stamped} vs {now}"
+    );
 
     let batches = node.query_arrow(LP_TYPES_SQL).await;
     let schema = batches[0].schema();
-    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -232,7 +273,11 @@ pub async fn check_everything(node: &TestNode, when: &str) {
         .as_any()
         .downcast_ref::<arrow::array::TimestampNanosecondArray>()
         .expect("time is TimestampNanosecond");
-    assert_eq!(time_column.value(0), 1700000000123456789, "{when}: ns precision kept");
+    assert_eq!(
+        time_column.value(0),
+        1700000000123456789,
+        "{when}: ns precision kept"
+    );
     let unsigned = times
         .column(5)
         .as_any()
@@ -258,7 +303,11 @@ async fn test_should_read_back_every_format_before_and_after_flush_and_restart()
     check_everything(&node, "after flush").await;
 
     let status = node.stop().await;
-    assert!(status.success(), "clean stop: {status}; log:\n{}", node.log());
+    assert!(
+        status.success(),
+        "clean stop: {status}; log:\n{}",
+        node.log()
+    );
     node.spawn().await;
     check_everything(&node, "after restart").await;
 
@@ -266,7 +315,14 @@ async fn test_should_read_back_every_format_before_and_after_flush_and_restart()
     let databases = node.query("SHOW DATABASES").await;
     assert!(databases.contains(&vec![json!("e2e")]), "{databases:?}");
     let tables = node.query("SHOW TABLES FROM e2e").await;
-    assert_eq!(tables, vec![vec![json!("lp_types")], vec![json!("mp")], vec![json!("prec")]]);
+    assert_eq!(
+        tables,
+        vec![
+            vec![json!("lp_types")],
+            vec![json!("mp")],
+            vec![json!("prec")]
+        ]
+    );
 }
 
 #[tokio::test]
@@ -277,14 +333,21 @@ async fn test_should_answer_bare_names_from_default_database_and_prune_by_time()
     ])
     .await;
     // Two hours of data in the default database, flushed into per-hour files.
-    node.write_lp("default", "cpu,host=a v=1 1700000000000000000\ncpu,host=a v=2 1700003600000000000")
-        .await;
+    node.write_lp(
+        "default",
+        "cpu,host=a v=1 1700000000000000000\ncpu,host=a v=2 1700003600000000000",
+    )
+    .await;
     node.flush().await;
-    node.write_lp("default", "cpu,host=b v=3 1700003601000000000").await;
+    node.write_lp("default", "cpu,host=b v=3 1700003601000000000")
+        .await;
     let rows = node
         .query("SELECT host, v FROM cpu WHERE time >= '2023-11-14T23:00:00Z' ORDER BY time")
         .await;
-    assert_eq!(rows, vec![vec![json!("a"), json!(2.0)], vec![json!("b"), json!(3.0)]]);
+    assert_eq!(
+        rows,
+        vec![vec![json!("a"), json!(2.0)], vec![json!("b"), json!(3.0)]]
+    );
     let rows = node
         .query("SELECT count(*) FROM default.cpu WHERE time < TIMESTAMP '2023-11-14 23:00:00'")
         .await;

@@ -11,6 +11,23 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
+/// The admin token every test node is bootstrapped with; [`TestNode::client`] sends it.
+pub const ADMIN_TOKEN: &str = "arc-test-admin-token-0123456789abcdefghij";
+
+/// An HTTP client that sends `token` as a bearer token on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("token is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("building the http client")
+}
+
 /// How long a node may take to become ready.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -42,7 +59,7 @@ pub struct TestNode {
     env: Vec<(String, String)>,
     /// The bound HTTP address, once started.
     pub addr: Option<SocketAddr>,
-    /// HTTP client.
+    /// HTTP client that sends [`ADMIN_TOKEN`].
     pub client: reqwest::Client,
     _temp: Option<tempfile::TempDir>,
 }
@@ -67,7 +84,7 @@ impl TestNode {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             addr: None,
-            client: reqwest::Client::new(),
+            client: client_with_token(ADMIN_TOKEN),
             _temp: Some(temp),
         }
     }
@@ -83,7 +100,7 @@ impl TestNode {
             ("ARC_STORAGE_LOCAL_PATH".into(), path("storage")),
             ("ARC_QUERY_CACHE_DIR".into(), path("cache")),
             ("ARC_QUERY_THREADS".into(), "2".into()),
-            ("ARC_AUTH_ENABLED".into(), "false".into()),
+            ("ARC_AUTH_BOOTSTRAP_TOKEN".into(), ADMIN_TOKEN.into()),
             ("ARC_CLUSTER_NODE_ID".into(), "test-node".into()),
             ("ARC_SERVER_SHUTDOWN_TIMEOUT".into(), "20s".into()),
             ("RUST_LOG".into(), "info".into()),
@@ -107,7 +124,10 @@ impl TestNode {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning log handle"))
             .stderr(log);
-        for (key, value) in Self::base_env(&self.dir).into_iter().chain(self.env.clone()) {
+        for (key, value) in Self::base_env(&self.dir)
+            .into_iter()
+            .chain(self.env.clone())
+        {
             command.env(key, value);
         }
         self.child = Some(command.spawn().expect("spawning arc-node"));
@@ -156,7 +176,11 @@ impl TestNode {
             {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("arc-node exited with {status}; log:\n{}", log_text());
             }
             assert!(
@@ -289,7 +313,12 @@ impl TestNode {
             .expect("sending arrow query");
         let status = response.status().as_u16();
         let bytes = response.bytes().await.expect("reading arrow body");
-        assert_eq!(status, 200, "arrow query failed: {}", String::from_utf8_lossy(&bytes));
+        assert_eq!(
+            status,
+            200,
+            "arrow query failed: {}",
+            String::from_utf8_lossy(&bytes)
+        );
         arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
             .expect("arrow stream")
             .map(|batch| batch.expect("arrow batch"))

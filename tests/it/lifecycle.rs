@@ -70,21 +70,44 @@ async fn test_should_notify_ready_after_replay_and_flush_acknowledged_rows_on_si
     );
 
     let lines: String = (0..500)
-        .map(|i| format!("drain,host=h{} value={i}i {}\n", i % 7, 1_785_542_400_000_000_000i64 + i))
+        .map(|i| {
+            format!(
+                "drain,host=h{} value={i}i {}\n",
+                i % 7,
+                1_785_542_400_000_000_000i64 + i
+            )
+        })
         .collect();
     node.write_lp("default", &lines).await;
-    assert_eq!(node.parquet_files(), 0, "nothing is flushed before the stop");
+    assert_eq!(
+        node.parquet_files(),
+        0,
+        "nothing is flushed before the stop"
+    );
 
     let status = node.stop().await;
     let stopping = receive_until(&socket, "STOPPING=1", Duration::from_secs(5)).await;
     assert!(!stopping.is_empty());
-    assert!(status.success(), "exit status after SIGTERM: {status}; log:\n{}", node.log());
-    assert!(node.parquet_files() > 0, "the drain wrote Parquet; log:\n{}", node.log());
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}; log:\n{}",
+        node.log()
+    );
+    assert!(
+        node.parquet_files() > 0,
+        "the drain wrote Parquet; log:\n{}",
+        node.log()
+    );
 
     // Without the WAL, only what the catalog committed can come back.
     std::fs::remove_dir_all(node.dir.join("wal")).expect("removing the wal");
     node.spawn().await;
-    let rows = node.query("SELECT count(*) AS n, sum(value) AS s FROM drain").await;
-    assert_eq!(rows[0][0], 500, "every acknowledged row was committed before exit");
+    let rows = node
+        .query("SELECT count(*) AS n, sum(value) AS s FROM drain")
+        .await;
+    assert_eq!(
+        rows[0][0], 500,
+        "every acknowledged row was committed before exit"
+    );
     assert_eq!(rows[0][1], (0..500).sum::<i64>());
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `arc-node` binary on loopback. One test binary with modules, so
 //! DuckDB is linked once.
 
+mod auth;
 mod bad_inputs;
 mod config_cli;
 mod crash;
@@ -8,4 +9,6 @@ mod deploy;
 mod e2e;
 mod harness;
 mod lifecycle;
+mod metrics;
 mod s3;
+mod tls;

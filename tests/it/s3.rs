@@ -72,7 +72,10 @@ async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
 
     // The data and the catalog went through the S3 API into the bucket.
     let bucket_dir = s3_root.path().join(BUCKET);
-    assert!(bucket_dir.join("e2e").join("lp_types").is_dir(), "data objects in the bucket");
+    assert!(
+        bucket_dir.join("e2e").join("lp_types").is_dir(),
+        "data objects in the bucket"
+    );
     let log_dir = bucket_dir.join("_catalog").join("log");
     let mut records: Vec<_> = std::fs::read_dir(&log_dir)
         .expect("catalog log in the bucket")

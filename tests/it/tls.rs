@@ -1,0 +1,115 @@
+//! HTTPS for the API: a node with `server.tls_cert_file` and `server.tls_key_file` serves the
+//! same API over TLS, and a node with an unusable certificate refuses to start, naming it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{ADMIN_TOKEN, TestNode, wait_for};
+
+/// Writes a self-signed certificate for `127.0.0.1` and its key with `openssl`; false when
+/// openssl is not installed.
+fn self_signed(dir: &Path) -> bool {
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output();
+    match status {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => panic!(
+            "openssl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_serve_the_api_over_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    if !self_signed(certs.path()) {
+        eprintln!("skipped: openssl not installed (Debian package openssl)");
+        return;
+    }
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let mut node = TestNode::prepare(&[
+        ("ARC_SERVER_TLS_CERT_FILE", cert.as_str()),
+        ("ARC_SERVER_TLS_KEY_FILE", key.as_str()),
+    ]);
+    node.spawn_only();
+    let port_file = node.dir.join("port");
+    let addr: SocketAddr = wait_for("the port file", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&port_file).ok();
+        async move { text.and_then(|text| text.trim().parse().ok()) }
+    })
+    .await;
+    let pem = std::fs::read(&cert).expect("reading the certificate");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem certificate"))
+        .build()
+        .expect("https client");
+    let base = format!("https://{addr}");
+    wait_for("/ready over https", Duration::from_secs(60), || {
+        let request = client.get(format!("{base}/ready")).send();
+        async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
+    })
+    .await;
+    let response = client
+        .post(format!("{base}/api/v1/write/line-protocol"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("secure,host=a value=7i 1785542400000000000")
+        .send()
+        .await
+        .expect("write over https");
+    assert_eq!(response.status(), 204);
+    let response = client
+        .post(format!("{base}/api/v1/query"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "sql": "SELECT value FROM secure" }))
+        .send()
+        .await
+        .expect("query over https");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["data"][0][0], 7, "{body}");
+    // Plain HTTP on the TLS port gets no API.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await;
+    assert!(
+        plain.map_or(true, |response| response.status() != 200),
+        "plain http must not be served on the tls port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_refuse_to_start_with_an_unusable_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("missing-cert.pem").display().to_string();
+    let key = dir.path().join("missing-key.pem").display().to_string();
+    let mut node = TestNode::prepare(&[
+        ("ARC_SERVER_TLS_CERT_FILE", cert.as_str()),
+        ("ARC_SERVER_TLS_KEY_FILE", key.as_str()),
+    ]);
+    node.spawn_only();
+    let status = node.wait_exit(Duration::from_secs(60)).await;
+    assert!(!status.success());
+    let log = node.log();
+    assert!(
+        log.contains("server.tls_cert_file") && log.contains("missing-cert.pem"),
+        "the error names the setting and the file:\n{log}"
+    );
+}
