@@ -145,6 +145,9 @@ enum Column<'a> {
     Timestamp(Int64Array, TimeUnit),
     /// Arrow's display text; `None` when Arrow cannot format the type.
     Display(&'a dyn Array, Option<ArrayFormatter<'a>>),
+    /// Decimals (DuckDB's `HUGEINT` sums and `DECIMAL`s): Arrow's display text is a valid
+    /// JSON number, written as one so clients get a number like any other aggregate.
+    Decimal(&'a dyn Array, Option<ArrayFormatter<'a>>),
 }
 
 fn prepare_columns(batch: &RecordBatch) -> Vec<Column<'_>> {
@@ -175,6 +178,13 @@ fn prepare_column(array: &ArrayRef) -> Column<'_> {
         DataType::Timestamp(unit, _) => widened(array, &DataType::Int64)
             .map(|raw| Column::Timestamp(raw.as_primitive::<Int64Type>().clone(), *unit))
             .unwrap_or_else(|| display_column(array)),
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => match display_column(array) {
+            Column::Display(array, formatter) => Column::Decimal(array, formatter),
+            other => other,
+        },
         _ => display_column(array),
     }
 }
@@ -203,7 +213,7 @@ impl Column<'_> {
             Column::Utf8(array) => array.is_null(row),
             Column::Other(array) => array.is_null(row),
             Column::Timestamp(array, _) => array.is_null(row),
-            Column::Display(array, _) => array.is_null(row),
+            Column::Display(array, _) | Column::Decimal(array, _) => array.is_null(row),
         }
     }
 
@@ -234,6 +244,14 @@ impl Column<'_> {
             Column::Display(_, formatter) => {
                 if display_text(formatter.as_ref(), row, scratch) {
                     Value::String(scratch.clone())
+                } else {
+                    Value::Null
+                }
+            }
+            Column::Decimal(_, formatter) => {
+                if display_text(formatter.as_ref(), row, scratch) {
+                    serde_json::from_str::<Number>(scratch)
+                        .map_or_else(|_| Value::String(scratch.clone()), Value::Number)
                 } else {
                     Value::Null
                 }
@@ -270,6 +288,19 @@ impl Column<'_> {
                     write_json_string(out, scratch);
                 } else {
                     out.extend_from_slice(b"null");
+                }
+            }
+            Column::Decimal(_, formatter) => {
+                // Display text of a decimal is digits, one optional `-` and one optional `.`;
+                // anything else (never expected) is written as a string so the JSON stays valid.
+                let numeric = display_text(formatter.as_ref(), row, scratch)
+                    && serde_json::from_str::<Number>(scratch).is_ok();
+                if numeric {
+                    out.extend_from_slice(scratch.as_bytes());
+                } else if scratch.is_empty() {
+                    out.extend_from_slice(b"null");
+                } else {
+                    write_json_string(out, scratch);
                 }
             }
         }
@@ -711,15 +742,23 @@ mod tests {
     }
 
     #[test]
+    fn test_should_encode_decimals_as_json_numbers() {
+        let decimal = Decimal128Array::from(vec![Some(12_345), Some(-50), None])
+            .with_precision_and_scale(10, 2)
+            .expect("valid decimal");
+        assert_eq!(cells(Arc::new(decimal)), "123.45,-0.5,null");
+        let huge = Decimal128Array::from(vec![124_750])
+            .with_precision_and_scale(38, 0)
+            .expect("valid decimal");
+        assert_eq!(cells(Arc::new(huge)), "124750");
+    }
+
+    #[test]
     fn test_should_encode_other_types_as_display_text() {
         assert_eq!(
             cells(Arc::new(Date32Array::from(vec![20_666]))),
             r#""2026-08-01""#
         );
-        let decimal = Decimal128Array::from(vec![12_345])
-            .with_precision_and_scale(10, 2)
-            .expect("valid decimal");
-        assert_eq!(cells(Arc::new(decimal)), r#""123.45""#);
         let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
             Some(vec![Some(1), Some(2)]),
             None,

@@ -726,6 +726,28 @@ impl VisitorMut for Analyzer<'_> {
         }
     }
 
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<QueryError> {
+        // DuckDB's `now()` is a TIMESTAMPTZ, and TIMESTAMPTZ arithmetic (`now() - INTERVAL
+        // '1 hour'`) needs the ICU extension, which the bundled build lacks. Time columns are
+        // UTC timestamps without a zone, so `now()` becomes the query's own clock reading as a
+        // plain TIMESTAMP: the everyday `time > now() - INTERVAL '1 hour'` works, and pruning
+        // and execution agree on what "now" is.
+        if let Expr::Function(function) = expr
+            && is_now(function)
+        {
+            match now_literal(self.now_ns) {
+                Some(literal) => *expr = literal,
+                None => {
+                    return ControlFlow::Break(QueryError::Execution(format!(
+                        "cannot express the current time {} as a timestamp",
+                        self.now_ns
+                    )));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<QueryError> {
         let result = match expr {
             // Method-call syntax (`'x'.getenv()`) parses to a field access whose chain holds an
@@ -978,6 +1000,18 @@ fn clamp_to_i64(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// `TIMESTAMP '<now, UTC, microseconds>'` as an expression; `None` only for a clock reading
+/// chrono cannot represent.
+fn now_literal(now_ns: i64) -> Option<Expr> {
+    let time = chrono::DateTime::from_timestamp_nanos(now_ns);
+    let text = format!("TIMESTAMP '{}'", time.format("%Y-%m-%d %H:%M:%S%.6f"));
+    Parser::new(&DuckDbDialect {})
+        .try_with_sql(&text)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
 fn is_now(function: &Function) -> bool {
     let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
         return false;
@@ -1038,7 +1072,12 @@ fn parse_date_only(text: &str) -> Option<i64> {
 
 /// Parses the timestamp literals users write: `YYYY-MM-DD`, then optionally `T` or a space
 /// and `HH:MM[:SS[.fraction]]`, then optionally `Z` or a `±HH[:MM]` offset. The result is
-/// nanoseconds since the epoch, UTC (an offset is applied, as DuckDB does).
+/// nanoseconds since the epoch, UTC.
+///
+/// A non-zero offset gives `None` (no bound): the bundled DuckDB has no ICU, and its casts to
+/// TIMESTAMP drop the offset and keep the wall-clock time, so any bound we derived from the
+/// offset-adjusted instant could disagree with what DuckDB then filters, and pruning must
+/// never drop rows the query would return.
 fn parse_timestamp(text: &str) -> Option<i64> {
     let mut scanner = Scanner::new(text.trim());
     let date = scanner.date()?;
@@ -1065,11 +1104,12 @@ fn parse_timestamp(text: &str) -> Option<i64> {
     if !scanner.at_end() {
         return None;
     }
-    let local = date
-        .and_hms_nano_opt(hour, minute, second, nanos)?
+    if offset_seconds != 0 {
+        return None;
+    }
+    date.and_hms_nano_opt(hour, minute, second, nanos)?
         .and_utc()
-        .timestamp_nanos_opt()?;
-    local.checked_sub(i64::from(offset_seconds).checked_mul(1_000_000_000)?)
+        .timestamp_nanos_opt()
 }
 
 /// A cursor over the bytes of a literal.
@@ -1710,9 +1750,11 @@ mod tests {
             parse_timestamp("2026-08-01T00:00:00.5"),
             Some(midnight + SECOND / 2)
         );
-        assert_eq!(parse_timestamp("2026-08-01T02:00:00+02:00"), Some(midnight));
-        assert_eq!(parse_timestamp("2026-07-31T22:00:00-0200"), Some(midnight));
-        assert_eq!(parse_timestamp("2026-08-01T01:00:00+01"), Some(midnight));
+        assert_eq!(parse_timestamp("2026-08-01T00:00:00+00:00"), Some(midnight));
+        // DuckDB (no ICU) drops offsets; such literals give no bound rather than a wrong one.
+        assert_eq!(parse_timestamp("2026-08-01T02:00:00+02:00"), None);
+        assert_eq!(parse_timestamp("2026-07-31T22:00:00-0200"), None);
+        assert_eq!(parse_timestamp("2026-08-01T01:00:00+01"), None);
         assert_eq!(parse_timestamp("2026-13-01"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(parse_timestamp("2026-08-01 00:00:00 nonsense"), None);

@@ -8,38 +8,86 @@ use std::time::Duration;
 
 use crate::harness::{ADMIN_TOKEN, TestNode, wait_for};
 
-/// Writes a self-signed certificate for `127.0.0.1` and its key with `openssl`; false when
-/// openssl is not installed.
-fn self_signed(dir: &Path) -> bool {
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output();
-    match status {
+/// Runs openssl with `args` in `dir`; false when openssl is not installed.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    match Command::new("openssl").current_dir(dir).args(args).output() {
         Ok(output) if output.status.success() => true,
         Ok(output) => panic!(
-            "openssl failed: {}",
+            "openssl {args:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         ),
         Err(_) => false,
     }
 }
 
+/// Writes a test CA (`ca.pem`) and a server certificate for `127.0.0.1` signed by it
+/// (`cert.pem`, `key.pem`); false when openssl is not installed. rustls refuses a CA
+/// certificate used as the server's own, so a bare `req -x509` certificate would not do.
+fn test_pki(dir: &Path) -> bool {
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+    )
+    .expect("writing the extension file");
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &rsa,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=arc-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    ) && openssl(
+        dir,
+        &[
+            &["req"][..],
+            &rsa,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ],
+        ]
+        .concat(),
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_should_serve_the_api_over_tls() {
     let certs = tempfile::tempdir().expect("temp dir");
-    if !self_signed(certs.path()) {
+    if !test_pki(certs.path()) {
         eprintln!("skipped: openssl not installed (Debian package openssl)");
         return;
     }
@@ -56,7 +104,7 @@ async fn test_should_serve_the_api_over_tls() {
         async move { text.and_then(|text| text.trim().parse().ok()) }
     })
     .await;
-    let pem = std::fs::read(&cert).expect("reading the certificate");
+    let pem = std::fs::read(certs.path().join("ca.pem")).expect("reading the test ca");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem certificate"))
         .build()
@@ -64,7 +112,15 @@ async fn test_should_serve_the_api_over_tls() {
     let base = format!("https://{addr}");
     wait_for("/ready over https", Duration::from_secs(60), || {
         let request = client.get(format!("{base}/ready")).send();
-        async move { request.await.ok().filter(|r| r.status() == 200).map(drop) }
+        async move {
+            match request.await {
+                Ok(response) => (response.status() == 200).then_some(()),
+                Err(error) => {
+                    eprintln!("https /ready: {error:?}");
+                    None
+                }
+            }
+        }
     })
     .await;
     let response = client
