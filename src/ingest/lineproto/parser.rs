@@ -21,6 +21,9 @@
 //!   or more it is not. A space after the last field without a timestamp is an error; spaces
 //!   after a timestamp are not.
 //! - Booleans match by prefix and the rest is then trailing content, which is an error.
+//! - Comments are split like data lines, so a quote in one can carry it past its newline; the
+//!   reference then parses what follows that newline as the rest of the comment's line, which
+//!   usually refuses the request (`# a="b` followed by data lines).
 //!
 //! # Splitting lines
 //!
@@ -32,10 +35,10 @@
 //! when it had leading spaces (they turn the splitter's field counting on early), a field key
 //! with an unescaped comma (it unbalances the counts), a comment with a quote or backslash, or
 //! when the greedy parse fails or does not end at a line end. Otherwise the splitter's quote
-//! state provably follows the parser's string fields, so both end the line at the same
-//! newline; the differential tests check that claim on generated bodies full of quotes,
-//! commas, escapes and newlines. Errors always come from the exact path, so their messages are
-//! the reference's.
+//! state follows the parser's string fields (argued at `Lines::greedy`), so both end the line
+//! at the same newline; the differential tests check that claim on generated bodies full of
+//! quotes, commas, escapes and newlines. Errors always come from the exact path, so their
+//! messages are the reference's.
 //!
 //! Hazards: input is untrusted. Nothing here recurses, indexes without a check, or allocates
 //! more than the escaped tokens of one line; slices are cut only next to ASCII bytes, so they
@@ -709,6 +712,17 @@ impl<'a> Lines<'a> {
     /// Parses the line at `start` through to wherever it ends, and returns where the next
     /// line starts if the parse is good, ends at a line end, and is one the splitter would
     /// end at the same place. `None` sends the line to the exact path.
+    ///
+    /// Why the splitter agrees on such a line: it starts counting at the first unescaped
+    /// space, which, without leading spaces, is where the parser's fields start (measurement
+    /// and tags stop at spaces, and both skip the byte after a backslash). From there each
+    /// field adds one `=` (keys cannot hold an unescaped one) and each separator one `,`,
+    /// unless a key holds an unescaped comma, which is checked. So at every field value `=`
+    /// outnumber `,` by one and the splitter's quote toggles exactly at a string value's
+    /// opening and closing quotes (both skip escaped quotes; other values hold no `=`, `,` or
+    /// `"`), while quotes inside keys come when the counts are equal and toggle nothing. Every
+    /// newline the parse crossed was therefore quoted or escaped for the splitter too, and the
+    /// newline after the line ends it for both.
     #[inline]
     fn greedy(&self, start: usize, out: &mut Line<'a>) -> Option<usize> {
         let bytes = self.text.as_bytes();
@@ -910,7 +924,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200_000))]
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
 
         #[test]
         fn test_should_parse_floats_bit_for_bit_like_the_standard_library(
