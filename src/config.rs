@@ -425,7 +425,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bytes = self.0;
         for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
-            if bytes >= size && bytes % size == 0 {
+            if bytes >= size && bytes.is_multiple_of(size) {
                 return write!(f, "{}{unit}", bytes / size);
             }
         }
@@ -487,7 +487,7 @@ impl FromStr for HumanDuration {
             _ => return Err(bad()),
         };
         let seconds = number * seconds_per_unit;
-        if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+        if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
             return Err(bad());
         }
         Ok(HumanDuration(Duration::from_secs_f64(seconds)))
@@ -497,7 +497,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             write!(f, "{}s", millis / 1000)
         } else {
             write!(f, "{millis}ms")

@@ -29,6 +29,14 @@ use crate::metrics as m;
 use crate::payload;
 
 /// Most requests one group commit takes.
+/// A write appended to the WAL and waiting for the group's sync: its LSN, its rows, and
+/// where to send the outcome.
+type Accepted = (
+    u64,
+    Vec<TableWrite>,
+    oneshot::Sender<Result<u64, WriteError>>,
+);
+
 const MAX_GROUP: usize = 4096;
 
 /// Why a write was not acknowledged.
@@ -212,11 +220,7 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
     } = parts;
     info!(epoch, next_lsn = %wal.next_lsn(), "wal writer started");
     let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut accepted: Vec<(
-        u64,
-        Vec<TableWrite>,
-        oneshot::Sender<Result<u64, WriteError>>,
-    )> = Vec::with_capacity(MAX_GROUP);
+    let mut accepted: Vec<Accepted> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
