@@ -24,6 +24,10 @@ pub fn install() -> Option<PrometheusHandle> {
         .install_recorder()
         .ok()?;
     describe();
+    arc_wal::describe_metrics();
+    arc_storage::metrics::describe();
+    arc_query::describe_metrics();
+    arc_auth::metrics::describe();
     gauge!("arc_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
 }

@@ -383,6 +383,8 @@ impl FlushError {
 /// Start-up failures (storage, catalog, WAL, listener) and fatal errors while running.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node_id = config.cluster.node_id.clone();
+    // First, so every crate's metric handles (some are looked up once, at open) are real.
+    let metrics = m::install();
     let storage = ObjectStorage::open(&config.storage).context("opening object storage")?;
     info!(storage = %storage.describe(), node_id = %node_id, "storage opened");
     let auth = open_auth(&storage, &config).await?;
@@ -406,7 +408,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         node_id: node_id.clone(),
         buffers: Arc::new(Buffers::default()),
         engine: Arc::new(engine),
-        metrics: m::install(),
+        metrics,
         auth,
         storage,
         catalog,
