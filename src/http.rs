@@ -21,7 +21,7 @@ use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -39,72 +39,111 @@ const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 /// The header naming the database of a write or the default database of a query.
 const DATABASE_HEADER: &str = "x-arc-database";
 
-/// Every route of the node's own API: method, path, and the permission it needs (`None` for
-/// the public ones). The token API's routes are listed by [`arc_auth::route_table`]. The
-/// route-table tests walk both lists, so a new route cannot slip past the token check.
-pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
-    ("GET", "/health", None),
-    ("GET", "/ready", None),
-    ("GET", "/metrics", None),
-    ("POST", "/api/v1/write/msgpack", Some(Permission::Write)),
-    ("POST", "/write", Some(Permission::Write)),
-    ("POST", "/api/v2/write", Some(Permission::Write)),
-    (
-        "POST",
-        "/api/v1/write/line-protocol",
-        Some(Permission::Write),
-    ),
-    (
-        "POST",
-        "/api/v1/write/line-protocol/flush",
-        Some(Permission::Admin),
-    ),
-    ("POST", "/api/v1/query", Some(Permission::Read)),
-    ("POST", "/api/v1/query/arrow", Some(Permission::Read)),
-];
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token (`/health`, `/ready`, `/metrics`: probes and scrapers).
+    Public,
+    /// A token holding this permission (admin holds them all).
+    Requires(Permission),
+}
+
+/// One route of the node's own API: method, path, access, handler.
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+/// The node's own routes. [`router`] is built from this table and nothing else, and the
+/// token check is applied from each entry's [`Access`], so a route cannot be added without
+/// saying who may call it; [`routes`] exposes the same table to the route-table tests.
+fn table() -> Vec<Route> {
+    use Access::{Public, Requires};
+    let route = |method, path, access, handler| Route {
+        method,
+        path,
+        access,
+        handler,
+    };
+    vec![
+        route("GET", "/health", Public, get(health)),
+        route("GET", "/ready", Public, get(ready)),
+        route("GET", "/metrics", Public, get(metrics_text)),
+        route(
+            "POST",
+            "/api/v1/write/msgpack",
+            Requires(Permission::Write),
+            post(write_msgpack),
+        ),
+        route(
+            "POST",
+            "/write",
+            Requires(Permission::Write),
+            post(write_v1),
+        ),
+        route(
+            "POST",
+            "/api/v2/write",
+            Requires(Permission::Write),
+            post(write_v2),
+        ),
+        route(
+            "POST",
+            "/api/v1/write/line-protocol",
+            Requires(Permission::Write),
+            post(write_line_protocol),
+        ),
+        route(
+            "POST",
+            "/api/v1/write/line-protocol/flush",
+            Requires(Permission::Admin),
+            post(flush),
+        ),
+        route(
+            "POST",
+            "/api/v1/query",
+            Requires(Permission::Read),
+            post(query_json),
+        ),
+        route(
+            "POST",
+            "/api/v1/query/arrow",
+            Requires(Permission::Read),
+            post(query_arrow),
+        ),
+    ]
+}
+
+/// Every route of the node's own API as (method, path, access), exactly as [`router`] serves
+/// them. The token API's routes are listed by [`arc_auth::route_table`].
+pub fn routes() -> Vec<(&'static str, &'static str, Access)> {
+    table()
+        .into_iter()
+        .map(|route| (route.method, route.path, route.access))
+        .collect()
+}
 
 type AppState = Arc<NodeInner>;
 
-/// Builds the router over a node: the public routes, the guarded ones, and the token API.
+/// Builds the router over a node: its own routes, each behind the token check its table entry
+/// asks for, and the token API.
 pub fn router(node: Arc<NodeInner>) -> Router {
     let auth = node.auth.clone();
-    let guard = |permission: Permission| {
-        middleware::from_fn_with_state((auth.clone(), permission), arc_auth::require)
-    };
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route(
-            "/api/v1/write/msgpack",
-            post(write_msgpack).route_layer(guard(Permission::Write)),
-        )
-        .route(
-            "/write",
-            post(write_v1).route_layer(guard(Permission::Write)),
-        )
-        .route(
-            "/api/v2/write",
-            post(write_v2).route_layer(guard(Permission::Write)),
-        )
-        .route(
-            "/api/v1/write/line-protocol",
-            post(write_line_protocol).route_layer(guard(Permission::Write)),
-        )
-        .route(
-            "/api/v1/write/line-protocol/flush",
-            post(flush).route_layer(guard(Permission::Admin)),
-        )
-        .route(
-            "/api/v1/query",
-            post(query_json).route_layer(guard(Permission::Read)),
-        )
-        .route(
-            "/api/v1/query/arrow",
-            post(query_arrow).route_layer(guard(Permission::Read)),
-        )
+    let mut router = Router::new();
+    for route in table() {
+        let handler = match route.access {
+            Access::Public => route.handler,
+            Access::Requires(permission) => route.handler.route_layer(
+                middleware::from_fn_with_state((auth.clone(), permission), arc_auth::require),
+            ),
+        };
+        router = router.route(route.path, handler);
+    }
+    router
         .with_state(node)
-        .merge(arc_auth::router(auth.clone()))
+        .merge(arc_auth::router(auth))
         .layer(middleware::from_fn(observe))
 }
 

@@ -29,7 +29,7 @@ mod tls;
 mod writer;
 
 pub use config::Config;
-pub use http::ROUTES;
+pub use http::{Access, routes};
 pub use node::run;
 
 /// Installs the process-wide TLS crypto provider (aws-lc-rs, which object_store's clients

@@ -48,9 +48,16 @@ fn request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_should_require_a_token_with_the_right_permission_on_every_route() {
     let node = TestNode::start(&[]).await;
-    let mut routes: Vec<(String, String, Option<Permission>)> = arc_node::ROUTES
-        .iter()
-        .map(|(method, path, permission)| (method.to_string(), path.to_string(), *permission))
+    // The node's router is built from `routes()` alone, so this walks every route it serves.
+    let mut routes: Vec<(String, String, Option<Permission>)> = arc_node::routes()
+        .into_iter()
+        .map(|(method, path, access)| {
+            let permission = match access {
+                arc_node::Access::Public => None,
+                arc_node::Access::Requires(permission) => Some(permission),
+            };
+            (method.to_string(), path.to_string(), permission)
+        })
         .collect();
     routes.extend(
         arc_auth::route_table()
@@ -58,6 +65,16 @@ async fn test_should_require_a_token_with_the_right_permission_on_every_route() 
             .map(|(method, path, permission)| (method.to_string(), path.to_string(), *permission)),
     );
     assert!(routes.len() >= 20, "the route table lists every route");
+    let public: Vec<&str> = routes
+        .iter()
+        .filter(|(_, path, permission)| permission.is_none() && !path.starts_with("/api/v1/auth"))
+        .map(|(_, path, _)| path.as_str())
+        .collect();
+    assert_eq!(
+        public,
+        ["/health", "/ready", "/metrics"],
+        "only the probes and the scrape endpoint are public (COMPAT.md)"
+    );
     let anonymous = reqwest::Client::new();
     let mut weak_clients = std::collections::HashMap::new();
     for (method, path, permission) in &routes {
