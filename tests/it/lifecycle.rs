@@ -55,8 +55,10 @@ async fn test_should_notify_ready_after_replay_and_flush_acknowledged_rows_on_si
     node.spawn_only();
 
     let before_ready = receive_until(&socket, "READY=1", Duration::from_secs(60)).await;
-    // READY=1 is sent only once the node is ready, so /ready must already say 200.
-    node.wait_ready().await;
+    // READY=1 is sent only once the node is ready, so the very first /ready must say 200.
+    // The port file is written when the listener is bound, before READY=1.
+    let port = std::fs::read_to_string(node.dir.join("port")).expect("port file before READY=1");
+    node.addr = Some(port.trim().parse().expect("port file holds an address"));
     let ready = node
         .client
         .get(node.url("/ready"))
