@@ -340,8 +340,8 @@ async fn ingest(
     database: String,
     format: Format,
 ) -> Response {
-    if let Err(response) = node.check_accepting_writes() {
-        return response;
+    if !node.is_ready() {
+        return unavailable(node.not_ready_reason());
     }
     let limit = node.max_payload_size();
     let raw = match read_body(&headers, body, limit).await {
@@ -368,7 +368,10 @@ async fn ingest(
             Ok(result) => result,
             Err(error) => {
                 warn!(%error, "decode task failed");
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "decoder failed");
+                return error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("decoding the {label} request body failed: {error}"),
+                );
             }
         }
     } else {
@@ -414,18 +417,22 @@ async fn write_msgpack(State(node): State<AppState>, headers: HeaderMap, body: B
     ingest(node, headers, body, database, Format::MessagePack).await
 }
 
-async fn write_v1(
-    State(node): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+/// A line protocol write: the database from the `x-arc-database` header, else the query
+/// parameter `database_param` names (InfluxDB's `db` / `bucket`), else `default`.
+async fn write_lp(
+    node: AppState,
+    params: HashMap<String, String>,
     headers: HeaderMap,
     body: Body,
+    database_param: Option<&str>,
 ) -> Response {
-    let (database, precision) = match (
-        choose_database(&headers, params.get("db")),
-        parse_precision(&params),
-    ) {
-        (Ok(database), Ok(precision)) => (database, precision),
-        (Err(response), _) | (_, Err(response)) => return response,
+    let database = match choose_database(&headers, database_param.and_then(|key| params.get(key))) {
+        Ok(database) => database,
+        Err(response) => return response,
+    };
+    let precision = match parse_precision(&params) {
+        Ok(precision) => precision,
+        Err(response) => return response,
     };
     ingest(
         node,
@@ -435,6 +442,15 @@ async fn write_v1(
         Format::LineProtocol(precision),
     )
     .await
+}
+
+async fn write_v1(
+    State(node): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    write_lp(node, params, headers, body, Some("db")).await
 }
 
 async fn write_v2(
@@ -443,21 +459,7 @@ async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (database, precision) = match (
-        choose_database(&headers, params.get("bucket")),
-        parse_precision(&params),
-    ) {
-        (Ok(database), Ok(precision)) => (database, precision),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
-    ingest(
-        node,
-        headers,
-        body,
-        database,
-        Format::LineProtocol(precision),
-    )
-    .await
+    write_lp(node, params, headers, body, Some("bucket")).await
 }
 
 async fn write_line_protocol(
@@ -466,23 +468,12 @@ async fn write_line_protocol(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (database, precision) = match (choose_database(&headers, None), parse_precision(&params)) {
-        (Ok(database), Ok(precision)) => (database, precision),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
-    ingest(
-        node,
-        headers,
-        body,
-        database,
-        Format::LineProtocol(precision),
-    )
-    .await
+    write_lp(node, params, headers, body, None).await
 }
 
 async fn flush(State(node): State<AppState>) -> Response {
-    if let Err(response) = node.check_accepting_writes() {
-        return response;
+    if !node.is_ready() {
+        return unavailable(node.not_ready_reason());
     }
     match node.flush_all().await {
         Ok(tables) => axum::Json(json!({

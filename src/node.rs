@@ -28,7 +28,6 @@ use arc_storage::{
     StorageError, TableId, TimeRange,
 };
 use arc_wal::{Lsn, Wal, WalSettings};
-use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
@@ -95,15 +94,6 @@ impl NodeInner {
     /// Nanoseconds since the Unix epoch, for rows without a timestamp and `now()` in queries.
     pub fn now_ns(&self) -> i64 {
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-    }
-
-    /// Answers 503 unless the node takes writes.
-    #[allow(clippy::result_large_err)]
-    pub fn check_accepting_writes(&self) -> Result<(), Response> {
-        if !self.is_ready() {
-            return Err(unavailable(self.not_ready_reason()));
-        }
-        Ok(())
     }
 
     /// Makes writes durable and visible; returns the LSN.
@@ -339,20 +329,6 @@ fn order_columns(columns: Vec<ColumnSpec>) -> Vec<ColumnSpec> {
             .then_with(|| left.name.cmp(&right.name))
     });
     ordered
-}
-
-fn unavailable(message: &str) -> Response {
-    use axum::response::IntoResponse;
-    let mut response = (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({ "error": message })),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("1"),
-    );
-    response
 }
 
 /// A flush that did not commit.

@@ -650,13 +650,10 @@ mod tests {
         let writes = request.finish().unwrap();
         assert_eq!(writes.len(), 1);
         let batch = &writes[0].batch;
-        let names: Vec<_> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        assert_eq!(names, ["time", "host", "usage"]);
+        assert_eq!(
+            crate::ingest::test_support::column_names(batch),
+            ["time", "host", "usage"]
+        );
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(batch.column(1).null_count(), 2);
         assert_eq!(batch.column(2).as_primitive::<Float64Type>().value(0), 1.5);

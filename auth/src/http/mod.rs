@@ -30,7 +30,7 @@ use crate::error::AuthError;
 use crate::expiry::parse_expires_in;
 use crate::permission::Permission;
 use crate::record::TokenInfo;
-use crate::rejection::ErrorBody;
+use crate::rejection::{AuthRejection, ErrorBody};
 use crate::service::{AuthService, NewToken, TokenUpdate};
 
 /// Path of the token collection.
@@ -124,30 +124,33 @@ pub fn router(service: Arc<AuthService>) -> Router {
 /// ```
 pub async fn require(
     State((service, needed)): State<(Arc<AuthService>, Permission)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let outcome = service
         .authorize(request.headers(), request.uri().query(), needed)
         .await;
-    match outcome {
-        Ok(token) => {
-            request.extensions_mut().insert(token);
-            next.run(request).await
-        }
-        Err(rejection) => rejection.into_response(),
-    }
+    admit(outcome, request, next).await
 }
 
 /// Middleware like [`require`], for routes any valid token may use.
 pub async fn require_token(
     State(service): State<Arc<AuthService>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let outcome = service
         .authenticate(request.headers(), request.uri().query())
         .await;
+    admit(outcome, request, next).await
+}
+
+/// Passes an authenticated request on with its [`TokenInfo`], or answers the rejection.
+async fn admit(
+    outcome: Result<TokenInfo, AuthRejection>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     match outcome {
         Ok(token) => {
             request.extensions_mut().insert(token);

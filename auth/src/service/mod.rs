@@ -502,21 +502,15 @@ impl AuthService {
             None => (generate_token(), true),
         };
         let now = self.clock.now();
-        let record = TokenRecord {
-            format: RECORD_FORMAT,
-            id: BOOTSTRAP_TOKEN_ID.to_string(),
-            version: 1,
-            name: BOOTSTRAP_TOKEN_NAME.to_string(),
-            description: "first admin token, created at first start".to_string(),
-            permissions: vec![Permission::Admin],
-            hash: secret.hash().to_hex(),
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            revoked: false,
-            deleted: false,
-            nonce: random_nonce(),
-        };
+        let record = first_version(
+            BOOTSTRAP_TOKEN_ID.to_string(),
+            BOOTSTRAP_TOKEN_NAME.to_string(),
+            "first admin token, created at first start".to_string(),
+            vec![Permission::Admin],
+            &secret,
+            now,
+            None,
+        );
         match self.store.put_if_absent(&record).await? {
             PutOutcome::Created => {
                 self.remember(&record, secret.hash());
@@ -551,21 +545,15 @@ impl AuthService {
         let now = self.clock.now();
         let expires_at = expiry_from(now, request.expires_in)?;
         let secret = generate_token();
-        let record = TokenRecord {
-            format: RECORD_FORMAT,
-            id: Uuid::now_v7().to_string(),
-            version: 1,
+        let record = first_version(
+            Uuid::now_v7().to_string(),
             name,
             description,
             permissions,
-            hash: secret.hash().to_hex(),
-            created_at: now,
-            updated_at: now,
+            &secret,
+            now,
             expires_at,
-            revoked: false,
-            deleted: false,
-            nonce: random_nonce(),
-        };
+        );
         match self.store.put_if_absent(&record).await? {
             PutOutcome::Created => {
                 self.remember(&record, secret.hash());
@@ -835,6 +823,33 @@ fn expiry_from(now: DateTime<Utc>, expires_in: Option<Duration>) -> Result<Optio
     now.checked_add_signed(delta)
         .map(Some)
         .ok_or_else(|| AuthError::invalid("expires_in", "is too large"))
+}
+
+/// Version 1 of a new token: live, created and updated `now`, holding only `secret`'s hash.
+fn first_version(
+    id: String,
+    name: String,
+    description: String,
+    permissions: Vec<Permission>,
+    secret: &TokenSecret,
+    now: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> TokenRecord {
+    TokenRecord {
+        format: RECORD_FORMAT,
+        id,
+        version: 1,
+        name,
+        description,
+        permissions,
+        hash: secret.hash().to_hex(),
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        revoked: false,
+        deleted: false,
+        nonce: random_nonce(),
+    }
 }
 
 #[cfg(test)]
