@@ -265,30 +265,8 @@ impl Default for CompactionSettings {
     }
 }
 
-/// A node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Ingest, WAL, flush.
-    Writer,
-    /// Queries.
-    Reader,
-    /// Compaction.
-    Compactor,
-    /// All of it (the default).
-    Standalone,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Writer => "writer",
-            Role::Reader => "reader",
-            Role::Compactor => "compactor",
-            Role::Standalone => "standalone",
-        })
-    }
-}
+/// A node's role: `writer`, `reader`, `compactor` or `standalone` (gossip advertises it).
+pub use arc_gossip::Role;
 
 /// `[cluster]`: membership, replication and failover.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +303,10 @@ pub struct ClusterSettings {
     pub failover_cooldown: HumanDuration,
     /// Failed health checks before a primary counts as unhealthy. Default 3.
     pub unhealthy_threshold: u32,
+    /// The host or IP other nodes reach this node at (API, gossip, replication). Default: the
+    /// listen address when it names one; for a wildcard listen address, the local address
+    /// that routes to the first seed (127.0.0.1 without seeds).
+    pub advertise_host: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -345,7 +327,98 @@ impl Default for ClusterSettings {
             failover_enabled: true,
             failover_cooldown: HumanDuration(Duration::from_secs(60)),
             unhealthy_threshold: 3,
+            advertise_host: None,
         }
+    }
+}
+
+/// The shortest accepted `cluster.shared_secret`: it keys the gossip MAC, so it must not be
+/// guessable.
+pub const MIN_SHARED_SECRET_LEN: usize = 16;
+
+impl ClusterSettings {
+    /// Checks what clustering needs; each error names the key.
+    fn validate_enabled(&self) -> Result<(), ConfigError> {
+        if self.role == Role::Standalone {
+            return Err(invalid(
+                "cluster.role",
+                self.role,
+                "a clustered node needs a role: writer, reader or compactor",
+            ));
+        }
+        match &self.shared_secret {
+            None => {
+                return Err(invalid(
+                    "cluster.shared_secret",
+                    "<unset>",
+                    "required when cluster.enabled = true: it authenticates every gossip datagram",
+                ));
+            }
+            Some(secret) if secret.len() < MIN_SHARED_SECRET_LEN => {
+                return Err(invalid(
+                    "cluster.shared_secret",
+                    "<redacted>",
+                    format!("must be at least {MIN_SHARED_SECRET_LEN} characters"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if self.cluster_name.is_empty()
+            || self.cluster_name.len() > 64
+            || !self
+                .cluster_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                "cluster.cluster_name",
+                &self.cluster_name,
+                "must be 1-64 ASCII letters, digits, '-', '_' or '.'",
+            ));
+        }
+        if self.node_id.len() > 64 {
+            return Err(invalid(
+                "cluster.node_id",
+                &self.node_id,
+                "must be at most 64 characters",
+            ));
+        }
+        for seed in &self.seeds {
+            let valid = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid(
+                    "cluster.seeds",
+                    seed,
+                    "each seed must be host:port, e.g. 10.0.1.10:9000",
+                ));
+            }
+        }
+        if self.heartbeat_interval.0.is_zero() {
+            return Err(invalid(
+                "cluster.heartbeat_interval",
+                self.heartbeat_interval,
+                "must be greater than 0",
+            ));
+        }
+        if self.health_check_interval.0.is_zero() {
+            return Err(invalid(
+                "cluster.health_check_interval",
+                self.health_check_interval,
+                "must be greater than 0",
+            ));
+        }
+        if let Some(host) = &self.advertise_host
+            && (host.trim().is_empty() || host.contains('/') || host.contains(' '))
+        {
+            return Err(invalid(
+                "cluster.advertise_host",
+                host,
+                "must be a host name or IP address",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -683,13 +756,8 @@ impl Config {
         parse_listen_addr("cluster.coordinator_addr", &self.cluster.coordinator_addr)?;
         parse_listen_addr("cluster.replication_addr", &self.cluster.replication_addr)?;
         if self.cluster.enabled {
-            return Err(invalid(
-                "cluster.enabled",
-                true,
-                "clustering is not available in this version yet; run standalone",
-            ));
-        }
-        if self.cluster.role != Role::Standalone {
+            self.cluster.validate_enabled()?;
+        } else if self.cluster.role != Role::Standalone {
             return Err(invalid(
                 "cluster.role",
                 self.cluster.role,
@@ -839,6 +907,47 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(expected), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn test_should_require_a_shared_secret_and_a_role_when_clustered() {
+        let base = [
+            ("ARC_CLUSTER_ENABLED", "true"),
+            ("ARC_CLUSTER_ROLE", "reader"),
+            ("ARC_CLUSTER_SHARED_SECRET", "0123456789abcdef-secret"),
+        ];
+        let config = Config::load(None, env(&base)).unwrap();
+        assert!(config.cluster.enabled);
+        assert_eq!(config.cluster.role, Role::Reader);
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("ARC_CLUSTER_SHARED_SECRET", None, "cluster.shared_secret"),
+            ("ARC_CLUSTER_SHARED_SECRET", Some("short"), "at least 16"),
+            ("ARC_CLUSTER_ROLE", Some("standalone"), "cluster.role"),
+            (
+                "ARC_CLUSTER_CLUSTER_NAME",
+                Some("a b"),
+                "cluster.cluster_name",
+            ),
+            ("ARC_CLUSTER_SEEDS", Some("10.0.0.1"), "cluster.seeds"),
+            (
+                "ARC_CLUSTER_HEARTBEAT_INTERVAL",
+                Some("0s"),
+                "cluster.heartbeat_interval",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let mut vars: Vec<(&str, &str)> = base
+                .iter()
+                .copied()
+                .filter(|(key, _)| key != name)
+                .collect();
+            if let Some(value) = value {
+                vars.push((name, value));
+            }
+            let error = Config::load(None, env(&vars)).unwrap_err().to_string();
+            assert!(error.contains(expected), "{name}={value:?}: {error}");
+            assert!(!error.contains("0123456789abcdef-secret"), "{error}");
         }
     }
 

@@ -28,6 +28,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
+use crate::cluster::{self, FORWARDED_BY_HEADER, Need, Routing};
+use crate::cluster_api;
 use crate::ingest::{self, IngestError, Precision, TableWrite};
 use crate::metrics as m;
 use crate::node::NodeInner;
@@ -48,12 +50,22 @@ pub enum Access {
     Requires(Permission),
 }
 
-/// One route of the node's own API: method, path, access, handler.
+/// One route of the node's own API: method, path, access, handler, and what it needs from the
+/// cluster when this node cannot serve it itself.
 struct Route {
     method: &'static str,
     path: &'static str,
     access: Access,
     handler: MethodRouter<AppState>,
+    forward: Option<Need>,
+}
+
+impl Route {
+    /// Marks the route as served by the node that can (see `cluster::Cluster::route`).
+    fn forwarded(mut self, need: Need) -> Route {
+        self.forward = Some(need);
+        self
+    }
 }
 
 /// The node's own routes. [`router`] is built from this table and nothing else, and the
@@ -66,6 +78,7 @@ fn table() -> Vec<Route> {
         path,
         access,
         handler,
+        forward: None,
     };
     vec![
         route("GET", "/health", Public, get(health)),
@@ -76,25 +89,29 @@ fn table() -> Vec<Route> {
             "/api/v1/write/msgpack",
             Requires(Permission::Write),
             post(write_msgpack),
-        ),
+        )
+        .forwarded(Need::Write),
         route(
             "POST",
             "/write",
             Requires(Permission::Write),
             post(write_v1),
-        ),
+        )
+        .forwarded(Need::Write),
         route(
             "POST",
             "/api/v2/write",
             Requires(Permission::Write),
             post(write_v2),
-        ),
+        )
+        .forwarded(Need::Write),
         route(
             "POST",
             "/api/v1/write/line-protocol",
             Requires(Permission::Write),
             post(write_line_protocol),
-        ),
+        )
+        .forwarded(Need::Write),
         route(
             "POST",
             "/api/v1/write/line-protocol/flush",
@@ -106,12 +123,44 @@ fn table() -> Vec<Route> {
             "/api/v1/query",
             Requires(Permission::Read),
             post(query_json),
-        ),
+        )
+        .forwarded(Need::Query),
         route(
             "POST",
             "/api/v1/query/arrow",
             Requires(Permission::Read),
             post(query_arrow),
+        )
+        .forwarded(Need::Query),
+        route(
+            "GET",
+            "/api/v1/cluster",
+            Requires(Permission::Admin),
+            get(cluster_api::summary),
+        ),
+        route(
+            "GET",
+            "/api/v1/cluster/nodes",
+            Requires(Permission::Admin),
+            get(cluster_api::nodes),
+        ),
+        route(
+            "GET",
+            "/api/v1/cluster/nodes/{id}",
+            Requires(Permission::Admin),
+            get(cluster_api::node),
+        ),
+        route(
+            "GET",
+            "/api/v1/cluster/local",
+            Requires(Permission::Admin),
+            get(cluster_api::local),
+        ),
+        route(
+            "GET",
+            "/api/v1/cluster/health",
+            Requires(Permission::Admin),
+            get(cluster_api::health),
         ),
     ]
 }
@@ -133,11 +182,20 @@ pub fn router(node: Arc<NodeInner>) -> Router {
     let auth = node.auth.clone();
     let mut router = Router::new();
     for route in table() {
+        let handler = match route.forward {
+            None => route.handler,
+            Some(need) => route.handler.route_layer(middleware::from_fn_with_state(
+                (node.clone(), need),
+                forward,
+            )),
+        };
+        // Layered last, so the token is checked before anything is forwarded.
         let handler = match route.access {
-            Access::Public => route.handler,
-            Access::Requires(permission) => route.handler.route_layer(
-                middleware::from_fn_with_state((auth.clone(), permission), arc_auth::require),
-            ),
+            Access::Public => handler,
+            Access::Requires(permission) => handler.route_layer(middleware::from_fn_with_state(
+                (auth.clone(), permission),
+                arc_auth::require,
+            )),
         };
         router = router.route(route.path, handler);
     }
@@ -165,7 +223,140 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+/// Serves a request here or sends it to the node that can (see `cluster::Cluster::route`).
+async fn forward(
+    State((node, need)): State<(AppState, Need)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let forwarded_by = cluster::parse_forwarded_by(
+        request
+            .headers()
+            .get(FORWARDED_BY_HEADER)
+            .and_then(|value| value.to_str().ok()),
+    );
+    let label = match need {
+        Need::Write => "write",
+        Need::Query => "query",
+    };
+    match node.cluster.route(need, node.serves(need), &forwarded_by) {
+        Routing::Local => next.run(request).await,
+        Routing::Unavailable(message) => {
+            m::record_forward(label, "unavailable");
+            unavailable(message)
+        }
+        Routing::Loop(message) => {
+            m::record_forward(label, "loop");
+            error_response(StatusCode::LOOP_DETECTED, message)
+        }
+        Routing::Forward { node_id, address } => {
+            proxy(&node, request, label, &node_id, &address, forwarded_by).await
+        }
+    }
+}
+
+/// Headers that describe one hop, not the request, and are never passed on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// Sends the request to `node_id` and relays its answer. A request that never reached the
+/// target answers 503 (retry is safe); one whose outcome is unknown (timeout mid-way)
+/// answers 504, so a client does not take a possibly applied write for a failed one.
+async fn proxy(
+    node: &AppState,
+    request: Request,
+    label: &'static str,
+    node_id: &str,
+    address: &str,
+    mut forwarded_by: Vec<String>,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(&parts.headers, body, node.max_payload_size()).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let scheme = if node.tls { "https" } else { "http" };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |path| path.as_str());
+    let url = format!("{scheme}://{address}{target}");
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != FORWARDED_BY_HEADER {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    forwarded_by.push(node.node_id.clone());
+    if let Ok(value) = HeaderValue::from_str(&forwarded_by.join(",")) {
+        headers.insert(FORWARDED_BY_HEADER, value);
+    }
+    let sent = node
+        .forward_client
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            let reached = !error.is_connect();
+            m::record_forward(label, if reached { "unknown" } else { "unreachable" });
+            warn!(%error, target = node_id, %url, "forwarding failed");
+            return if reached {
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "forwarded {label} to {node_id} at {address}, but its answer did not arrive: {error}; the outcome is unknown"
+                    ),
+                )
+            } else {
+                unavailable(format!(
+                    "forwarding {label} to {node_id} at {address} failed: {error}"
+                ))
+            };
+        }
+    };
+    let status = answer.status();
+    let mut relayed = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            relayed.append(name.clone(), value.clone());
+        }
+    }
+    let bytes = match answer.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            m::record_forward(label, "unknown");
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "reading the answer of {node_id} at {address} to a forwarded {label}: {error}; the outcome is unknown"
+                ),
+            );
+        }
+    };
+    m::record_forward(label, if status.is_success() { "ok" } else { "error" });
+    if let Ok(value) = HeaderValue::from_str(node_id) {
+        relayed.insert("x-arc-served-by", value);
+    }
+    let mut response = (status, bytes).into_response();
+    *response.headers_mut() = relayed;
+    response
+}
+
+pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -532,6 +723,9 @@ async fn run_query(
     let started = Instant::now();
     let body = read_body(headers, body, node.max_payload_size()).await?;
     let (sql, database) = parse_query_request(headers, &body)?;
+    node.sync_catalog()
+        .await
+        .map_err(|error| query_error(&error))?;
     let analysis =
         arc_query::analyze(&sql, &database, node.now_ns()).map_err(|error| query_error(&error))?;
     let result = match analysis {

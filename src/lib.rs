@@ -1,8 +1,9 @@
 //! arc-node: the node agent of a clustered, Arc-compatible time-series database.
 //!
-//! One binary, four roles (writer, reader, compactor, standalone). This version runs the
-//! standalone role: durable ingest (WAL with group commit), Parquet on object storage through
-//! the catalog log, and DuckDB queries over files and fresh rows.
+//! One binary, four roles (writer, reader, compactor, standalone): durable ingest (WAL with
+//! group commit), Parquet on object storage through the catalog log, DuckDB queries over files
+//! and fresh rows, and cluster membership by authenticated gossip with write forwarding to the
+//! primary writer.
 //!
 //! # Layout
 //! - [`config`]: the TOML file and `ARC_*` variables, validated at start.
@@ -11,14 +12,19 @@
 //! - `writer`: the WAL writer thread (group commit, schema checks).
 //! - `buffers`: acknowledged rows not yet in Parquet.
 //! - `node`: start-up, replay, flushing, stop.
-//! - `http`: the API of COMPAT.md.
+//! - `http`: the API of COMPAT.md; `cluster_api`: its cluster routes.
+//! - `cluster`: membership, what this node advertises, and request routing.
+//! - `health`: the node's self-checks.
 //! - [`sdnotify`]: the systemd notify protocol (READY, STATUS, STOPPING, WATCHDOG).
 //! - `tls`: HTTPS for the API when `server.tls_cert_file` and `server.tls_key_file` are set.
 //! - `metrics`, `failpoints`.
 
 mod buffers;
+mod cluster;
+mod cluster_api;
 pub mod config;
 mod failpoints;
+mod health;
 mod http;
 mod ingest;
 mod metrics;

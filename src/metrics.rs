@@ -28,6 +28,7 @@ pub fn install() -> Option<PrometheusHandle> {
     arc_storage::metrics::describe();
     arc_query::describe_metrics();
     arc_auth::metrics::describe();
+    arc_gossip::describe_metrics();
     gauge!("arc_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
 }
@@ -61,6 +62,42 @@ fn describe() {
     describe_histogram!("arc_flush_seconds", "Duration of one table flush");
     describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
     describe_gauge!("arc_build_info", "Build information");
+    describe_counter!(
+        "arc_forward_requests_total",
+        "Requests forwarded to another node, by need (write, query) and outcome"
+    );
+    describe_counter!(
+        "arc_cluster_bootstrap_total",
+        "Bootstrap races for the first writer epoch, by outcome (won, lost)"
+    );
+    describe_gauge!("arc_health_score", "This node's health score (0-100)");
+    describe_gauge!(
+        "arc_health_status",
+        "1 for this node's current health status (healthy, degraded, unhealthy), else 0"
+    );
+}
+
+/// Records a forwarded request.
+pub fn record_forward(need: &'static str, outcome: &'static str) {
+    counter!("arc_forward_requests_total", "need" => need, "outcome" => outcome).increment(1);
+}
+
+/// Records the outcome of a bootstrap race.
+pub fn record_bootstrap(outcome: &'static str) {
+    counter!("arc_cluster_bootstrap_total", "outcome" => outcome).increment(1);
+}
+
+/// Records the latest health check.
+pub fn record_health(health: &arc_gossip::Health) {
+    gauge!("arc_health_score").set(f64::from(health.score));
+    for status in [
+        arc_gossip::HealthStatus::Healthy,
+        arc_gossip::HealthStatus::Degraded,
+        arc_gossip::HealthStatus::Unhealthy,
+    ] {
+        gauge!("arc_health_status", "status" => status.to_string())
+            .set(if status == health.status { 1.0 } else { 0.0 });
+    }
 }
 
 /// Records one HTTP request.

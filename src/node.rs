@@ -35,7 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::buffers::Buffers;
-use crate::config::Config;
+use crate::cluster::{Cluster, Need};
+use crate::config::{Config, Role};
 use crate::failpoints;
 use crate::ingest::TableWrite;
 use crate::metrics as m;
@@ -57,6 +58,16 @@ pub struct NodeInner {
     pub metrics: Option<PrometheusHandle>,
     /// API tokens: request checks and the token API.
     pub auth: Arc<AuthService>,
+    /// Membership, what this node advertises, and request routing.
+    pub cluster: Cluster,
+    /// Sends requests this node cannot serve to the node that can.
+    pub forward_client: reqwest::Client,
+    /// Whether the API is served over HTTPS (forwarded requests use the same scheme).
+    pub tls: bool,
+    /// What this node does, once start-up decided it.
+    duty: OnceLock<Duty>,
+    /// Set once the role's start-up (WAL replay for a primary) is done.
+    started: AtomicBool,
     storage: ObjectStorage,
     catalog: Catalog,
     cache: ObjectCache,
@@ -72,9 +83,32 @@ pub struct NodeInner {
 }
 
 impl NodeInner {
-    /// Whether WAL replay is done and the node is not draining.
+    /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
     pub fn is_ready(&self) -> bool {
-        self.writer.get().is_some() && !self.draining.load(Ordering::Acquire)
+        self.started.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether this node serves `need` itself (otherwise it is forwarded).
+    pub fn serves(&self, need: Need) -> bool {
+        match (need, self.duty.get()) {
+            // Until start-up decides, requests wait here for the readiness 503.
+            (_, None) => true,
+            (Need::Write, Some(duty)) => matches!(duty, Duty::Standalone | Duty::Primary),
+            (Need::Query, Some(duty)) => !matches!(duty, Duty::Compactor),
+        }
+    }
+
+    /// Catches up with the catalog log before a query, on nodes that do not write it
+    /// themselves (readers, standbys), so their queries see every committed flush.
+    pub async fn sync_catalog(&self) -> Result<(), QueryError> {
+        if matches!(self.duty.get(), Some(Duty::Standalone | Duty::Primary)) {
+            return Ok(());
+        }
+        self.catalog
+            .refresh()
+            .await
+            .map(|_| ())
+            .map_err(|error| QueryError::Execution(format!("reading the catalog log: {error}")))
     }
 
     /// Why the node is not ready (for 503 bodies).
@@ -331,6 +365,21 @@ fn order_columns(columns: Vec<ColumnSpec>) -> Vec<ColumnSpec> {
     ordered
 }
 
+/// What a node does, decided at start-up from its role and the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    /// Not clustered: ingest, flush and query.
+    Standalone,
+    /// The writer that won (or holds) the current epoch: ingest, flush and query.
+    Primary,
+    /// A writer that is not primary: forwards writes, answers queries from the catalog.
+    Standby,
+    /// Queries from the catalog; forwards writes.
+    Reader,
+    /// Forwards writes and queries (compaction comes later).
+    Compactor,
+}
+
 /// A flush that did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
@@ -379,6 +428,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         allowed_directories,
     })
     .context("starting the query engine")?;
+    let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listen = config.listen_addr()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {listen}"))?;
+    let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
+    info!(address = %bound, tls = tls.is_some(), "http api listening");
+    let cluster = Cluster::start(&config, bound).await?;
+    let forward_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(FORWARD_TIMEOUT)
+        .build()
+        .context("building the http client for forwarded requests")?;
     let stop = shutdown.child_token();
     let inner = Arc::new(NodeInner {
         node_id: node_id.clone(),
@@ -386,6 +451,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         engine: Arc::new(engine),
         metrics,
         auth,
+        cluster,
+        forward_client,
+        tls: tls.is_some(),
+        duty: OnceLock::new(),
+        started: AtomicBool::new(false),
         storage,
         catalog,
         cache,
@@ -397,20 +467,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         stop: stop.clone(),
         config,
     });
-
-    let tls = match (
-        &inner.config.server.tls_cert_file,
-        &inner.config.server.tls_key_file,
-    ) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
-        _ => None,
-    };
-    let listen = inner.config.listen_addr()?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the HTTP API to {listen}"))?;
-    let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
-    info!(address = %bound, tls = tls.is_some(), "http api listening");
     if let Some(path) = &inner.config.server.port_file {
         std::fs::write(path, bound.to_string())
             .with_context(|| format!("writing server.port_file {}", path.display()))?;
@@ -429,15 +485,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
 
-    let writer_thread = match start_writer(&inner).await {
+    let writer_thread = match start_role(&inner).await {
         Ok(thread) => thread,
         Err(error) => {
             http_stop.cancel();
             let _ = http_task.await;
+            inner.cluster.leave(Duration::ZERO).await;
             return Err(error);
         }
     };
-    info!(node_id = %inner.node_id, epoch = inner.epoch.get().copied().unwrap_or(0), "node ready");
+    let epoch = inner.epoch.get().copied().unwrap_or(0);
+    let duty = inner.duty.get().copied();
+    inner.cluster.update(|info| {
+        info.phase = arc_gossip::Phase::Ready;
+        info.primary = matches!(duty, Some(Duty::Primary));
+        info.epoch = epoch;
+    });
+    inner.started.store(true, Ordering::Release);
+    info!(node_id = %inner.node_id, epoch, ?duty, "node ready");
     let notifier = Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier
         && let Err(error) = notifier.ready(&format!("serving on {bound}"))
@@ -458,6 +523,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let stop = stop.clone();
         tokio::spawn(async move { flusher_loop(inner, stop).await })
     };
+    let advertiser = {
+        let inner = inner.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { advertise_loop(inner, stop).await })
+    };
 
     stop.cancelled().await;
     info!("stopping: draining requests and flushing buffers");
@@ -470,6 +540,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     http_stop.cancel();
     let shutdown_timeout = inner.config.server.shutdown_timeout.0;
     let _ = flusher.await;
+    let _ = advertiser.await;
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
     }
@@ -478,13 +549,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .clone();
-    if fatal.is_none() {
-        match tokio::time::timeout(shutdown_timeout, inner.flush_all()).await {
-            Ok(Ok(tables)) => info!(tables, "final flush done"),
-            Ok(Err(error)) => warn!(%error, "final flush failed; rows stay in the WAL for replay"),
-            Err(_) => warn!("final flush timed out; rows stay in the WAL for replay"),
+    // Peers learn at once that this node is leaving (they stop sending it writes) while the
+    // last flush runs; gossip lingers a few heartbeats so the news spreads.
+    let linger =
+        arc_gossip::leave_linger(inner.config.cluster.heartbeat_interval.0).min(MAX_LEAVE_LINGER);
+    let final_flush = async {
+        if fatal.is_none() {
+            match tokio::time::timeout(shutdown_timeout, inner.flush_all()).await {
+                Ok(Ok(tables)) => info!(tables, "final flush done"),
+                Ok(Err(error)) => {
+                    warn!(%error, "final flush failed; rows stay in the WAL for replay");
+                }
+                Err(_) => warn!("final flush timed out; rows stay in the WAL for replay"),
+            }
         }
-    }
+    };
+    tokio::join!(inner.cluster.leave(linger), final_flush);
     match tokio::time::timeout(shutdown_timeout, http_task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(error))) => warn!(%error, "http server ended with an error"),
@@ -494,9 +574,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(writer) = inner.writer.get() {
         writer.stop().await;
     }
-    if tokio::task::spawn_blocking(move || writer_thread.join())
-        .await
-        .map_or(true, |joined| joined.is_err())
+    if let Some(writer_thread) = writer_thread
+        && tokio::task::spawn_blocking(move || writer_thread.join())
+            .await
+            .map_or(true, |joined| joined.is_err())
     {
         error!("wal writer thread panicked");
     }
@@ -536,8 +617,114 @@ async fn open_auth(storage: &ObjectStorage, config: &Config) -> anyhow::Result<A
     Ok(auth)
 }
 
-/// Promotes, recovers and replays the WAL, and starts the writer thread.
-async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+/// How long a forwarded request may take end to end.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound of how long a leaving node keeps gossiping, whatever the heartbeat: once a few
+/// peers know it left, they spread the news without it.
+const MAX_LEAVE_LINGER: Duration = Duration::from_secs(10);
+
+/// Does what the role needs before the node is ready; returns the WAL writer thread when this
+/// node takes writes.
+async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    let clustered = inner.cluster.is_clustered();
+    let duty = match inner.config.cluster.role {
+        Role::Standalone => Duty::Standalone,
+        Role::Writer => Duty::Primary,
+        Role::Reader => Duty::Reader,
+        Role::Compactor => Duty::Compactor,
+    };
+    let thread = match duty {
+        Duty::Standalone | Duty::Primary => start_writer(inner, clustered).await?,
+        _ => {
+            inner
+                .catalog
+                .refresh()
+                .await
+                .context("reading the catalog log")?;
+            None
+        }
+    };
+    let duty = if duty == Duty::Primary && thread.is_none() {
+        Duty::Standby
+    } else {
+        duty
+    };
+    let _ = inner.duty.set(duty);
+    Ok(thread)
+}
+
+/// Claims the writer epoch. Standalone, a node always promotes itself (fencing its previous
+/// incarnation). A clustered writer races the other writers for epoch 1 when the catalog has
+/// no `promote` yet (put-if-absent: exactly one wins), re-promotes itself when the catalog
+/// names it primary, and otherwise stays standby. Returns `None` for a standby.
+async fn claim_epoch(
+    inner: &NodeInner,
+    clustered: bool,
+    last_lsn: u64,
+) -> anyhow::Result<Option<u64>> {
+    let promote_failed = || "appending the promote record to the catalog";
+    if !clustered {
+        return Ok(Some(
+            inner
+                .catalog
+                .promote(&inner.node_id, last_lsn)
+                .await
+                .context(promote_failed())?,
+        ));
+    }
+    inner
+        .catalog
+        .refresh()
+        .await
+        .context("reading the catalog log")?;
+    let snapshot = inner.catalog.snapshot();
+    if snapshot.epoch == 0 {
+        let won = inner
+            .catalog
+            .promote_if(0, &inner.node_id, last_lsn, vec![inner.node_id.clone()])
+            .await;
+        return match won {
+            Ok(epoch) => {
+                info!(epoch, "won the bootstrap race: primary writer");
+                m::record_bootstrap("won");
+                Ok(Some(epoch))
+            }
+            Err(CatalogError::Fenced { current_epoch, .. }) => {
+                let primary = inner.catalog.snapshot().primary.clone().unwrap_or_default();
+                info!(epoch = current_epoch, %primary, "lost the bootstrap race: standby writer");
+                m::record_bootstrap("lost");
+                Ok(None)
+            }
+            Err(error) => Err(error).context(promote_failed()),
+        };
+    }
+    if snapshot.primary.as_deref() == Some(inner.node_id.as_str()) {
+        let epoch = inner
+            .catalog
+            .promote_if(
+                snapshot.epoch,
+                &inner.node_id,
+                last_lsn,
+                vec![inner.node_id.clone()],
+            )
+            .await
+            .context(promote_failed())?;
+        return Ok(Some(epoch));
+    }
+    info!(
+        epoch = snapshot.epoch,
+        primary = snapshot.primary.as_deref().unwrap_or(""),
+        "the catalog names another primary: standby writer"
+    );
+    Ok(None)
+}
+
+/// Recovers the WAL, claims the epoch, replays, and starts the writer thread; `None` when
+/// this writer is a standby (its WAL is left untouched beyond recovery).
+async fn start_writer(
+    inner: &Arc<NodeInner>,
+    clustered: bool,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let snapshot = inner.catalog.snapshot();
     let max_flushed = snapshot.max_flushed_lsn();
     let wal_settings = WalSettings {
@@ -554,11 +741,9 @@ async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::Joi
         warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
     }
     let last_lsn = wal.next_lsn().0.saturating_sub(1);
-    let epoch = inner
-        .catalog
-        .promote(&inner.node_id, last_lsn)
-        .await
-        .context("appending the promote record to the catalog")?;
+    let Some(epoch) = claim_epoch(inner, clustered, last_lsn).await? else {
+        return Ok(None);
+    };
     let _ = inner.epoch.set(epoch);
     info!(
         epoch,
@@ -590,7 +775,7 @@ async fn start_writer(inner: &Arc<NodeInner>) -> anyhow::Result<std::thread::Joi
     })
     .context("starting the wal writer thread")?;
     let _ = inner.writer.set(handle);
-    Ok(thread)
+    Ok(Some(thread))
 }
 
 fn replay(
@@ -657,6 +842,39 @@ async fn watchdog_loop(
             .is_some_and(|writer| !writer.is_poisoned());
         if healthy && let Err(error) = notifier.watchdog() {
             warn!(%error, "systemd notify (WATCHDOG=1) failed");
+        }
+    }
+}
+
+/// Keeps what this node advertises current: its durable LSN every heartbeat, its health
+/// every `cluster.health_check_interval`.
+async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
+    let mut heartbeat = tokio::time::interval(inner.config.cluster.heartbeat_interval.0);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut health = tokio::time::interval(inner.config.cluster.health_check_interval.0);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let thresholds = crate::health::Thresholds::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = health.tick() => {
+                let measured = crate::health::measure(&inner.storage, &inner.config.wal.directory).await;
+                let report = crate::health::assess(&measured, &thresholds);
+                m::record_health(&report);
+                if report.status != arc_gossip::HealthStatus::Healthy {
+                    warn!(status = %report.status, score = report.score, reasons = ?report.reasons, "health check");
+                }
+                inner.cluster.update(|info| info.health = report);
+            }
+            _ = heartbeat.tick() => {
+                if let Some(writer) = inner.writer.get() {
+                    let durable = writer.next_lsn().saturating_sub(1);
+                    if inner.cluster.local_info().durable_lsn != durable {
+                        inner.cluster.update(|info| info.durable_lsn = durable);
+                    }
+                }
+            }
         }
     }
 }

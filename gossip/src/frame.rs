@@ -74,20 +74,28 @@ impl FrameKey {
 /// Why a received datagram was dropped. Cheap: this is the hot path under attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
+    /// Shorter than the frame overhead or longer than a datagram.
     #[error("datagram too short or too long")]
     Length,
+    /// Not an arc-gossip frame.
     #[error("bad magic")]
     Magic,
+    /// A frame layout this build does not know.
     #[error("unsupported frame version")]
     Version,
+    /// Not sealed with this cluster's key (or tampered with).
     #[error("bad mac")]
     Mac,
+    /// Timestamp outside the freshness window.
     #[error("timestamp outside the freshness window")]
     Stale,
+    /// A replay of a datagram already accepted.
     #[error("datagram already seen")]
     Replay,
+    /// The replay cache is full, so freshness can't be checked (fail closed).
     #[error("replay cache full")]
     ReplayCacheFull,
+    /// Authenticated, but chitchat could not decode the payload.
     #[error("authenticated payload chitchat could not decode")]
     Undecodable,
 }
@@ -130,8 +138,11 @@ pub fn seal(key: &FrameKey, timestamp_ms: u64, nonce: u64, payload: &[u8], out: 
 /// The authenticated fields of a frame that passed [`open`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct OpenedFrame<'a> {
+    /// Sender's wall clock, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// Random per-datagram value; with the timestamp, the replay cache key.
     pub nonce: u64,
+    /// chitchat's encoded message.
     pub payload: &'a [u8],
 }
 

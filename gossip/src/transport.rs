@@ -580,6 +580,80 @@ mod tests {
             .sum()
     }
 
+    /// A SYN whose chitchat encoding is `base_len + cluster_id_len` bytes long.
+    fn syn(cluster_id_len: usize) -> ChitchatEnvelope {
+        ChitchatEnvelope {
+            version: ProtocolVersion::V0,
+            message: ChitchatMessage::Syn {
+                cluster_id: "x".repeat(cluster_id_len),
+                // chitchat keeps the digest type private; its default is the empty digest.
+                digest: Default::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn test_should_refuse_and_count_envelopes_too_large_once_sealed() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // Thread-local; `#[tokio::test]` runs everything on this thread.
+        let _guard = ::metrics::set_default_local_recorder(&recorder);
+
+        let mut alice = open(b"secret").await;
+        let mut bob = open(b"secret").await;
+        let bob_addr = bob.local_addr().unwrap();
+        // chitchat's encoding of the SYN grows byte for byte with its cluster id: measure the
+        // fixed part once, then size envelopes exactly.
+        let (sniffer, datagram) = {
+            let sniffer = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+            alice
+                .send(sniffer.local_addr().unwrap(), syn(0))
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; RECV_BUF_LEN];
+            let (len, _) = sniffer.recv_from(&mut buf).await.unwrap();
+            buf.truncate(len);
+            (sniffer, buf)
+        };
+        let fixed_len = datagram.len() - frame::OVERHEAD;
+
+        // Exactly at the limit: sent, 65,507 bytes on the wire, and accepted.
+        let largest = syn(MAX_PAYLOAD_LEN - fixed_len);
+        let outcome = alice.send(bob_addr, largest).await.unwrap();
+        assert_eq!(outcome.num_bytes_sent, frame::MAX_DATAGRAM_LEN);
+        let received = bob.recv().await.unwrap();
+        assert_eq!(received.envelope, syn(MAX_PAYLOAD_LEN - fixed_len));
+
+        // One byte more: chitchat could send it unsealed, but sealed it would not fit.
+        let outcome = alice
+            .send(bob_addr, syn(MAX_PAYLOAD_LEN - fixed_len + 1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.num_bytes_sent, 0);
+        // Larger than a datagram even before sealing: chitchat's own send fails.
+        let outcome = alice
+            .send(bob_addr, syn(frame::MAX_DATAGRAM_LEN - fixed_len + 1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.num_bytes_sent, 0);
+        assert_nothing_received(&mut bob).await;
+
+        // Refusals leave the socket usable.
+        assert_still_works(&mut alice, &mut bob).await;
+        drop(sniffer);
+
+        let snapshot = snapshotter.snapshot().into_vec();
+        assert_eq!(
+            counter(&snapshot, crate::metrics::SEND_OVERSIZE_TOTAL, None),
+            2
+        );
+        // The sniffed SYN, the largest one, and the final check's message.
+        assert_eq!(
+            counter(&snapshot, crate::metrics::SENT_PACKETS_TOTAL, None),
+            3
+        );
+    }
+
     #[tokio::test]
     async fn test_should_count_rejections_and_traffic() {
         let recorder = metrics_util::debugging::DebuggingRecorder::new();

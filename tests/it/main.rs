@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_inputs;
+mod cluster;
 mod config_cli;
 mod crash;
 mod deploy;

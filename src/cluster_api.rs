@@ -1,0 +1,168 @@
+//! The cluster routes of COMPAT.md (admin token; envelope `{"success": true, "data": ...}`).
+//!
+//! The listed fields keep their names and types; extra fields carry the primary flag, the
+//! epoch, the durable LSN, the generation and the health parts. Errors answer
+//! `{"success": false, "error": "..."}` naming what was wrong: 400 for a bad filter, 404 for
+//! an unknown node id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_gossip::{ClusterView, Filter, NodeView};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::cluster::unix_ms;
+use crate::node::NodeInner;
+
+fn ok(data: Value) -> Response {
+    axum::Json(json!({ "success": true, "data": data })).into_response()
+}
+
+fn fail(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        axum::Json(json!({ "success": false, "error": message })),
+    )
+        .into_response()
+}
+
+/// RFC 3339 UTC with millisecond precision, e.g. `2026-11-30T22:18:55.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
+/// One node as the API shows it.
+fn node_json(node: &NodeView, now: SystemTime) -> Value {
+    // A node heard of only through others has no heartbeat of its own yet: its start time is
+    // the best lower bound.
+    let heartbeat = node
+        .last_heartbeat
+        .unwrap_or_else(|| from_unix_ms(node.info.started_at_ms));
+    let age = now
+        .duration_since(heartbeat)
+        .map(|age| age.as_secs_f64())
+        .unwrap_or(0.0);
+    json!({
+        "id": node.id,
+        "role": node.info.role.to_string(),
+        "state": node.state.to_string(),
+        "address": node.info.api_addr,
+        "last_heartbeat": rfc3339(heartbeat),
+        "heartbeat_age_seconds": age,
+        "is_self": node.is_self,
+        "primary": node.info.primary,
+        "epoch": node.info.epoch,
+        "durable_lsn": node.info.durable_lsn,
+        "generation": node.generation,
+        "replication_address": node.info.replication_addr,
+        "version": node.info.version,
+        "started_at": rfc3339(from_unix_ms(node.info.started_at_ms)),
+        "health": {
+            "status": node.info.health.status.to_string(),
+            "score": node.info.health.score,
+            "reasons": node.info.health.reasons,
+            "parts": node.info.health.parts,
+        },
+    })
+}
+
+fn summary_json(view: &ClusterView, clustered: bool) -> Value {
+    let summary = view.summary();
+    let primary = view.primary();
+    json!({
+        "cluster_name": view.cluster_name,
+        "node_count": summary.node_count,
+        "healthy_nodes": summary.healthy_nodes,
+        "roles": {
+            "writer": summary.roles.writer,
+            "reader": summary.roles.reader,
+            "compactor": summary.roles.compactor,
+        },
+        "enabled": clustered,
+        "local_node": view.local_id,
+        "primary": primary.map(|node| node.id.clone()),
+        "epoch": primary.map_or(0, |node| node.info.epoch),
+    })
+}
+
+/// `GET /api/v1/cluster`.
+pub async fn summary(State(node): State<Arc<NodeInner>>) -> Response {
+    ok(summary_json(
+        &node.cluster.view(),
+        node.cluster.is_clustered(),
+    ))
+}
+
+/// `GET /api/v1/cluster/nodes[?role=...][&state=...]`.
+pub async fn nodes(
+    State(node): State<Arc<NodeInner>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = match Filter::parse(
+        params.get("role").map(String::as_str),
+        params.get("state").map(String::as_str),
+    ) {
+        Ok(filter) => filter,
+        Err(error) => return fail(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let view = node.cluster.view();
+    let now = SystemTime::now();
+    let listed: Vec<Value> = view
+        .filter(&filter)
+        .into_iter()
+        .map(|node| node_json(node, now))
+        .collect();
+    ok(Value::Array(listed))
+}
+
+/// `GET /api/v1/cluster/nodes/{id}`.
+pub async fn node(State(node): State<Arc<NodeInner>>, Path(id): Path<String>) -> Response {
+    let view = node.cluster.view();
+    match view.get(&id) {
+        Some(found) => ok(node_json(found, SystemTime::now())),
+        None => fail(
+            StatusCode::NOT_FOUND,
+            format!("node {id:?} is not in cluster {:?}", view.cluster_name),
+        ),
+    }
+}
+
+/// `GET /api/v1/cluster/local`.
+pub async fn local(State(node): State<Arc<NodeInner>>) -> Response {
+    let view = node.cluster.view();
+    match view.local() {
+        Some(local) => ok(node_json(local, SystemTime::now())),
+        None => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {} is not in its own view yet", node.node_id),
+        ),
+    }
+}
+
+/// `GET /api/v1/cluster/health`: this node's own health.
+pub async fn health(State(node): State<Arc<NodeInner>>) -> Response {
+    let info = node.cluster.local_info();
+    let view = node.cluster.view();
+    let state = view
+        .local()
+        .map_or_else(|| "joining".to_string(), |local| local.state.to_string());
+    ok(json!({
+        "status": info.health.status.to_string(),
+        "node_id": node.node_id,
+        "role": info.role.to_string(),
+        "cluster_name": node.cluster.cluster_name(),
+        "state": state,
+        "score": info.health.score,
+        "reasons": info.health.reasons,
+        "parts": info.health.parts,
+        "uptime_ms": unix_ms(SystemTime::now()).saturating_sub(info.started_at_ms),
+    }))
+}

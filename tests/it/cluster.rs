@@ -1,0 +1,884 @@
+//! Issue 4: clusters of real `arc-node` processes on loopback, configured only through `ARC_*`
+//! variables: convergence, deaths, leaves, restarts, write forwarding, bootstrap races, two
+//! clusters on shared ports, and an attacker speaking chitchat without the secret.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, RngCore};
+use serde_json::Value;
+
+use crate::harness::{TestNode, wait_for};
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// How long convergence and state changes may take: generous for a loaded 2-core machine,
+/// still far below the ~30 s of chitchat's default failure detector.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Ports the kernel hands out now for UDP on loopback (bound together, so distinct).
+fn free_udp_ports(count: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..count)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").expect("binding a udp port"))
+        .collect();
+    sockets
+        .iter()
+        .map(|socket| socket.local_addr().expect("udp address").port())
+        .collect()
+}
+
+/// One planned member of a test cluster.
+struct Member {
+    id: String,
+    role: &'static str,
+    gossip_port: u16,
+}
+
+/// The `ARC_*` variables an operator would set for `member`.
+fn member_env(
+    cluster: &str,
+    member: &Member,
+    seeds: &[u16],
+    storage: &Path,
+) -> Vec<(String, String)> {
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    [
+        ("ARC_CLUSTER_ENABLED", "true".to_string()),
+        ("ARC_CLUSTER_NODE_ID", member.id.clone()),
+        ("ARC_CLUSTER_ROLE", member.role.to_string()),
+        ("ARC_CLUSTER_CLUSTER_NAME", cluster.to_string()),
+        ("ARC_CLUSTER_SEEDS", seeds.join(",")),
+        (
+            "ARC_CLUSTER_COORDINATOR_ADDR",
+            format!("127.0.0.1:{}", member.gossip_port),
+        ),
+        ("ARC_CLUSTER_SHARED_SECRET", SECRET.to_string()),
+        (
+            "ARC_CLUSTER_HEARTBEAT_INTERVAL",
+            format!("{}ms", HEARTBEAT.as_millis()),
+        ),
+        ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", "1s".to_string()),
+        ("ARC_STORAGE_LOCAL_PATH", storage.display().to_string()),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
+}
+
+/// Prepares and spawns every member at once (so writers race), then waits until each is ready.
+async fn start_members(
+    cluster: &str,
+    members: &[Member],
+    seeds: &[u16],
+    storage: &Path,
+) -> Vec<TestNode> {
+    let mut nodes: Vec<TestNode> = members
+        .iter()
+        .map(|member| {
+            let env = member_env(cluster, member, seeds, storage);
+            let pairs: Vec<(&str, &str)> = env
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            TestNode::prepare(&pairs)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.spawn_only();
+    }
+    for node in &mut nodes {
+        node.wait_ready().await;
+    }
+    nodes
+}
+
+/// GETs a JSON document; returns status and body.
+async fn get_json(node: &TestNode, path: &str) -> (u16, Value) {
+    let response = node
+        .client
+        .get(node.url(path))
+        .send()
+        .await
+        .expect("sending request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The `data` of a successful cluster API call, or `None` (for polling).
+async fn cluster_data(node: &TestNode, path: &str) -> Option<Value> {
+    let (status, body) = get_json(node, path).await;
+    (status == 200 && body["success"] == true).then(|| body["data"].clone())
+}
+
+/// Node id to state, as `node` sees the cluster.
+async fn states(node: &TestNode) -> Option<BTreeMap<String, String>> {
+    let nodes = cluster_data(node, "/api/v1/cluster/nodes").await?;
+    Some(
+        nodes
+            .as_array()?
+            .iter()
+            .map(|node| {
+                (
+                    node["id"].as_str().unwrap_or("").to_string(),
+                    node["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Waits until every node in `observers` sees exactly `expected` (id → state).
+async fn wait_states(observers: &[&TestNode], expected: &BTreeMap<String, String>, what: &str) {
+    for observer in observers {
+        wait_for(what, CONVERGE_DEADLINE, || async {
+            (states(observer).await.as_ref() == Some(expected)).then_some(())
+        })
+        .await;
+    }
+}
+
+fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(id, state)| (id.to_string(), state.to_string()))
+        .collect()
+}
+
+/// The value of a counter (summed over label sets matching `label`) in `/metrics`.
+async fn metric_sum(node: &TestNode, name: &str, label: &str) -> f64 {
+    let text = node
+        .client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("scraping metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_five_nodes_converge_forward_writes_and_track_deaths_leaves_and_restarts() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = free_udp_ports(5);
+    let plan = [
+        ("writer-1", "writer"),
+        ("writer-2", "writer"),
+        ("reader-1", "reader"),
+        ("reader-2", "reader"),
+        ("compactor-1", "compactor"),
+    ];
+    let members: Vec<Member> = plan
+        .iter()
+        .zip(&ports)
+        .map(|((id, role), port)| Member {
+            id: id.to_string(),
+            role,
+            gossip_port: *port,
+        })
+        .collect();
+    let seeds = [ports[0], ports[2]];
+    let mut nodes = start_members("five", &members, &seeds, storage.path()).await;
+
+    // Every node agrees: 5 nodes, all healthy, roles 2/2/1, one primary.
+    let all_healthy = expect(&plan.map(|(id, _)| (id, "healthy")));
+    wait_states(
+        &nodes.iter().collect::<Vec<_>>(),
+        &all_healthy,
+        "5 healthy nodes",
+    )
+    .await;
+    let mut primaries = Vec::new();
+    for node in &nodes {
+        let summary = wait_for("a primary in every view", CONVERGE_DEADLINE, || async {
+            let data = cluster_data(node, "/api/v1/cluster").await?;
+            data["primary"].is_string().then_some(data)
+        })
+        .await;
+        assert_eq!(summary["cluster_name"], "five");
+        assert_eq!(summary["node_count"], 5, "{summary}");
+        assert_eq!(summary["healthy_nodes"], 5, "{summary}");
+        assert_eq!(
+            summary["roles"],
+            serde_json::json!({"writer": 2, "reader": 2, "compactor": 1})
+        );
+        primaries.push(summary["primary"].as_str().unwrap().to_string());
+    }
+    primaries.dedup();
+    assert_eq!(
+        primaries.len(),
+        1,
+        "views disagree on the primary: {primaries:?}"
+    );
+    let primary_id = primaries[0].clone();
+    assert!(primary_id.starts_with("writer-"));
+    let primary = &nodes[if primary_id == "writer-1" { 0 } else { 1 }];
+
+    // The API: filters, one node, local, health, and the errors.
+    let readers = cluster_data(&nodes[4], "/api/v1/cluster/nodes?role=reader&state=healthy")
+        .await
+        .unwrap();
+    let reader_ids: Vec<&str> = readers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(reader_ids, ["reader-1", "reader-2"]);
+    let one = cluster_data(&nodes[2], "/api/v1/cluster/nodes/writer-2")
+        .await
+        .unwrap();
+    assert_eq!(one["role"], "writer");
+    assert_eq!(one["address"], nodes[1].addr.unwrap().to_string());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(one["last_heartbeat"].as_str().unwrap()).is_ok(),
+        "{one}"
+    );
+    let local = cluster_data(&nodes[3], "/api/v1/cluster/local")
+        .await
+        .unwrap();
+    assert_eq!(local["id"], "reader-2");
+    let health = cluster_data(&nodes[3], "/api/v1/cluster/health")
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["node_id"], "reader-2");
+    assert_eq!(health["role"], "reader");
+    assert_eq!(health["cluster_name"], "five");
+    for (path, status, needle) in [
+        ("/api/v1/cluster/nodes?role=leader", 400, "leader"),
+        ("/api/v1/cluster/nodes?state=zombie", 400, "zombie"),
+        ("/api/v1/cluster/nodes/nobody", 404, "nobody"),
+    ] {
+        let (code, body) = get_json(&nodes[0], path).await;
+        assert_eq!(code, status, "{path}: {body}");
+        assert_eq!(body["success"], false);
+        assert!(body["error"].as_str().unwrap().contains(needle), "{body}");
+    }
+    let anonymous = reqwest::Client::new()
+        .get(nodes[0].url("/api/v1/cluster"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // A write sent to a reader lands on the primary and is queryable everywhere.
+    let (status, text) = nodes[2]
+        .post(
+            "/write?db=fwd",
+            &[],
+            b"cpu,host=a usage=1 1700000000000000000\ncpu,host=b usage=2 1700000000000000000"
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let rows = primary.query("SELECT count(*) FROM fwd.cpu").await;
+    assert_eq!(rows[0][0], 2);
+    primary.flush().await;
+    let rows = nodes[3].query("SELECT count(*) FROM fwd.cpu").await;
+    assert_eq!(rows[0][0], 2, "reader-2 sees the flushed rows");
+    let rows = nodes[4].query("SELECT sum(usage) FROM fwd.cpu").await;
+    assert_eq!(
+        rows[0][0], 3.0,
+        "the compactor forwards queries to a reader"
+    );
+    // A forwarded request that reaches a node that cannot serve it is a loop: 508.
+    for chain in ["reader-2", "reader-1"] {
+        let (status, text) = nodes[2]
+            .post(
+                "/write?db=fwd",
+                &[("x-arc-forwarded-by", chain)],
+                b"cpu,host=c usage=3 1700000000000000000".to_vec(),
+            )
+            .await;
+        assert_eq!(status, 508, "{chain}: {text}");
+        assert!(text.contains("loop"), "{text}");
+    }
+
+    // SIGKILL a reader: every other node shows it dead within the detection bound.
+    let bound = arc_gossip::detection_bound(HEARTBEAT) + Duration::from_secs(2);
+    nodes[3].kill9();
+    let started = std::time::Instant::now();
+    let reader_dead = expect(&[
+        ("writer-1", "healthy"),
+        ("writer-2", "healthy"),
+        ("reader-1", "healthy"),
+        ("reader-2", "dead"),
+        ("compactor-1", "healthy"),
+    ]);
+    for (index, node) in nodes.iter().enumerate() {
+        if index == 3 {
+            continue;
+        }
+        wait_for(
+            "reader-2 dead",
+            bound.saturating_sub(started.elapsed()),
+            || async { (states(node).await.as_ref() == Some(&reader_dead)).then_some(()) },
+        )
+        .await;
+    }
+
+    // SIGTERM the compactor: it is shown left (not dead).
+    let status = nodes[4].stop().await;
+    assert!(status.success(), "compactor exit: {status}");
+    let compactor_left = expect(&[
+        ("writer-1", "healthy"),
+        ("writer-2", "healthy"),
+        ("reader-1", "healthy"),
+        ("reader-2", "dead"),
+        ("compactor-1", "left"),
+    ]);
+    wait_states(
+        &nodes[..3].iter().collect::<Vec<_>>(),
+        &compactor_left,
+        "compactor left",
+    )
+    .await;
+
+    // Restart the killed reader: it comes back as one node, with a newer generation.
+    let before = cluster_data(&nodes[0], "/api/v1/cluster/nodes/reader-2")
+        .await
+        .unwrap();
+    nodes[3].spawn().await;
+    let back = expect(&[
+        ("writer-1", "healthy"),
+        ("writer-2", "healthy"),
+        ("reader-1", "healthy"),
+        ("reader-2", "healthy"),
+        ("compactor-1", "left"),
+    ]);
+    wait_states(
+        &[&nodes[0], &nodes[1], &nodes[2], &nodes[3]],
+        &back,
+        "reader-2 back",
+    )
+    .await;
+    let after = cluster_data(&nodes[0], "/api/v1/cluster/nodes/reader-2")
+        .await
+        .unwrap();
+    assert!(
+        after["generation"].as_u64() > before["generation"].as_u64(),
+        "{before} -> {after}"
+    );
+    let summary = cluster_data(&nodes[0], "/api/v1/cluster").await.unwrap();
+    assert_eq!(summary["node_count"], 5, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_concurrent_bootstrap_races_elect_exactly_one_primary() {
+    for round in 0..3 {
+        let storage = tempfile::tempdir().unwrap();
+        let ports = free_udp_ports(3);
+        let members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| Member {
+                id: format!("w{index}"),
+                role: "writer",
+                gossip_port: *port,
+            })
+            .collect();
+        let nodes = start_members("race", &members, &ports, storage.path()).await;
+        // Exactly one promote record (epoch 1) in the catalog log.
+        let log = storage.path().join("_catalog").join("log");
+        let promotes: Vec<Value> = std::fs::read_dir(&log)
+            .unwrap()
+            .filter_map(|entry| {
+                let text = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+                let record: Value = serde_json::from_str(&text).ok()?;
+                text.contains("\"promote\"").then_some(record)
+            })
+            .collect();
+        assert_eq!(promotes.len(), 1, "round {round}: {promotes:?}");
+        // Every node agrees on that one primary, and only it says it is primary.
+        let mut seen = Vec::new();
+        for node in &nodes {
+            let flags = wait_for(
+                "all three writers with flags",
+                CONVERGE_DEADLINE,
+                || async {
+                    let listed = cluster_data(node, "/api/v1/cluster/nodes").await?;
+                    let listed = listed.as_array()?.clone();
+                    let ready = listed.len() == 3
+                        && listed.iter().all(|node| node["state"] == "healthy")
+                        && listed.iter().any(|node| node["primary"] == true);
+                    ready.then_some(listed)
+                },
+            )
+            .await;
+            let claiming: Vec<&str> = flags
+                .iter()
+                .filter(|node| node["primary"] == true)
+                .map(|node| node["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(claiming.len(), 1, "round {round}: {flags:?}");
+            seen.push(claiming[0].to_string());
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 1, "round {round}: views disagree: {seen:?}");
+        let mut won = 0.0;
+        for node in &nodes {
+            won += metric_sum(node, "arc_cluster_bootstrap_total", "outcome=\"won\"").await;
+        }
+        assert_eq!(won, 1.0, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_two_clusters_on_shared_ports_never_mix() {
+    let ports = free_udp_ports(4);
+    let alpha_storage = tempfile::tempdir().unwrap();
+    let beta_storage = tempfile::tempdir().unwrap();
+    let member = |id: &str, role, port| Member {
+        id: id.to_string(),
+        role,
+        gossip_port: port,
+    };
+    // Both clusters seed every port of both: the only thing keeping them apart is the name.
+    let alpha = start_members(
+        "alpha",
+        &[
+            member("a-w", "writer", ports[0]),
+            member("a-r", "reader", ports[1]),
+        ],
+        &ports,
+        alpha_storage.path(),
+    )
+    .await;
+    let beta = start_members(
+        "beta",
+        &[
+            member("b-w", "writer", ports[2]),
+            member("b-r", "reader", ports[3]),
+        ],
+        &ports,
+        beta_storage.path(),
+    )
+    .await;
+    let alpha_view = expect(&[("a-r", "healthy"), ("a-w", "healthy")]);
+    let beta_view = expect(&[("b-r", "healthy"), ("b-w", "healthy")]);
+    wait_states(
+        &alpha.iter().collect::<Vec<_>>(),
+        &alpha_view,
+        "alpha converged",
+    )
+    .await;
+    wait_states(
+        &beta.iter().collect::<Vec<_>>(),
+        &beta_view,
+        "beta converged",
+    )
+    .await;
+    // Proof that they did talk to each other: each side dropped the other's datagrams.
+    for node in alpha.iter().chain(&beta) {
+        wait_for(
+            "cross-cluster datagrams dropped",
+            CONVERGE_DEADLINE,
+            || async {
+                (metric_sum(node, "arc_gossip_rejected_packets_total", "reason=").await >= 5.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    for node in &alpha {
+        assert_eq!(states(node).await.unwrap(), alpha_view);
+    }
+    for node in &beta {
+        assert_eq!(states(node).await.unwrap(), beta_view);
+    }
+}
+
+/// A UDP relay between a node and its only seed that records what the node sends.
+struct Tap {
+    addr: SocketAddr,
+    captured: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    async fn start(target: SocketAddr) -> Tap {
+        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let task = {
+            let captured = captured.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 70_000];
+                let mut client: Option<SocketAddr> = None;
+                loop {
+                    let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                        return;
+                    };
+                    if from == target {
+                        if let Some(client) = client {
+                            let _ = socket.send_to(&buf[..len], client).await;
+                        }
+                    } else {
+                        client = Some(from);
+                        captured.lock().unwrap().push(buf[..len].to_vec());
+                        let _ = socket.send_to(&buf[..len], target).await;
+                    }
+                }
+            })
+        };
+        Tap {
+            addr,
+            captured,
+            task,
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_gossip_without_the_secret_changes_nothing() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = free_udp_ports(2);
+    let writer_gossip: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let tap = Tap::start(writer_gossip).await;
+    // The reader's only seed is the tap, so its first datagrams pass through it.
+    let writer = start_members(
+        "guarded",
+        &[Member {
+            id: "w".into(),
+            role: "writer",
+            gossip_port: ports[0],
+        }],
+        &[],
+        storage.path(),
+    )
+    .await;
+    let reader_env = member_env(
+        "guarded",
+        &Member {
+            id: "r".into(),
+            role: "reader",
+            gossip_port: ports[1],
+        },
+        &[],
+        storage.path(),
+    );
+    let mut reader_env: Vec<(&str, String)> = reader_env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.clone()))
+        .collect();
+    for (key, value) in &mut reader_env {
+        if *key == "ARC_CLUSTER_SEEDS" {
+            *value = tap.addr.to_string();
+        }
+    }
+    let pairs: Vec<(&str, &str)> = reader_env
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect();
+    let mut reader = TestNode::prepare(&pairs);
+    reader.spawn().await;
+    let nodes = [&writer[0], &reader];
+    let genuine = expect(&[("r", "healthy"), ("w", "healthy")]);
+    wait_states(&nodes, &genuine, "w and r converged").await;
+    let view_of_w = || async {
+        cluster_data(&reader, "/api/v1/cluster/nodes/w")
+            .await
+            .unwrap()
+    };
+    let before = view_of_w().await;
+    assert_eq!(before["primary"], true);
+
+    // An intruder speaking plain chitchat, and a forger impersonating w with huge versions.
+    let transport = chitchat::transport::UdpTransport;
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let chitchat_config = |node_id: &str, generation: u64, port: u16| chitchat::ChitchatConfig {
+        chitchat_id: chitchat::ChitchatId::new(
+            node_id.to_string(),
+            generation,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+        ),
+        cluster_id: "guarded".to_string(),
+        gossip_interval: Duration::from_millis(50),
+        listen_addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        seed_nodes: seeds.clone(),
+        failure_detector_config: chitchat::FailureDetectorConfig::default(),
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V0,
+    };
+    let attacker_ports = free_udp_ports(2);
+    let intruder = chitchat::spawn_chitchat(
+        chitchat_config("intruder", 1, attacker_ports[0]),
+        vec![
+            ("role".into(), "writer".into()),
+            ("primary".into(), "true".into()),
+        ],
+        &transport,
+    )
+    .await
+    .unwrap();
+    let w_generation = before["generation"].as_u64().unwrap();
+    let forger = chitchat::spawn_chitchat(
+        chitchat_config("w", w_generation, attacker_ports[1]),
+        Vec::new(),
+        &transport,
+    )
+    .await
+    .unwrap();
+    // Forged values under w's own key names, at versions no genuine update could exceed.
+    let forged = arc_gossip::NodeInfo {
+        role: arc_gossip::Role::Reader,
+        phase: arc_gossip::Phase::Leaving,
+        health: arc_gossip::Health {
+            status: arc_gossip::HealthStatus::Unhealthy,
+            score: 0,
+            reasons: vec!["forged".into()],
+            parts: BTreeMap::new(),
+        },
+        api_addr: "127.0.0.1:1".into(),
+        replication_addr: "127.0.0.1:1".into(),
+        durable_lsn: 0,
+        epoch: 999,
+        primary: false,
+        version: "forged".into(),
+        started_at_ms: 1,
+    };
+    forger
+        .with_chitchat(|chitchat| {
+            let state = chitchat.self_node_state();
+            state.set_max_version(u64::MAX / 4);
+            for (key, value) in forged.to_keys() {
+                state.set(key, value);
+            }
+        })
+        .await;
+
+    // Random bytes, and replays of the datagrams the tap captured.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rng = rand::rng();
+    for _ in 0..500 {
+        let len = rng.random_range(0..2048);
+        let mut junk = vec![0u8; len];
+        rng.fill_bytes(&mut junk);
+        for port in &ports {
+            let _ = socket.send_to(&junk, ("127.0.0.1", *port)).await;
+        }
+    }
+    let _ = socket
+        .send_to(&vec![0xAB; 65_507], ("127.0.0.1", ports[0]))
+        .await;
+    let captured = tap.captured.lock().unwrap().clone();
+    assert!(
+        !captured.is_empty(),
+        "the tap saw the reader's first datagrams"
+    );
+    for datagram in &captured {
+        socket.send_to(datagram, writer_gossip).await.unwrap();
+    }
+
+    // The nodes saw and dropped all of it: the plain chitchat traffic, the junk, the replays.
+    wait_for("replays dropped", CONVERGE_DEADLINE, || async {
+        (metric_sum(
+            &writer[0],
+            "arc_gossip_rejected_packets_total",
+            "reason=\"replay\"",
+        )
+        .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    for node in nodes {
+        wait_for("unsigned datagrams dropped", CONVERGE_DEADLINE, || async {
+            (metric_sum(node, "arc_gossip_rejected_packets_total", "reason=").await >= 500.0)
+                .then_some(())
+        })
+        .await;
+    }
+
+    // w's genuine updates keep arriving: a write moves its durable LSN in r's view.
+    writer[0]
+        .write_lp("guard", "m,t=x v=1 1700000000000000000")
+        .await;
+    let after = wait_for("w's new durable lsn at r", CONVERGE_DEADLINE, || async {
+        let now = view_of_w().await;
+        (now["durable_lsn"].as_u64() > before["durable_lsn"].as_u64()).then_some(now)
+    })
+    .await;
+    assert_eq!(after["role"], "writer");
+    assert_eq!(after["primary"], true);
+    assert_eq!(after["state"], "healthy");
+    assert_eq!(after["generation"], before["generation"]);
+    for node in nodes {
+        assert_eq!(
+            states(node).await.unwrap(),
+            genuine,
+            "the intruder never appears"
+        );
+    }
+    // The nodes stayed alive and well through it.
+    for node in nodes {
+        let health = cluster_data(node, "/api/v1/cluster/health").await.unwrap();
+        assert_eq!(health["status"], "healthy");
+    }
+    intruder.shutdown().await.unwrap();
+    forger.shutdown().await.unwrap();
+}
+
+/// A base port for `scripts/local-cluster.sh` whose API (TCP) and gossip (UDP) ports are free,
+/// below the kernel's ephemeral range so other tests' sockets do not land there.
+fn free_base_port(nodes: u16) -> u16 {
+    let mut rng = rand::rng();
+    for _ in 0..50 {
+        let base: u16 = rng.random_range(20_000..28_000);
+        let free = (1..=nodes).all(|offset| {
+            std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", base + 1000 + offset)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free port range for the local cluster");
+}
+
+fn run_script(args: Vec<String>) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-cluster.sh");
+    std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("ARC_NODE_BIN", env!("CARGO_BIN_EXE_arc-node"))
+        .output()
+        .expect("running scripts/local-cluster.sh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_local_cluster_script_starts_prints_token_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_dir = dir.path().join("lc");
+    let base = free_base_port(3);
+    let args = |command: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec![command.to_string()];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        args.extend([
+            "--dir".to_string(),
+            cluster_dir.display().to_string(),
+            "--base-port".to_string(),
+            base.to_string(),
+        ]);
+        args
+    };
+    let start = args(
+        "start",
+        &["--writers", "1", "--readers", "1", "--compactors", "1"],
+    );
+    let output = tokio::task::spawn_blocking(move || run_script(start))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "start failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("admin token: "))
+        .expect("the admin token is printed")
+        .trim()
+        .to_string();
+    for (offset, id) in [(1, "writer-1"), (2, "reader-1"), (3, "compactor-1")] {
+        let address = format!("http://127.0.0.1:{}", base + offset);
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.starts_with(id) && line.contains(&address)),
+            "{id} at {address}: {stdout}"
+        );
+    }
+    let client = crate::harness::client_with_token(&token);
+    let summary_url = format!("http://127.0.0.1:{}/api/v1/cluster", base + 2);
+    wait_for("the local cluster converged", CONVERGE_DEADLINE, || async {
+        let body: Value = client
+            .get(&summary_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["data"]["healthy_nodes"] == 3 && body["data"]["primary"] == "writer-1").then_some(())
+    })
+    .await;
+    let written = client
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/write/line-protocol",
+            base + 2
+        ))
+        .header("x-arc-database", "local")
+        .body("m v=1 1700000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 204, "a write sent to the reader lands");
+    let pids: Vec<String> = ["writer-1", "reader-1", "compactor-1"]
+        .iter()
+        .map(|id| std::fs::read_to_string(cluster_dir.join(id).join("pid")).unwrap())
+        .collect();
+
+    let stop = args("stop", &[]);
+    let output = tokio::task::spawn_blocking(move || run_script(stop))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "stop failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for pid in pids {
+        let alive = Path::new("/proc").join(pid.trim()).join("status");
+        let state = std::fs::read_to_string(&alive).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains("zombie"),
+            "pid {pid} still runs after stop"
+        );
+    }
+    // The writer's final flush put the forwarded row in the shared storage.
+    let parquet = walk_count(&cluster_dir.join("storage"), "parquet");
+    assert_eq!(parquet, 1, "one flushed file");
+}
+
+fn walk_count(dir: &Path, extension: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                walk_count(&path, extension)
+            } else {
+                usize::from(path.extension().is_some_and(|ext| ext == extension))
+            }
+        })
+        .sum()
+}
