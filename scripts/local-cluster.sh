@@ -2,7 +2,7 @@
 # A local arc-node cluster on loopback, sharing one local storage directory.
 #
 #   scripts/local-cluster.sh start [--writers 2] [--readers 2] [--compactors 1]
-#                                  [--dir ./local-cluster] [--base-port 8100]
+#                                  [--dir ./local-cluster] [--base-port 8100] [--heartbeat 500ms]
 #   scripts/local-cluster.sh status [--dir ./local-cluster]
 #   scripts/local-cluster.sh stop   [--dir ./local-cluster]
 #
@@ -26,6 +26,7 @@ readers=2
 compactors=1
 dir=./local-cluster
 base_port=8100
+heartbeat=500ms
 while [[ $# -gt 0 ]]; do
     case $1 in
         --writers) writers=$2; shift 2 ;;
@@ -33,6 +34,7 @@ while [[ $# -gt 0 ]]; do
         --compactors) compactors=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
         --base-port) base_port=$2; shift 2 ;;
+        --heartbeat) heartbeat=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "local-cluster: unknown option $1" >&2; usage ;;
     esac
@@ -44,7 +46,7 @@ done
 # GET a path on 127.0.0.1:port; prints the HTTP status code (000 when nothing answers).
 http_status() {
     local port=$1 path=$2 line
-    if ! exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+    if ! { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
         echo 000
         return
     fi
@@ -114,7 +116,7 @@ start() {
                 ARC_CLUSTER_COORDINATOR_ADDR="127.0.0.1:$((base_port + 1001 + index))" \
                 ARC_CLUSTER_REPLICATION_ADDR="127.0.0.1:$((base_port + 2001 + index))" \
                 ARC_CLUSTER_SHARED_SECRET="$secret" \
-                ARC_CLUSTER_HEARTBEAT_INTERVAL=500ms \
+                ARC_CLUSTER_HEARTBEAT_INTERVAL="$heartbeat" \
                 ARC_CLUSTER_HEALTH_CHECK_INTERVAL=2s \
                 "$bin" >"$node_dir/node.log" 2>&1 &
             echo $! >"$node_dir/pid"

@@ -4,8 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use arc_gossip::{
-    ClusterView, GossipAuthSettings, Health, Membership, MembershipError, MembershipSettings,
-    NodeInfo, NodeState, Phase, Role, detection_bound, leave_linger,
+    ClusterView, GossipAuthSettings, Membership, MembershipError, MembershipSettings, NodeInfo,
+    NodeState, Phase, Role, detection_bound, leave_linger,
 };
 use tokio::time::{Instant, timeout_at};
 
@@ -36,14 +36,10 @@ fn info(role: Role) -> NodeInfo {
     NodeInfo {
         role,
         phase: Phase::Ready,
-        health: Health::default(),
         api_addr: "127.0.0.1:8000".into(),
-        replication_addr: "127.0.0.1:9100".into(),
-        durable_lsn: 0,
-        epoch: 0,
-        primary: false,
         version: "test".into(),
         started_at_ms: 1,
+        ..NodeInfo::placeholder()
     }
 }
 

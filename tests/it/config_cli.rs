@@ -103,6 +103,20 @@ fn test_should_exit_nonzero_naming_the_key_for_each_kind_of_bad_value() {
         let (code, _, stderr) = arc_node(&[], &[(name, value)], dir.path());
         assert_ne!(code, 0, "{name}={value}: node started: {stderr}");
     }
+    // Clustering without the gossip secret: refused before anything listens.
+    let (code, _, stderr) = arc_node(
+        &[],
+        &[
+            ("ARC_CLUSTER_ENABLED", "true"),
+            ("ARC_CLUSTER_ROLE", "writer"),
+        ],
+        dir.path(),
+    );
+    assert_ne!(
+        code, 0,
+        "a clustered node started without a secret: {stderr}"
+    );
+    assert!(stderr.contains("cluster.shared_secret"), "{stderr}");
     let (code, _, stderr) = arc_node(&["--config", "/nonexistent/arc.toml"], &[], dir.path());
     assert_ne!(code, 0);
     assert!(stderr.contains("/nonexistent/arc.toml"), "{stderr}");

@@ -335,24 +335,26 @@ impl TestNode {
 
     /// Counts the Parquet files under the node's local storage.
     pub fn parquet_files(&self) -> usize {
-        fn walk(dir: &Path) -> usize {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return 0;
-            };
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        walk(&path)
-                    } else {
-                        usize::from(path.extension().is_some_and(|ext| ext == "parquet"))
-                    }
-                })
-                .sum()
-        }
-        walk(&self.dir.join("storage"))
+        count_files(&self.dir.join("storage"), "parquet")
     }
+}
+
+/// Counts the files with `extension` under `dir`, recursively.
+pub fn count_files(dir: &Path, extension: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                count_files(&path, extension)
+            } else {
+                usize::from(path.extension().is_some_and(|ext| ext == extension))
+            }
+        })
+        .sum()
 }
 
 impl Drop for TestNode {

@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::harness::TestNode;
+use std::time::Duration;
+
+use crate::harness::{TestNode, wait_for};
 
 /// The families that must be present once the node has taken a write, a flush and a query.
 const EXPECTED: &[&str] = &[
@@ -22,6 +24,12 @@ const EXPECTED: &[&str] = &[
     "arc_query_total",
     "arc_query_seconds",
     "arc_auth_requests_total",
+    "arc_cluster_nodes",
+    "arc_cluster_generation",
+    "arc_cluster_bootstrap_total",
+    "arc_gossip_sent_packets_total",
+    "arc_gossip_rejected_packets_total",
+    "arc_health_score",
 ];
 
 fn promtool() -> Option<String> {
@@ -36,23 +44,53 @@ fn promtool() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_should_expose_metrics_that_promtool_accepts() {
-    let node = TestNode::start(&[]).await;
+    // A clustered writer, so the gossip and cluster families are there too: its seed is a
+    // silent port (gossip is sent) and a junk datagram reaches its gossip port (rejected).
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|socket| socket.local_addr().unwrap().port())
+        .collect();
+    let gossip = format!("127.0.0.1:{}", ports[0]);
+    let seed = format!("127.0.0.1:{}", ports[1]);
+    let node = TestNode::start(&[
+        ("ARC_CLUSTER_ENABLED", "true"),
+        ("ARC_CLUSTER_ROLE", "writer"),
+        (
+            "ARC_CLUSTER_SHARED_SECRET",
+            "metrics-test-secret-0123456789",
+        ),
+        ("ARC_CLUSTER_COORDINATOR_ADDR", &gossip),
+        ("ARC_CLUSTER_SEEDS", &seed),
+        ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "100ms"),
+    ])
+    .await;
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    junk.send_to(b"not a gossip frame", &gossip).unwrap();
     node.write_lp("default", "scrape,host=a value=1i 1785542400000000000\n")
         .await;
     node.flush().await;
     let rows = node.query("SELECT count(*) FROM scrape").await;
     assert_eq!(rows[0][0], 1);
     // Unauthenticated on purpose: Prometheus scrapes without a token.
-    let response = reqwest::get(node.url("/metrics")).await.expect("scraping");
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.expect("metrics text");
-    for family in EXPECTED {
-        assert!(
+    let scrape = || async {
+        let response = reqwest::get(node.url("/metrics")).await.expect("scraping");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("metrics text")
+    };
+    let has_all = |text: &str| {
+        EXPECTED.iter().all(|family| {
             text.lines()
-                .any(|line| line.starts_with(&format!("# TYPE {family} "))),
-            "{family} missing from /metrics:\n{text}"
-        );
-    }
+                .any(|line| line.starts_with(&format!("# TYPE {family} ")))
+        })
+    };
+    // Gossip rounds and the junk datagram are counted asynchronously.
+    let text = wait_for("every expected family", Duration::from_secs(30), || async {
+        let text = scrape().await;
+        has_all(&text).then_some(text)
+    })
+    .await;
     assert!(
         text.lines()
             .filter(|line| !line.starts_with('#') && !line.is_empty())
