@@ -43,16 +43,24 @@ for number in "$writers" "$readers" "$compactors" "$base_port"; do
     [[ $number =~ ^[0-9]+$ ]] || { echo "local-cluster: not a number: $number" >&2; exit 2; }
 done
 
-# GET a path on 127.0.0.1:port; prints the HTTP status code (000 when nothing answers).
-http_status() {
-    local port=$1 path=$2 line
+# GET a path on 127.0.0.1:port (with the admin token when one is given); prints the response,
+# status line first (nothing when nothing answers).
+http_get() {
+    local port=$1 path=$2 token=${3:-}
     if ! { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
-        echo 000
         return
     fi
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
-    read -r -t 5 line <&3 || line=""
+    local auth=""
+    [[ -n $token ]] && auth="Authorization: Bearer $token"$'\r\n'
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s\r\n' "$path" "$auth" >&3
+    timeout 5 cat <&3 || true
     exec 3<&- 3>&-
+}
+
+# The HTTP status code of GET port path (000 when nothing answers).
+http_status() {
+    local line
+    line=$(http_get "$1" "$2" | head -n 1)
     line=${line#HTTP/* }
     echo "${line:0:3}"
 }
@@ -144,6 +152,31 @@ start() {
             fi
             sleep 0.2
         done
+    done
+    # Ready nodes still need a few gossip rounds to know each other and the primary.
+    local total=${#roles[@]}
+    for node_dir in "$dir"/*/; do
+        [[ -f $node_dir/pid ]] || continue
+        local port
+        port=$(cat "$node_dir/port")
+        until http_get "$port" /api/v1/cluster "$token" | grep -q "\"healthy_nodes\":$total[,}]"; do
+            if ((SECONDS > deadline)); then
+                echo "local-cluster: $(basename "$node_dir") does not see $total healthy nodes after 120 s" >&2
+                stop
+                exit 1
+            fi
+            sleep 0.2
+        done
+        if ((writers > 0)); then
+            until http_get "$port" /api/v1/cluster "$token" | grep -q '"primary":"'; do
+                if ((SECONDS > deadline)); then
+                    echo "local-cluster: $(basename "$node_dir") knows no primary after 120 s" >&2
+                    stop
+                    exit 1
+                fi
+                sleep 0.2
+            done
+        fi
     done
     echo "local cluster 'local' is up in $dir"
     echo "admin token: $token"

@@ -18,7 +18,7 @@ use anyhow::Context;
 use arc_gossip::{
     ClusterView, Health, Membership, MembershipSettings, NodeInfo, NodeState, NodeView, Phase, Role,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, parse_listen_addr};
 
@@ -282,7 +282,9 @@ pub fn unix_ms(time: SystemTime) -> u64 {
 }
 
 /// The host other nodes reach this one at: `cluster.advertise_host`, else the API's listen
-/// IP, else (wildcard listen) the local address that routes to the first seed, else loopback.
+/// IP, else (wildcard listen) the local address that routes to the first seed, else the one
+/// that carries the default route, else loopback (with a warning: other machines cannot use
+/// it).
 fn advertise_host(config: &Config, listen_ip: IpAddr) -> String {
     if let Some(host) = &config.cluster.advertise_host {
         return host.trim().to_string();
@@ -290,13 +292,21 @@ fn advertise_host(config: &Config, listen_ip: IpAddr) -> String {
     if !listen_ip.is_unspecified() {
         return listen_ip.to_string();
     }
-    config
+    let routed = config
         .cluster
         .seeds
         .iter()
-        .find_map(|seed| route_source(seed))
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .to_string()
+        .map(String::as_str)
+        // A documentation address (RFC 5737): only the routing table is consulted.
+        .chain(["192.0.2.1:9"])
+        .find_map(route_source)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if routed.is_loopback() && config.cluster.enabled {
+        warn!(
+            "advertising a loopback address: other machines cannot reach this node; set cluster.advertise_host"
+        );
+    }
+    routed.to_string()
 }
 
 /// The local address the kernel would send from to reach `seed` (no packet is sent).

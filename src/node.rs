@@ -498,7 +498,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let duty = inner.duty.get().copied();
     inner.cluster.update(|info| {
         info.phase = arc_gossip::Phase::Ready;
-        info.primary = matches!(duty, Some(Duty::Primary));
+        info.primary = matches!(duty, Some(Duty::Primary | Duty::Standalone));
         info.epoch = epoch;
     });
     inner.started.store(true, Ordering::Release);
