@@ -618,7 +618,7 @@ async fn open_auth(storage: &ObjectStorage, config: &Config) -> anyhow::Result<A
 }
 
 /// How long a forwarded request may take end to end.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Upper bound of how long a leaving node keeps gossiping, whatever the heartbeat: once a few
 /// peers know it left, they spread the news without it.
 const MAX_LEAVE_LINGER: Duration = Duration::from_secs(10);
@@ -653,70 +653,104 @@ async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Option<std::thread
     Ok(thread)
 }
 
-/// Claims the writer epoch. Standalone, a node always promotes itself (fencing its previous
-/// incarnation). A clustered writer races the other writers for epoch 1 when the catalog has
-/// no `promote` yet (put-if-absent: exactly one wins), re-promotes itself when the catalog
-/// names it primary, and otherwise stays standby. Returns `None` for a standby.
+/// Claims the writer epoch as [`claim_for`] decides; returns `None` for a standby. Losing a
+/// put-if-absent race (someone else's promote landed first) makes this writer a standby.
 async fn claim_epoch(
     inner: &NodeInner,
     clustered: bool,
     last_lsn: u64,
 ) -> anyhow::Result<Option<u64>> {
-    let promote_failed = || "appending the promote record to the catalog";
-    if !clustered {
-        return Ok(Some(
+    if clustered {
+        inner
+            .catalog
+            .refresh()
+            .await
+            .context("reading the catalog log")?;
+    }
+    let snapshot = inner.catalog.snapshot();
+    let claim = claim_for(
+        clustered,
+        snapshot.epoch,
+        snapshot.primary.as_deref(),
+        &inner.node_id,
+    );
+    let promoted = match &claim {
+        Claim::Always => inner.catalog.promote(&inner.node_id, last_lsn).await,
+        Claim::Bootstrap | Claim::Reclaim { .. } => {
+            let expected = match claim {
+                Claim::Reclaim { current } => current,
+                _ => 0,
+            };
             inner
                 .catalog
-                .promote(&inner.node_id, last_lsn)
+                .promote_if(
+                    expected,
+                    &inner.node_id,
+                    last_lsn,
+                    vec![inner.node_id.clone()],
+                )
                 .await
-                .context(promote_failed())?,
-        ));
-    }
-    inner
-        .catalog
-        .refresh()
-        .await
-        .context("reading the catalog log")?;
-    let snapshot = inner.catalog.snapshot();
-    if snapshot.epoch == 0 {
-        let won = inner
-            .catalog
-            .promote_if(0, &inner.node_id, last_lsn, vec![inner.node_id.clone()])
-            .await;
-        return match won {
-            Ok(epoch) => {
+        }
+        Claim::Standby { primary, epoch } => {
+            info!(epoch, %primary, "the catalog names another primary: standby writer");
+            return Ok(None);
+        }
+    };
+    let bootstrap = claim == Claim::Bootstrap;
+    match promoted {
+        Ok(epoch) => {
+            if bootstrap {
                 info!(epoch, "won the bootstrap race: primary writer");
                 m::record_bootstrap("won");
-                Ok(Some(epoch))
             }
-            Err(CatalogError::Fenced { current_epoch, .. }) => {
-                let primary = inner.catalog.snapshot().primary.clone().unwrap_or_default();
-                info!(epoch = current_epoch, %primary, "lost the bootstrap race: standby writer");
+            Ok(Some(epoch))
+        }
+        Err(CatalogError::Fenced { current_epoch, .. }) if clustered => {
+            let primary = inner.catalog.snapshot().primary.clone().unwrap_or_default();
+            info!(epoch = current_epoch, %primary, "another writer promoted first: standby writer");
+            if bootstrap {
                 m::record_bootstrap("lost");
-                Ok(None)
             }
-            Err(error) => Err(error).context(promote_failed()),
-        };
+            Ok(None)
+        }
+        Err(error) => Err(error).context("appending the promote record to the catalog"),
     }
-    if snapshot.primary.as_deref() == Some(inner.node_id.as_str()) {
-        let epoch = inner
-            .catalog
-            .promote_if(
-                snapshot.epoch,
-                &inner.node_id,
-                last_lsn,
-                vec![inner.node_id.clone()],
-            )
-            .await
-            .context(promote_failed())?;
-        return Ok(Some(epoch));
+}
+
+/// How a writer claims the epoch at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Claim {
+    /// Standalone: always the next epoch, fencing any previous incarnation.
+    Always,
+    /// No `promote` in the catalog yet: race the other writers for epoch 1 (put-if-absent;
+    /// exactly one wins).
+    Bootstrap,
+    /// The catalog names this node primary at `current`: take the next epoch, fencing the
+    /// previous incarnation.
+    Reclaim {
+        /// The catalog's epoch.
+        current: u64,
+    },
+    /// Another node is primary: stay standby (failover is decided elsewhere).
+    Standby {
+        /// The primary the catalog names.
+        primary: String,
+        /// Its epoch.
+        epoch: u64,
+    },
+}
+
+/// Decides how a writer starts from the catalog alone (`epoch` 0: never promoted).
+fn claim_for(clustered: bool, epoch: u64, primary: Option<&str>, me: &str) -> Claim {
+    match (clustered, epoch, primary) {
+        (false, _, _) => Claim::Always,
+        (true, 0, _) => Claim::Bootstrap,
+        (true, current, Some(node)) if node == me => Claim::Reclaim { current },
+        (true, epoch, primary) => Claim::Standby {
+            primary: primary.unwrap_or_default().to_string(),
+            epoch,
+        },
     }
-    info!(
-        epoch = snapshot.epoch,
-        primary = snapshot.primary.as_deref().unwrap_or(""),
-        "the catalog names another primary: standby writer"
-    );
-    Ok(None)
 }
 
 /// Recovers the WAL, claims the epoch, replays, and starts the writer thread; `None` when
@@ -903,5 +937,28 @@ async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
         {
             inner.fail("the write-ahead log failed; restart to recover".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_should_claim_the_epoch_by_role_and_catalog() {
+        assert_eq!(claim_for(false, 0, None, "a"), Claim::Always);
+        assert_eq!(claim_for(false, 7, Some("b"), "a"), Claim::Always);
+        assert_eq!(claim_for(true, 0, None, "a"), Claim::Bootstrap);
+        assert_eq!(
+            claim_for(true, 3, Some("a"), "a"),
+            Claim::Reclaim { current: 3 }
+        );
+        assert_eq!(
+            claim_for(true, 3, Some("b"), "a"),
+            Claim::Standby {
+                primary: "b".into(),
+                epoch: 3
+            }
+        );
     }
 }

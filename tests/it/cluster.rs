@@ -377,6 +377,44 @@ async fn test_five_nodes_converge_forward_writes_and_track_deaths_leaves_and_res
     );
     let summary = cluster_data(&nodes[0], "/api/v1/cluster").await.unwrap();
     assert_eq!(summary["node_count"], 5, "{summary}");
+
+    // The primary stops: with no primary known, a write to a reader gets 503 and Retry-After.
+    let primary_index = if primary_id == "writer-1" { 0 } else { 1 };
+    assert!(nodes[primary_index].stop().await.success());
+    let refused = wait_for(
+        "writes refused without a primary",
+        CONVERGE_DEADLINE,
+        || async {
+            let response = nodes[2]
+                .client
+                .post(nodes[2].url("/write?db=fwd"))
+                .body("cpu,host=d usage=4 1700000000000000000")
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 503).then_some(response)
+        },
+    )
+    .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await.unwrap().contains("no primary"));
+    // It comes back as primary at the next epoch; the standby stays standby.
+    nodes[primary_index].spawn().await;
+    for node in &nodes[..4] {
+        wait_for("the primary back at epoch 2", CONVERGE_DEADLINE, || async {
+            let data = cluster_data(node, "/api/v1/cluster").await?;
+            (data["primary"] == primary_id.as_str() && data["epoch"] == 2).then_some(())
+        })
+        .await;
+    }
+    let (status, text) = nodes[2]
+        .post(
+            "/write?db=fwd",
+            &[],
+            b"cpu,host=d usage=4 1700000000000000000".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
