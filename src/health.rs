@@ -162,9 +162,21 @@ pub fn assess(measured: &Measurements, limits: &Thresholds) -> Health {
 /// The probe file written and fsynced next to the WAL each round.
 const PROBE_FILE: &str = ".health-probe";
 
-/// Measures everything [`assess`] needs. Never fails: a failed probe is a finding.
-pub async fn measure(storage: &ObjectStorage, wal_dir: &Path) -> Measurements {
-    let storage_probe = storage.probe().await.map_err(|error| error.to_string());
+/// Measures everything [`assess`] needs. Never fails: a failed probe is a finding, and so is
+/// an object store that does not answer within `probe_timeout` (a hung store must not leave
+/// the last healthy verdict standing).
+pub async fn measure(
+    storage: &ObjectStorage,
+    wal_dir: &Path,
+    probe_timeout: Duration,
+) -> Measurements {
+    let storage_probe = match tokio::time::timeout(probe_timeout, storage.probe()).await {
+        Ok(probed) => probed.map_err(|error| error.to_string()),
+        Err(_) => Err(format!(
+            "no answer from {} within {probe_timeout:?}",
+            storage.describe()
+        )),
+    };
     let dir = wal_dir.to_path_buf();
     let local = tokio::task::spawn_blocking(move || (disk_space(&dir), fsync_probe(&dir)))
         .await
@@ -293,12 +305,17 @@ mod tests {
             ..arc_storage::StorageSettings::default()
         })
         .unwrap();
-        let measured = measure(&storage, dir.path()).await;
+        let measured = measure(&storage, dir.path(), Duration::from_secs(5)).await;
         assert!(measured.storage.is_ok(), "{:?}", measured.storage);
         let (free, total) = measured.wal_disk.unwrap();
         assert!(free <= total && total > 0);
         assert!(measured.fsync.is_ok());
-        let missing = measure(&storage, &dir.path().join("missing")).await;
+        let missing = measure(
+            &storage,
+            &dir.path().join("missing"),
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(missing.fsync.unwrap_err().contains("missing"));
     }
 }

@@ -888,12 +888,20 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
     let mut health = tokio::time::interval(inner.config.cluster.health_check_interval.0);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let thresholds = crate::health::Thresholds::default();
+    // A probe may take up to one check interval, within sane bounds.
+    let probe_timeout = inner
+        .config
+        .cluster
+        .health_check_interval
+        .0
+        .clamp(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = health.tick() => {
-                let measured = crate::health::measure(&inner.storage, &inner.config.wal.directory).await;
+                let wal_dir = &inner.config.wal.directory;
+                let measured = crate::health::measure(&inner.storage, wal_dir, probe_timeout).await;
                 let report = crate::health::assess(&measured, &thresholds);
                 m::record_health(&report);
                 if report.status != arc_gossip::HealthStatus::Healthy {

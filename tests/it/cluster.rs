@@ -915,3 +915,88 @@ async fn test_local_cluster_script_starts_prints_token_and_stops_cleanly() {
     let parquet = crate::harness::count_files(&cluster_dir.join("storage"), "parquet");
     assert_eq!(parquet, 1, "one flushed file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_node_whose_object_store_fails_is_shown_unhealthy_with_the_reason() {
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = crate::s3::S3Server::start(s3_root.path()).await;
+    let s3_addr = server.addr;
+    let ports = free_udp_ports(2);
+    let members = [
+        Member {
+            id: "w".into(),
+            role: "writer",
+            gossip_port: ports[0],
+        },
+        Member {
+            id: "r".into(),
+            role: "reader",
+            gossip_port: ports[1],
+        },
+    ];
+    let unused = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for member in &members {
+        let mut env = member_env("s3health", member, &ports, unused.path());
+        env.extend(server.node_env());
+        env.push(("ARC_CLUSTER_HEALTH_CHECK_INTERVAL".into(), "300ms".into()));
+        let pairs: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        nodes.push(TestNode::prepare(&pairs));
+    }
+    for node in &mut nodes {
+        node.spawn().await;
+    }
+    let healthy = expect(&[("r", "healthy"), ("w", "healthy")]);
+    wait_states(&[&nodes[0], &nodes[1]], &healthy, "both healthy on s3").await;
+
+    // The object store goes away: both nodes' own checks fail, and each sees it in the other.
+    server.stop().await;
+    let unhealthy = expect(&[("r", "unhealthy"), ("w", "unhealthy")]);
+    wait_states(&[&nodes[0], &nodes[1]], &unhealthy, "both unhealthy").await;
+    let health = cluster_data(&nodes[1], "/api/v1/cluster/health")
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "unhealthy");
+    let reasons = health["reasons"].to_string();
+    assert!(reasons.contains("object store unreachable"), "{health}");
+    let writer = cluster_data(&nodes[1], "/api/v1/cluster/nodes/w")
+        .await
+        .unwrap();
+    assert_eq!(writer["health"]["status"], "unhealthy", "{writer}");
+    assert!(writer["health"]["score"].as_u64().unwrap() < 100);
+    let listed = cluster_data(&nodes[0], "/api/v1/cluster/nodes?state=unhealthy")
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // It comes back on the same address: so do the nodes.
+    let server = crate::s3::S3Server::start_on(s3_root.path(), s3_addr).await;
+    wait_states(&[&nodes[0], &nodes[1]], &healthy, "both healthy again").await;
+
+    // A store that accepts connections and never answers is just as unhealthy.
+    server.stop().await;
+    let black_hole = tokio::net::TcpListener::bind(s3_addr).await.unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    wait_states(
+        &[&nodes[0], &nodes[1]],
+        &unhealthy,
+        "unhealthy on a hung store",
+    )
+    .await;
+    let health = cluster_data(&nodes[0], "/api/v1/cluster/health")
+        .await
+        .unwrap();
+    assert!(
+        health["reasons"].to_string().contains("no answer"),
+        "{health}"
+    );
+    hold.abort();
+}

@@ -17,49 +17,86 @@ const ACCESS_KEY: &str = "arc-test-access";
 const SECRET_KEY: &str = "arc-test-secret-key-0123456789";
 const BUCKET: &str = "arc-data";
 
-/// Serves an S3 API over `root` on a loopback port until the test ends.
-async fn start_s3(root: &std::path::Path) -> SocketAddr {
-    std::fs::create_dir_all(root.join(BUCKET)).expect("creating the bucket directory");
-    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs over the temp dir");
-    let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding s3");
-    let addr = listener.local_addr().expect("s3 address");
-    tokio::spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let connection = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-        }
-    });
-    addr
+/// An S3 API (s3s-fs) over a directory, served in this process on loopback.
+pub struct S3Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The accept loop; its connections live in a `JoinSet` it owns, so aborting it closes
+    /// every connection too (pooled keep-alive connections included).
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Serves `root` on a fresh loopback port.
+    pub async fn start(root: &std::path::Path) -> S3Server {
+        Self::start_on(root, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Serves `root` on `addr` (e.g. the address of a stopped server, to bring it back).
+    pub async fn start_on(root: &std::path::Path, addr: SocketAddr) -> S3Server {
+        std::fs::create_dir_all(root.join(BUCKET)).expect("creating the bucket directory");
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs over the temp dir");
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = TcpListener::bind(addr).await.expect("binding s3");
+        let addr = listener.local_addr().expect("s3 address");
+        let task = tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                connections.spawn(async move {
+                    let _ = connection.await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        S3Server { addr, task }
+    }
+
+    /// The `ARC_STORAGE_*` variables that point a node at this server.
+    pub fn node_env(&self) -> Vec<(String, String)> {
+        [
+            ("ARC_STORAGE_BACKEND", "s3".to_string()),
+            ("ARC_STORAGE_S3_BUCKET", BUCKET.to_string()),
+            ("ARC_STORAGE_S3_REGION", "us-east-1".to_string()),
+            ("ARC_STORAGE_S3_ENDPOINT", format!("http://{}", self.addr)),
+            ("ARC_STORAGE_S3_ACCESS_KEY", ACCESS_KEY.to_string()),
+            ("ARC_STORAGE_S3_SECRET_KEY", SECRET_KEY.to_string()),
+            ("ARC_STORAGE_S3_USE_SSL", "false".to_string()),
+            ("ARC_STORAGE_S3_PATH_STYLE", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    }
+
+    /// Stops serving and closes every connection; waits until the port is free.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 #[tokio::test]
 async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
     let s3_root = tempfile::tempdir().unwrap();
-    let addr = start_s3(s3_root.path()).await;
+    let server = S3Server::start(s3_root.path()).await;
+    let addr = server.addr;
     let endpoint = format!("http://{addr}");
-    let env = [
-        ("ARC_STORAGE_BACKEND", "s3"),
-        ("ARC_STORAGE_S3_BUCKET", BUCKET),
-        ("ARC_STORAGE_S3_REGION", "us-east-1"),
-        ("ARC_STORAGE_S3_ENDPOINT", endpoint.as_str()),
-        ("ARC_STORAGE_S3_ACCESS_KEY", ACCESS_KEY),
-        ("ARC_STORAGE_S3_SECRET_KEY", SECRET_KEY),
-        ("ARC_STORAGE_S3_USE_SSL", "false"),
-        ("ARC_STORAGE_S3_PATH_STYLE", "true"),
-        ("ARC_INGEST_MAX_BUFFER_SIZE", "1000000"),
-        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000"),
-    ];
+    let mut env = server.node_env();
+    env.push(("ARC_INGEST_MAX_BUFFER_SIZE".into(), "1000000".into()));
+    env.push(("ARC_INGEST_MAX_BUFFER_AGE_MS".into(), "3600000".into()));
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
     let mut node = TestNode::start(&env).await;
     write_everything(&node).await;
     check_everything(&node, "s3 before flush").await;
