@@ -117,7 +117,8 @@ fn table() -> Vec<Route> {
             "/api/v1/write/line-protocol/flush",
             Requires(Permission::Admin),
             post(flush),
-        ),
+        )
+        .forwarded(Need::Write),
         route(
             "POST",
             "/api/v1/query",
