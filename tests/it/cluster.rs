@@ -1001,3 +1001,140 @@ async fn test_a_node_whose_object_store_fails_is_shown_unhealthy_with_the_reason
     );
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_primary() {
+    if !crate::netns::available() {
+        eprintln!("skipped: the partition test needs root and iproute2 (ip netns)");
+        return;
+    }
+    let split = crate::netns::Split::create();
+    let storage = tempfile::tempdir().unwrap();
+    // writer-1 and reader-1 in A; writer-2, reader-2 and compactor-1 in B.
+    let plan = [
+        ("writer-1", "writer", true, 9001),
+        ("reader-1", "reader", true, 9002),
+        ("writer-2", "writer", false, 9003),
+        ("reader-2", "reader", false, 9004),
+        ("compactor-1", "compactor", false, 9005),
+    ];
+    let seeds = format!("{}:9001,{}:9003", split.a_link_ip, split.b_link_ip);
+    let mut nodes: Vec<TestNode> = plan
+        .iter()
+        .map(|(id, role, in_a, port)| {
+            let (netns, link_ip, reach_ip) = if *in_a {
+                (&split.a, split.a_link_ip, split.a_reach_ip)
+            } else {
+                (&split.b, split.b_link_ip, split.b_reach_ip)
+            };
+            let member = Member {
+                id: id.to_string(),
+                role,
+                gossip_port: *port,
+            };
+            let mut env = member_env("split", &member, &[], storage.path());
+            env.extend([
+                ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+                (
+                    "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
+                    link_ip.to_string(),
+                ),
+                (
+                    "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
+                    format!("{link_ip}:{port}"),
+                ),
+                ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
+            ]);
+            let pairs: Vec<(&str, &str)> = env
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            TestNode::prepare(&pairs).in_netns(netns, reach_ip)
+        })
+        .collect();
+    // writer-1 first, so it wins the bootstrap race.
+    nodes[0].spawn().await;
+    for node in &mut nodes[1..] {
+        node.spawn_only();
+    }
+    for node in &mut nodes[1..] {
+        node.wait_ready().await;
+    }
+    let everyone = |state_b: &str| {
+        expect(&[
+            ("writer-1", "healthy"),
+            ("reader-1", "healthy"),
+            ("writer-2", state_b),
+            ("reader-2", state_b),
+            ("compactor-1", state_b),
+        ])
+    };
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_states(&all, &everyone("healthy"), "5 healthy across the link").await;
+
+    // Cut the link: each side sees the other dead within the detection bound.
+    split.partition();
+    let bound = arc_gossip::detection_bound(HEARTBEAT) + Duration::from_secs(5);
+    let seen_from_b = expect(&[
+        ("writer-1", "dead"),
+        ("reader-1", "dead"),
+        ("writer-2", "healthy"),
+        ("reader-2", "healthy"),
+        ("compactor-1", "healthy"),
+    ]);
+    for node in &nodes[..2] {
+        wait_for("A sees B dead", bound, || async {
+            (states(node).await.as_ref() == Some(&everyone("dead"))).then_some(())
+        })
+        .await;
+    }
+    for node in &nodes[2..] {
+        wait_for("B sees A dead", bound, || async {
+            (states(node).await.as_ref() == Some(&seen_from_b)).then_some(())
+        })
+        .await;
+    }
+    // A keeps taking writes through its reader; B knows no primary and says so.
+    let (status, text) = nodes[1]
+        .post(
+            "/write?db=split",
+            &[],
+            b"m,side=a v=1 1700000000000000000".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let response = nodes[3]
+        .client
+        .post(nodes[3].url("/write?db=split"))
+        .body("m,side=b v=1 1700000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    for node in &nodes[2..] {
+        let summary = cluster_data(node, "/api/v1/cluster").await.unwrap();
+        assert!(summary["primary"].is_null(), "no second primary: {summary}");
+    }
+
+    // Heal: everyone sees everyone healthy again, with the one primary.
+    split.heal();
+    wait_states(&all, &everyone("healthy"), "healed").await;
+    for node in &nodes {
+        wait_for("writer-1 primary everywhere", CONVERGE_DEADLINE, || async {
+            let summary = cluster_data(node, "/api/v1/cluster").await?;
+            (summary["primary"] == "writer-1" && summary["epoch"] == 1).then_some(())
+        })
+        .await;
+    }
+    let (status, text) = nodes[3]
+        .post(
+            "/write?db=split",
+            &[],
+            b"m,side=b v=2 1700000000000000001".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 204, "{text}");
+    let rows = nodes[0].query("SELECT count(*) FROM split.m").await;
+    assert_eq!(rows[0][0], 2);
+}

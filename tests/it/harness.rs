@@ -61,6 +61,9 @@ pub struct TestNode {
     pub addr: Option<SocketAddr>,
     /// HTTP client that sends [`ADMIN_TOKEN`].
     pub client: reqwest::Client,
+    /// Network namespace the process runs in (`ip netns exec`), and the IP the test reaches
+    /// its API at from outside (the port file holds the bound, possibly wildcard, address).
+    netns: Option<(String, std::net::IpAddr)>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -85,8 +88,16 @@ impl TestNode {
                 .collect(),
             addr: None,
             client: client_with_token(ADMIN_TOKEN),
+            netns: None,
             _temp: Some(temp),
         }
+    }
+
+    /// Runs the process in network namespace `netns` (needs root); the test reaches the API
+    /// at `reach_ip` and the port the node bound.
+    pub fn in_netns(mut self, netns: &str, reach_ip: std::net::IpAddr) -> TestNode {
+        self.netns = Some((netns.to_string(), reach_ip));
+        self
     }
 
     /// The environment a node gets before the test's own variables.
@@ -116,7 +127,17 @@ impl TestNode {
             .append(true)
             .open(self.dir.join("node.log"))
             .expect("opening node.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_arc-node"));
+        let binary = env!("CARGO_BIN_EXE_arc-node");
+        // `ip netns exec` execs the binary in place: the child's pid is the node's, so signals
+        // reach it directly.
+        let mut command = match &self.netns {
+            None => Command::new(binary),
+            Some((netns, _)) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, binary]);
+                command
+            }
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -154,9 +175,12 @@ impl TestNode {
                 );
             }
             if let Ok(text) = std::fs::read_to_string(&port_file)
-                && let Ok(addr) = text.trim().parse()
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
             {
-                break addr;
+                break match &self.netns {
+                    Some((_, reach_ip)) => SocketAddr::new(*reach_ip, addr.port()),
+                    None => addr,
+                };
             }
             assert!(
                 started.elapsed() < READY_DEADLINE,

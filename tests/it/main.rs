@@ -11,5 +11,6 @@ mod e2e;
 mod harness;
 mod lifecycle;
 mod metrics;
+mod netns;
 mod s3;
 mod tls;

@@ -1,0 +1,163 @@
+//! Two network namespaces joined by one link, for partition tests (root and iproute2 needed).
+//!
+//! ```text
+//!   root ns ──(10.97.N.0/30)── ns A ══(10.98.N.0/30, the link)══ ns B ──(10.96.N.0/30)── root ns
+//! ```
+//!
+//! Nodes in A and B gossip and forward over the A–B link; the test reaches each namespace's
+//! APIs over its own link to the root namespace. Nothing routes between the root links, so
+//! taking the A–B link down is a clean partition, and bringing it up heals it.
+
+use std::net::IpAddr;
+use std::process::Command;
+
+/// Whether this process may create namespaces (root with `ip` available).
+pub fn available() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .map(|line| line.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The two namespaces and their links; removed on drop.
+pub struct Split {
+    /// Namespace A's name.
+    pub a: String,
+    /// Namespace B's name.
+    pub b: String,
+    /// A's address on the A–B link (what nodes in A bind and advertise).
+    pub a_link_ip: IpAddr,
+    /// B's address on the A–B link.
+    pub b_link_ip: IpAddr,
+    /// Where the test reaches A's APIs.
+    pub a_reach_ip: IpAddr,
+    /// Where the test reaches B's APIs.
+    pub b_reach_ip: IpAddr,
+    link: String,
+    root_links: [String; 2],
+}
+
+impl Split {
+    /// Creates the namespaces and links, unique to this process.
+    pub fn create() -> Split {
+        let id = std::process::id() % 200 + 20;
+        let (a, b) = (format!("arc{id}a"), format!("arc{id}b"));
+        let link = format!("arc{id}ab");
+        let root_links = [format!("arc{id}ra"), format!("arc{id}rb")];
+        // Leftovers of an earlier run with the same pid are removed first.
+        for netns in [&a, &b] {
+            let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        }
+        for name in [&link, &root_links[0], &root_links[1]] {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        for netns in [&a, &b] {
+            ip(&["-n", netns, "link", "set", "lo", "up"]);
+        }
+        // The A–B link.
+        let peer = format!("{link}p");
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &link, "netns", &a]);
+        ip(&["link", "set", &peer, "netns", &b]);
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            &format!("10.98.{id}.1/30"),
+            "dev",
+            &link,
+        ]);
+        ip(&[
+            "-n",
+            &b,
+            "addr",
+            "add",
+            &format!("10.98.{id}.2/30"),
+            "dev",
+            &peer,
+        ]);
+        ip(&["-n", &a, "link", "set", &link, "up"]);
+        ip(&["-n", &b, "link", "set", &peer, "up"]);
+        // The test's links into each namespace.
+        for (root_link, netns, subnet) in [(&root_links[0], &a, 97), (&root_links[1], &b, 96)] {
+            let inner = format!("{root_link}p");
+            ip(&[
+                "link", "add", root_link, "type", "veth", "peer", "name", &inner,
+            ]);
+            ip(&["link", "set", &inner, "netns", netns]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("10.{subnet}.{id}.1/30"),
+                "dev",
+                root_link,
+            ]);
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("10.{subnet}.{id}.2/30"),
+                "dev",
+                &inner,
+            ]);
+            ip(&["link", "set", root_link, "up"]);
+            ip(&["-n", netns, "link", "set", &inner, "up"]);
+        }
+        let parse = |text: String| text.parse::<IpAddr>().unwrap();
+        Split {
+            a_link_ip: parse(format!("10.98.{id}.1")),
+            b_link_ip: parse(format!("10.98.{id}.2")),
+            a_reach_ip: parse(format!("10.97.{id}.2")),
+            b_reach_ip: parse(format!("10.96.{id}.2")),
+            a,
+            b,
+            link,
+            root_links,
+        }
+    }
+
+    /// Cuts the A–B link: nothing passes between the namespaces.
+    pub fn partition(&self) {
+        ip(&["-n", &self.a, "link", "set", &self.link, "down"]);
+    }
+
+    /// Restores the A–B link.
+    pub fn heal(&self) {
+        ip(&["-n", &self.a, "link", "set", &self.link, "up"]);
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth ends in it, and with them their peers.
+        for netns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        }
+        for name in &self.root_links {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+    }
+}
