@@ -80,6 +80,40 @@ binary() {
     echo "$path"
 }
 
+# Runs a check until it passes; past $deadline, stops the cluster and fails naming `what`.
+wait_until() {
+    local what=$1
+    shift
+    until "$@"; do
+        if ((SECONDS > deadline)); then
+            echo "local-cluster: $what after 120 s" >&2
+            stop
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+# Whether the node in directory $1 answers /ready; fails the start at once if it exited.
+is_ready() {
+    local node_dir=$1
+    if ! kill -0 "$(cat "$node_dir/pid")" 2>/dev/null; then
+        echo "local-cluster: $(basename "$node_dir") exited; its log:" >&2
+        tail -n 40 "$node_dir/node.log" >&2
+        stop
+        exit 1
+    fi
+    [[ $(http_status "$(cat "$node_dir/port")" /ready) == 200 ]]
+}
+
+sees_everyone() {
+    http_get "$1" /api/v1/cluster "$token" | grep -q "\"healthy_nodes\":$total[,}]"
+}
+
+knows_primary() {
+    http_get "$1" /api/v1/cluster "$token" | grep -q '"primary":"'
+}
+
 start() {
     if compgen -G "$dir/*/pid" >/dev/null; then
         echo "local-cluster: $dir already has a cluster; run: $0 stop --dir $dir" >&2
@@ -132,50 +166,20 @@ start() {
         echo "$((base_port + 1 + index))" >"$node_dir/port"
         index=$((index + 1))
     done
-    local deadline=$((SECONDS + 120))
+    deadline=$((SECONDS + 120))
+    total=${#roles[@]}
     for node_dir in "$dir"/*/; do
         [[ -f $node_dir/pid ]] || continue
-        local port pid
-        port=$(cat "$node_dir/port")
-        pid=$(cat "$node_dir/pid")
-        until [[ $(http_status "$port" /ready) == 200 ]]; do
-            if ! kill -0 "$pid" 2>/dev/null; then
-                echo "local-cluster: $(basename "$node_dir") exited; its log:" >&2
-                tail -n 40 "$node_dir/node.log" >&2
-                stop
-                exit 1
-            fi
-            if ((SECONDS > deadline)); then
-                echo "local-cluster: $(basename "$node_dir") not ready after 120 s" >&2
-                stop
-                exit 1
-            fi
-            sleep 0.2
-        done
+        wait_until "$(basename "$node_dir") not ready" is_ready "$node_dir"
     done
     # Ready nodes still need a few gossip rounds to know each other and the primary.
-    local total=${#roles[@]}
     for node_dir in "$dir"/*/; do
         [[ -f $node_dir/pid ]] || continue
-        local port
-        port=$(cat "$node_dir/port")
-        until http_get "$port" /api/v1/cluster "$token" | grep -q "\"healthy_nodes\":$total[,}]"; do
-            if ((SECONDS > deadline)); then
-                echo "local-cluster: $(basename "$node_dir") does not see $total healthy nodes after 120 s" >&2
-                stop
-                exit 1
-            fi
-            sleep 0.2
-        done
+        wait_until "$(basename "$node_dir") does not see $total healthy nodes" \
+            sees_everyone "$(cat "$node_dir/port")"
         if ((writers > 0)); then
-            until http_get "$port" /api/v1/cluster "$token" | grep -q '"primary":"'; do
-                if ((SECONDS > deadline)); then
-                    echo "local-cluster: $(basename "$node_dir") knows no primary after 120 s" >&2
-                    stop
-                    exit 1
-                fi
-                sleep 0.2
-            done
+            wait_until "$(basename "$node_dir") knows no primary" \
+                knows_primary "$(cat "$node_dir/port")"
         fi
     done
     echo "local cluster 'local' is up in $dir"
