@@ -98,6 +98,24 @@ async fn test_should_expose_metrics_that_promtool_accepts() {
         "every metric is named arc_*"
     );
 
+    // Every metric the shipped alerting rules use is one the node serves.
+    let rules_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/arc-alerts.yml");
+    let rules = std::fs::read_to_string(&rules_path).expect("reading scripts/arc-alerts.yml");
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("arc_") {
+            continue;
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| word.strip_suffix(suffix))
+            .unwrap_or(word);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "arc-alerts.yml uses {word}, which /metrics does not serve"
+        );
+    }
+
     let Some(promtool) = promtool() else {
         eprintln!(
             "skipped the promtool check: promtool not installed (Debian package prometheus; .ci/run unpacks it)"
@@ -128,5 +146,16 @@ async fn test_should_expose_metrics_that_promtool_accepts() {
         output.status.success(),
         "promtool check metrics failed ({}):\n{report}",
         output.status
+    );
+    let checked = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules_path)
+        .output()
+        .expect("running promtool check rules");
+    assert!(
+        checked.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 }
