@@ -307,6 +307,9 @@ pub struct ClusterSettings {
     /// listen address when it names one; for a wildcard listen address, the local address
     /// that routes to the first seed (127.0.0.1 without seeds).
     pub advertise_host: Option<String>,
+    /// PEM file of CA certificates trusted, in addition to the platform's roots, when this
+    /// node forwards a request to another node over HTTPS (a cluster on a private CA).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ClusterSettings {
@@ -328,6 +331,7 @@ impl Default for ClusterSettings {
             failover_cooldown: HumanDuration(Duration::from_secs(60)),
             unhealthy_threshold: 3,
             advertise_host: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -407,6 +411,15 @@ impl ClusterSettings {
                 "cluster.health_check_interval",
                 self.health_check_interval,
                 "must be greater than 0",
+            ));
+        }
+        if let Some(path) = &self.tls_ca_file
+            && !path.is_file()
+        {
+            return Err(invalid(
+                "cluster.tls_ca_file",
+                path.display(),
+                "no such file",
             ));
         }
         if let Some(host) = &self.advertise_host
@@ -930,6 +943,11 @@ mod tests {
                 "cluster.cluster_name",
             ),
             ("ARC_CLUSTER_SEEDS", Some("10.0.0.1"), "cluster.seeds"),
+            (
+                "ARC_CLUSTER_TLS_CA_FILE",
+                Some("/nonexistent/ca.pem"),
+                "cluster.tls_ca_file",
+            ),
             (
                 "ARC_CLUSTER_HEARTBEAT_INTERVAL",
                 Some("0s"),

@@ -314,17 +314,19 @@ async fn proxy(
         Err(error) => {
             let reached = !error.is_connect();
             m::record_forward(label, if reached { "unknown" } else { "unreachable" });
-            warn!(%error, target = node_id, %url, "forwarding failed");
+            warn!(error = %with_causes(&error), target = node_id, %url, "forwarding failed");
             return if reached {
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "forwarded {label} to {node_id} at {address}, but its answer did not arrive: {error}; the outcome is unknown"
+                        "forwarded {label} to {node_id} at {address}, but its answer did not arrive: {}; the outcome is unknown",
+                        with_causes(&error)
                     ),
                 )
             } else {
                 unavailable(format!(
-                    "forwarding {label} to {node_id} at {address} failed: {error}"
+                    "forwarding {label} to {node_id} at {address} failed: {}",
+                    with_causes(&error)
                 ))
             };
         }
@@ -343,7 +345,8 @@ async fn proxy(
             return error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "reading the answer of {node_id} at {address} to a forwarded {label}: {error}; the outcome is unknown"
+                    "reading the answer of {node_id} at {address} to a forwarded {label}: {}; the outcome is unknown",
+                    with_causes(&error)
                 ),
             );
         }
@@ -355,6 +358,19 @@ async fn proxy(
     let mut response = (status, bytes).into_response();
     *response.headers_mut() = relayed;
     response
+}
+
+/// An error and its causes, `outer: inner: ...` (reqwest's own text hides why a request
+/// failed, e.g. an untrusted certificate).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {

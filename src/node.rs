@@ -439,11 +439,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
     info!(address = %bound, tls = tls.is_some(), "http api listening");
     let cluster = Cluster::start(&config, bound).await?;
-    let forward_client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(FORWARD_TIMEOUT)
-        .build()
-        .context("building the http client for forwarded requests")?;
+    let forward_client = forward_client(&config)?;
     let stop = shutdown.child_token();
     let inner = Arc::new(NodeInner {
         node_id: node_id.clone(),
@@ -622,6 +618,34 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Upper bound of how long a leaving node keeps gossiping, whatever the heartbeat: once a few
 /// peers know it left, they spread the news without it.
 const MAX_LEAVE_LINGER: Duration = Duration::from_secs(10);
+
+/// The client that forwards requests to other nodes; trusts `cluster.tls_ca_file` too.
+fn forward_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(FORWARD_TIMEOUT);
+    if let Some(path) = &config.cluster.tls_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading cluster.tls_ca_file {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "parsing cluster.tls_ca_file {} as PEM certificates",
+                path.display()
+            )
+        })?;
+        anyhow::ensure!(
+            !certificates.is_empty(),
+            "cluster.tls_ca_file {} holds no certificate",
+            path.display()
+        );
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .context("building the http client for forwarded requests")
+}
 
 /// Does what the role needs before the node is ready; returns the WAL writer thread when this
 /// node takes writes.

@@ -22,7 +22,7 @@ const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Distinct UDP ports on loopback that are free now, below the kernel's ephemeral range
 /// (32768 and up) so no other test's `bind(0)` can take them before the node binds them.
-fn free_udp_ports(count: usize) -> Vec<u16> {
+pub fn free_udp_ports(count: usize) -> Vec<u16> {
     let mut rng = rand::rng();
     let mut ports = Vec::new();
     while ports.len() < count {

@@ -84,31 +84,23 @@ fn test_pki(dir: &Path) -> bool {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_should_serve_the_api_over_tls() {
-    let certs = tempfile::tempdir().expect("temp dir");
-    if !test_pki(certs.path()) {
-        eprintln!("skipped: openssl not installed (Debian package openssl)");
-        return;
-    }
-    let cert = certs.path().join("cert.pem").display().to_string();
-    let key = certs.path().join("key.pem").display().to_string();
-    let mut node = TestNode::prepare(&[
-        ("ARC_SERVER_TLS_CERT_FILE", cert.as_str()),
-        ("ARC_SERVER_TLS_KEY_FILE", key.as_str()),
-    ]);
-    node.spawn_only();
+/// A client that trusts the test CA in `dir`.
+fn https_client(dir: &Path) -> reqwest::Client {
+    let pem = std::fs::read(dir.join("ca.pem")).expect("reading the test ca");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem certificate"))
+        .build()
+        .expect("https client")
+}
+
+/// Waits for the node's port file and a 200 from `/ready` over HTTPS; returns the base URL.
+async fn wait_https_ready(node: &TestNode, client: &reqwest::Client) -> String {
     let port_file = node.dir.join("port");
     let addr: SocketAddr = wait_for("the port file", Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&port_file).ok();
         async move { text.and_then(|text| text.trim().parse().ok()) }
     })
     .await;
-    let pem = std::fs::read(certs.path().join("ca.pem")).expect("reading the test ca");
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem certificate"))
-        .build()
-        .expect("https client");
     let base = format!("https://{addr}");
     wait_for("/ready over https", Duration::from_secs(60), || {
         let request = client.get(format!("{base}/ready")).send();
@@ -123,6 +115,103 @@ async fn test_should_serve_the_api_over_tls() {
         }
     })
     .await;
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    if !test_pki(certs.path()) {
+        eprintln!("skipped: openssl not installed (Debian package openssl)");
+        return;
+    }
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let storage = tempfile::tempdir().expect("temp dir");
+    let ports = crate::cluster::free_udp_ports(2);
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let mut nodes = Vec::new();
+    for (id, role, port) in [("tls-w", "writer", ports[0]), ("tls-r", "reader", ports[1])] {
+        let gossip = format!("127.0.0.1:{port}");
+        let env = [
+            ("ARC_SERVER_TLS_CERT_FILE", file("cert.pem")),
+            ("ARC_SERVER_TLS_KEY_FILE", file("key.pem")),
+            ("ARC_CLUSTER_TLS_CA_FILE", file("ca.pem")),
+            ("ARC_CLUSTER_ENABLED", "true".to_string()),
+            ("ARC_CLUSTER_NODE_ID", id.to_string()),
+            ("ARC_CLUSTER_ROLE", role.to_string()),
+            (
+                "ARC_CLUSTER_SHARED_SECRET",
+                "tls-cluster-secret-0123456789".to_string(),
+            ),
+            ("ARC_CLUSTER_COORDINATOR_ADDR", gossip),
+            ("ARC_CLUSTER_SEEDS", seeds.clone()),
+            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
+            (
+                "ARC_STORAGE_LOCAL_PATH",
+                storage.path().display().to_string(),
+            ),
+        ];
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut node = TestNode::prepare(&pairs);
+        node.spawn_only();
+        nodes.push(node);
+    }
+    let client = https_client(certs.path());
+    let writer = wait_https_ready(&nodes[0], &client).await;
+    let reader = wait_https_ready(&nodes[1], &client).await;
+    wait_for(
+        "the reader knows the primary",
+        Duration::from_secs(30),
+        || {
+            let request = client
+                .get(format!("{reader}/api/v1/cluster"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send();
+            async move {
+                let body: serde_json::Value = request.await.ok()?.json().await.ok()?;
+                (body["data"]["primary"] == "tls-w").then_some(())
+            }
+        },
+    )
+    .await;
+    let response = client
+        .post(format!("{reader}/api/v1/write/line-protocol"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-arc-database", "tls")
+        .body("forwarded,host=a value=1i 1785542400000000000")
+        .send()
+        .await
+        .expect("write over https");
+    assert_eq!(response.status(), 204, "{:?}", response.text().await);
+    let response = client
+        .post(format!("{writer}/api/v1/query"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-arc-database", "tls")
+        .json(&serde_json::json!({ "sql": "SELECT value FROM forwarded" }))
+        .send()
+        .await
+        .expect("query over https");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["data"][0][0], 1, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_serve_the_api_over_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    if !test_pki(certs.path()) {
+        eprintln!("skipped: openssl not installed (Debian package openssl)");
+        return;
+    }
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let mut node = TestNode::prepare(&[
+        ("ARC_SERVER_TLS_CERT_FILE", cert.as_str()),
+        ("ARC_SERVER_TLS_KEY_FILE", key.as_str()),
+    ]);
+    node.spawn_only();
+    let client = https_client(certs.path());
+    let base = wait_https_ready(&node, &client).await;
+    let addr = base.trim_start_matches("https://").to_string();
     let response = client
         .post(format!("{base}/api/v1/write/line-protocol"))
         .bearer_auth(ADMIN_TOKEN)
