@@ -17,7 +17,7 @@
 //! - `rejection`: [`AuthRejection`], the exact 401/403 responses.
 //! - `extract`: [`extract_token`], the header and query lookup order.
 //! - `expiry`: [`parse_expires_in`] (`3600`, `"15m"`, `"7d"`, ...).
-//! - `clock`: [`Clock`], injected so tests move time by hand.
+//! - `clock`: [`Clock`] (from `arc-clock`), injected so tests move time by hand.
 //! - private: `keys` (object keys), `record` (stored format), `store` (object store I/O),
 //!   `cache` (the in-memory index), `secret` (generation, hashing, constant-time matching).
 //! - [`metrics`]: metric names (`arc_auth_*`).

@@ -22,6 +22,13 @@
 //! would outlive us. So we hand chitchat only IP addresses (the literal ones and the first
 //! resolution of the names) and re-resolve names ourselves; an address that appears later and
 //! is not yet a live peer gets a direct gossip round from us.
+//!
+//! # Time
+//!
+//! Wall-clock times (the view's last heartbeats, heartbeat-age metrics, datagram timestamps and
+//! freshness) come from the [`Clock`] given to [`Membership::start_with_clock`];
+//! [`Membership::start`] uses the [`SystemClock`]. Scheduling (polls, seed refreshes) and the
+//! age of a heartbeat in the liveness rule use tokio's monotonic `Instant`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use arc_clock::{Clock, SystemClock};
 use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{
@@ -129,7 +137,7 @@ pub enum MembershipError {
     },
 }
 
-/// Settings of [`Membership::start`].
+/// Settings of [`Membership::start`] and [`Membership::start_with_clock`].
 #[derive(Debug, Clone)]
 pub struct MembershipSettings {
     /// This node's id; unique in the cluster.
@@ -214,7 +222,7 @@ fn max_silence_before_dead(heartbeat_interval: Duration) -> Duration {
 }
 
 /// Returns how long [`Membership::leave`] should keep gossiping so that every peer sees the
-/// node leave rather than die: the [`PROPAGATION_ROUNDS`] rounds of [`detection_bound`].
+/// node leave rather than die: the four propagation rounds (`4h`) of [`detection_bound`].
 pub fn leave_linger(heartbeat_interval: Duration) -> Duration {
     heartbeat_interval * PROPAGATION_ROUNDS
 }
@@ -298,6 +306,8 @@ struct Shared {
     view_tx: watch::Sender<Arc<ClusterView>>,
     /// Wakes the owner task to publish a local change.
     publish: Notify,
+    /// The wall clock of the view's times.
+    clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -330,7 +340,8 @@ impl Drop for Membership {
 
 impl Membership {
     /// Binds the gossip socket, starts chitchat and the owner task, and returns once gossip is
-    /// running. The view contains only this node until peers answer.
+    /// running. The view contains only this node until peers answer. Wall time comes from the
+    /// [`SystemClock`]; see [`Membership::start_with_clock`].
     ///
     /// # Errors
     ///
@@ -338,6 +349,21 @@ impl Membership {
     pub async fn start(
         settings: MembershipSettings,
         initial: NodeInfo,
+    ) -> Result<Membership, MembershipError> {
+        Self::start_with_clock(settings, initial, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Membership::start`], reading wall time from `clock`: the view's last-heartbeat
+    /// times, the heartbeat-age metrics, and the timestamps and freshness checks of gossip
+    /// datagrams (so peers must agree with `clock` within the freshness window).
+    ///
+    /// # Errors
+    ///
+    /// Invalid settings, or failing to bind or to start chitchat.
+    pub async fn start_with_clock(
+        settings: MembershipSettings,
+        initial: NodeInfo,
+        clock: Arc<dyn Clock>,
     ) -> Result<Membership, MembershipError> {
         if settings.node_id.is_empty() {
             return Err(MembershipError::EmptyNodeId);
@@ -350,7 +376,8 @@ impl Membership {
             &settings.shared_secret,
             &settings.cluster_name,
             settings.auth.clone(),
-        )?;
+        )?
+        .with_clock(clock.clone());
         let socket = transport
             .open_socket(settings.listen_addr)
             .await
@@ -415,7 +442,7 @@ impl Membership {
         })?;
         let chitchat = handle.chitchat();
 
-        let now = SystemTime::now();
+        let now = clock.system_time();
         let initial_view = Arc::new(ClusterView {
             cluster_name: settings.cluster_name.clone(),
             local_id: settings.node_id.clone(),
@@ -425,6 +452,7 @@ impl Membership {
             local: StdMutex::new(initial),
             view_tx: watch::Sender::new(initial_view),
             publish: Notify::new(),
+            clock,
         });
         ::metrics::gauge!(metrics::CLUSTER_GENERATION).set(settings.generation as f64);
 
@@ -482,7 +510,7 @@ impl Membership {
         let mut local = self.shared.local();
         change(&mut local);
         let current = self.shared.view_tx.borrow().clone();
-        let patched = with_local_info(&current, &local, SystemTime::now());
+        let patched = with_local_info(&current, &local, self.shared.clock.system_time());
         self.shared.view_tx.send_replace(Arc::new(patched));
         drop(local);
         self.shared.publish.notify_one();
@@ -770,7 +798,7 @@ impl Owner {
     /// Reads chitchat's state, rebuilds the view and records metrics.
     async fn poll(&mut self) {
         let sightings = self.read_chitchat().await;
-        let now = (Instant::now(), SystemTime::now());
+        let now = (Instant::now(), self.shared.clock.system_time());
         // Bounded like chitchat's own verdict, so `detection_bound` holds for unconfirmed nodes.
         let pending_grace = max_silence_before_dead(self.heartbeat_interval);
         let known: HashSet<ChitchatId> = sightings.iter().map(|s| s.id.clone()).collect();
@@ -1070,5 +1098,51 @@ mod tests {
         assert_eq!(tracker.peers.len(), 1);
         assert!(tracker.first_invalid(&id(1)));
         assert!(!tracker.first_invalid(&id(1)));
+    }
+
+    #[tokio::test]
+    async fn test_should_read_view_times_from_the_injected_clock() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let clock = Arc::new(arc_clock::ManualClock::new(start.into()));
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        let settings = MembershipSettings {
+            node_id: "self".into(),
+            cluster_name: "cluster".into(),
+            shared_secret: b"secret".to_vec(),
+            listen_addr: loopback,
+            advertise_addr: loopback,
+            seeds: Vec::new(),
+            heartbeat_interval: Duration::from_millis(20),
+            generation: 1,
+            dead_node_grace_period: MembershipSettings::DEFAULT_DEAD_NODE_GRACE_PERIOD,
+            auth: GossipAuthSettings::default(),
+        };
+        let member = Membership::start_with_clock(settings, NodeInfo::placeholder(), clock.clone())
+            .await
+            .unwrap();
+        let self_heartbeat = |view: &ClusterView| view.get("self").unwrap().last_heartbeat;
+        assert_eq!(self_heartbeat(&member.view()), Some(start));
+
+        // A local update stamps the self entry with the clock's time at once.
+        clock.advance(Duration::from_secs(7));
+        member.update(|info| info.phase = Phase::Ready);
+        assert_eq!(
+            self_heartbeat(&member.view()),
+            Some(start + Duration::from_secs(7))
+        );
+
+        // So does the owner task's next poll.
+        clock.advance(Duration::from_secs(5));
+        let later = start + Duration::from_secs(12);
+        let mut views = member.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            views.wait_for(|view| self_heartbeat(view) == Some(later)),
+        )
+        .await
+        .expect("a poll within the timeout")
+        .unwrap();
+        drop(views);
+        member.shutdown().await;
     }
 }

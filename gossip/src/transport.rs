@@ -15,14 +15,19 @@
 //! datagrams reaching `inner` or `codec` from anyone else on the host are discarded by source
 //! address.
 //!
+//! Time: frame timestamps and the freshness check read the transport's injected [`Clock`]
+//! (default [`SystemClock`]; see [`AuthenticatedUdpTransport::with_clock`]).
+//!
 //! Cancellation: chitchat cancels `recv` whenever its gossip timer fires. The only state kept
 //! across an await is `pending`, set right after a payload was forwarded to `inner` and
 //! consumed by the next `recv`, so a cancelled `recv` never misattributes a peer address.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use arc_clock::{Clock, SystemClock};
 use async_trait::async_trait;
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
@@ -73,6 +78,8 @@ impl Default for GossipAuthSettings {
 pub struct AuthenticatedUdpTransport {
     key: FrameKey,
     settings: GossipAuthSettings,
+    /// Stamps sent frames and judges the freshness of received ones.
+    clock: Arc<dyn Clock>,
 }
 
 impl AuthenticatedUdpTransport {
@@ -101,7 +108,16 @@ impl AuthenticatedUdpTransport {
         Ok(AuthenticatedUdpTransport {
             key: FrameKey::derive(shared_secret, cluster_name),
             settings,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Replaces the clock (default [`SystemClock`]) that timestamps sent frames and judges
+    /// received ones against the freshness window. Sockets opened afterwards use it.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Opens a socket bound to `listen_addr`, with its concrete type (tests use it directly).
@@ -127,6 +143,7 @@ impl AuthenticatedUdpTransport {
             .context("failed to get the codec socket address")?;
         Ok(AuthenticatedUdpSocket {
             key: self.key.clone(),
+            clock: self.clock.clone(),
             loopback_timeout: self.settings.loopback_timeout,
             replay_cache: ReplayCache::new(
                 self.settings.freshness_window,
@@ -161,6 +178,7 @@ struct Pending {
 /// One gossip socket; see the module docs for how its three UDP sockets cooperate.
 pub struct AuthenticatedUdpSocket {
     key: FrameKey,
+    clock: Arc<dyn Clock>,
     loopback_timeout: Duration,
     replay_cache: ReplayCache,
     /// The gossip address peers send to.
@@ -241,7 +259,7 @@ impl AuthenticatedUdpSocket {
         let datagram = &self.buf_recv[..num_bytes];
         let verified = frame::open(&self.key, datagram).and_then(|opened| {
             self.replay_cache
-                .check_and_insert(now_ms(), opened.timestamp_ms, opened.nonce)
+                .check_and_insert(self.clock.unix_ms(), opened.timestamp_ms, opened.nonce)
                 .map(|()| opened.payload)
         });
         let payload = match verified {
@@ -290,7 +308,7 @@ impl Socket for AuthenticatedUdpSocket {
         }
         frame::seal(
             &self.key,
-            now_ms(),
+            self.clock.unix_ms(),
             rand::random(),
             &self.buf_recv[..payload_len],
             &mut self.buf_send,
@@ -317,15 +335,6 @@ impl Socket for AuthenticatedUdpSocket {
     }
 }
 
-/// Returns the wall-clock time in milliseconds since the Unix epoch (0 before 1970).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since_epoch| {
-            u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
 /// Same policy as chitchat's `UdpSocket`: these errors don't mean the socket is broken.
 fn is_transient_io_error(error: &std::io::Error) -> bool {
     matches!(
@@ -338,6 +347,9 @@ fn is_transient_io_error(error: &std::io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use arc_clock::ManualClock;
     use chitchat::{ChitchatMessage, ProtocolVersion};
 
     use super::*;
@@ -471,30 +483,46 @@ mod tests {
 
     #[tokio::test]
     async fn test_should_drop_stale_and_future_timestamps() {
-        let mut alice = open(b"secret").await;
-        let mut bob = open(b"secret").await;
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // Thread-local; `#[tokio::test]` runs everything on this thread.
+        let _guard = ::metrics::set_default_local_recorder(&recorder);
+
+        // alice and bob read one hand-driven clock; the window is the default 30 s.
+        let sent_at = (UNIX_EPOCH + Duration::from_secs(1_767_225_600)).into();
+        let clock = Arc::new(ManualClock::new(sent_at));
+        let transport = AuthenticatedUdpTransport::new(b"secret", "cluster-a")
+            .unwrap()
+            .with_clock(clock.clone());
+        let mut alice = transport.open_socket(loopback()).await.unwrap();
+        let mut bob = transport.open_socket(loopback()).await.unwrap();
         let bob_addr = bob.local_addr().unwrap();
         let (sniffer, datagram) = capture(&mut alice).await;
         let key = FrameKey::derive(b"secret", "cluster-a");
-        let payload = frame::open(&key, &datagram).unwrap().payload.to_vec();
-
-        let mut resealed = Vec::new();
-        for timestamp_ms in [now_ms() - 31_000, now_ms() + 31_000] {
-            frame::seal(&key, timestamp_ms, rand::random(), &payload, &mut resealed);
-            sniffer.send_to(&resealed, bob_addr).await.unwrap();
-        }
-        assert_nothing_received(&mut bob).await;
-
-        // The same payload, freshly sealed, is accepted: only the timestamp was wrong.
-        frame::seal(
-            &key,
-            now_ms() - 5_000,
-            rand::random(),
-            &payload,
-            &mut resealed,
+        assert_eq!(
+            frame::open(&key, &datagram).unwrap().timestamp_ms,
+            clock.unix_ms()
         );
-        sniffer.send_to(&resealed, bob_addr).await.unwrap();
+
+        // bob judges the datagram by his clock when he reads it, inside `recv`: one millisecond
+        // past the window, it is stale; one millisecond before it, it comes from the future.
+        let window = GossipAuthSettings::default().freshness_window;
+        let just_outside = window + Duration::from_millis(1);
+        for bob_time in [sent_at + just_outside, sent_at - just_outside] {
+            clock.set(bob_time);
+            sniffer.send_to(&datagram, bob_addr).await.unwrap();
+            assert_nothing_received(&mut bob).await;
+        }
+
+        // The very same datagram on the edge of the window is accepted: only the time was wrong.
+        clock.set(sent_at + window);
+        sniffer.send_to(&datagram, bob_addr).await.unwrap();
         assert_eq!(bob.recv().await.unwrap().envelope, envelope());
+
+        let snapshot = snapshotter.snapshot().into_vec();
+        let rejected = crate::metrics::REJECTED_PACKETS_TOTAL;
+        assert_eq!(counter(&snapshot, rejected, Some("stale")), 2);
+        assert_eq!(counter(&snapshot, rejected, None), 2);
     }
 
     #[tokio::test]
@@ -510,7 +538,13 @@ mod tests {
         // An authenticated frame whose payload is not chitchat: dropped after chitchat rejects it.
         let key = FrameKey::derive(b"secret", "cluster-a");
         let mut sealed = Vec::new();
-        frame::seal(&key, now_ms(), rand::random(), b"not chitchat", &mut sealed);
+        frame::seal(
+            &key,
+            SystemClock.unix_ms(),
+            rand::random(),
+            b"not chitchat",
+            &mut sealed,
+        );
         stranger.send_to(&sealed, bob_addr).await.unwrap();
         assert_nothing_received(&mut bob).await;
         assert_still_works(&mut alice, &mut bob).await;
