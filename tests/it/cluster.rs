@@ -1005,7 +1005,9 @@ async fn test_a_node_whose_object_store_fails_is_shown_unhealthy_with_the_reason
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_primary() {
     if !crate::netns::available() {
-        eprintln!("skipped: the partition test needs root and iproute2 (ip netns)");
+        eprintln!(
+            "skipped: the partition test needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs"
+        );
         return;
     }
     let split = crate::netns::Split::create();

@@ -11,21 +11,32 @@
 use std::net::IpAddr;
 use std::process::Command;
 
-/// Whether this process may create namespaces (root with `ip` available).
+/// Whether this process can build the topology: root, `ip` installed, and the kernel and
+/// container letting us create a namespace and a veth pair (a container without
+/// CAP_NET_ADMIN has a root uid but cannot). Checked by doing it once, then undoing it.
 pub fn available() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .map(|line| line.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    root && Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|output| output.status.success())
+    let probe = format!("arcprobe{}", std::process::id() % 100_000);
+    let run = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    let usable = run(&["netns", "add", &probe])
+        && run(&[
+            "-n",
+            &probe,
+            "link",
+            "add",
+            "arcprobe0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "arcprobe1",
+        ]);
+    let _ = run(&["netns", "del", &probe]);
+    usable
 }
 
 fn ip(args: &[&str]) {
