@@ -12,7 +12,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use arc_clock::Clock;
 
 use anyhow::Context;
 use arc_gossip::{
@@ -66,6 +68,7 @@ pub struct Cluster {
     local: Mutex<NodeInfo>,
     /// Round-robin position for queries forwarded to readers.
     next_reader: AtomicUsize,
+    clock: Arc<dyn Clock>,
 }
 
 impl Cluster {
@@ -74,12 +77,16 @@ impl Cluster {
     ///
     /// # Errors
     /// The generation file cannot be read or written, or the gossip socket cannot be bound.
-    pub async fn start(config: &Config, api_addr: SocketAddr) -> anyhow::Result<Cluster> {
+    pub async fn start(
+        config: &Config,
+        api_addr: SocketAddr,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Cluster> {
         let settings = &config.cluster;
         let host = advertise_host(config, api_addr.ip());
         let replication =
             parse_listen_addr("cluster.replication_addr", &settings.replication_addr)?;
-        let now_ms = unix_ms(SystemTime::now());
+        let now_ms = clock.unix_ms();
         let initial = NodeInfo {
             role: settings.role,
             phase: Phase::Joining,
@@ -105,7 +112,7 @@ impl Cluster {
                 .shared_secret
                 .clone()
                 .context("cluster.shared_secret is required when clustering")?;
-            let membership = Membership::start(
+            let membership = Membership::start_with_clock(
                 MembershipSettings {
                     node_id: settings.node_id.clone(),
                     cluster_name: settings.cluster_name.clone(),
@@ -119,6 +126,7 @@ impl Cluster {
                     auth: arc_gossip::GossipAuthSettings::default(),
                 },
                 initial.clone(),
+                clock.clone(),
             )
             .await
             .with_context(|| {
@@ -146,6 +154,7 @@ impl Cluster {
             membership: Mutex::new(membership),
             local: Mutex::new(initial),
             next_reader: AtomicUsize::new(0),
+            clock,
         })
     }
 
@@ -189,7 +198,7 @@ impl Cluster {
                 generation: info.started_at_ms,
                 state,
                 info,
-                last_heartbeat: Some(SystemTime::now()),
+                last_heartbeat: Some(self.clock.system_time()),
                 is_self: true,
             }],
         })
@@ -272,13 +281,6 @@ impl Cluster {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The host other nodes reach this one at: `cluster.advertise_host`, else the API's listen
@@ -381,7 +383,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.wal.directory = dir.path().join("wal");
-        let cluster = Cluster::start(&config, "127.0.0.1:8000".parse().unwrap())
+        let clock = Arc::new(arc_clock::SystemClock);
+        let cluster = Cluster::start(&config, "127.0.0.1:8000".parse().unwrap(), clock)
             .await
             .unwrap();
         assert!(!cluster.is_clustered());

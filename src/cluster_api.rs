@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::cluster::unix_ms;
 use crate::node::NodeInner;
 
 fn ok(data: Value) -> Response {
@@ -114,7 +113,7 @@ pub async fn nodes(
         Err(error) => return fail(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let view = node.cluster.view();
-    let now = SystemTime::now();
+    let now = node.clock.system_time();
     let listed: Vec<Value> = view
         .filter(&filter)
         .into_iter()
@@ -127,7 +126,7 @@ pub async fn nodes(
 pub async fn node(State(node): State<Arc<NodeInner>>, Path(id): Path<String>) -> Response {
     let view = node.cluster.view();
     match view.get(&id) {
-        Some(found) => ok(node_json(found, SystemTime::now())),
+        Some(found) => ok(node_json(found, node.clock.system_time())),
         None => fail(
             StatusCode::NOT_FOUND,
             format!("node {id:?} is not in cluster {:?}", view.cluster_name),
@@ -139,7 +138,7 @@ pub async fn node(State(node): State<Arc<NodeInner>>, Path(id): Path<String>) ->
 pub async fn local(State(node): State<Arc<NodeInner>>) -> Response {
     let view = node.cluster.view();
     match view.local() {
-        Some(local) => ok(node_json(local, SystemTime::now())),
+        Some(local) => ok(node_json(local, node.clock.system_time())),
         None => fail(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("node {} is not in its own view yet", node.node_id),
@@ -163,6 +162,6 @@ pub async fn health(State(node): State<Arc<NodeInner>>) -> Response {
         "score": info.health.score,
         "reasons": info.health.reasons,
         "parts": info.health.parts,
-        "uptime_ms": unix_ms(SystemTime::now()).saturating_sub(info.started_at_ms),
+        "uptime_ms": node.clock.unix_ms().saturating_sub(info.started_at_ms),
     }))
 }

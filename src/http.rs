@@ -775,9 +775,10 @@ async fn query_json(State(node): State<AppState>, headers: HeaderMap, body: Body
         Err(response) => return response,
     };
     // Written straight to bytes in COMPAT.md's key order, without a `serde_json::Value` tree.
+    let now = node.clock.now();
     let encoded = tokio::task::spawn_blocking(move || {
         let elapsed = started.elapsed().as_millis() as u64;
-        arc_query::to_json_bytes(&result, elapsed, chrono::Utc::now())
+        arc_query::to_json_bytes(&result, elapsed, now)
     })
     .await;
     match encoded {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_auth::AuthService;
+use arc_clock::{Clock, SystemClock};
 use arc_query::{QueryEngine, QueryError, QuerySettings, ResolvedTable};
 use arc_storage::model::{ColumnKind, ColumnSpec, columns_of, schema_of};
 use arc_storage::{
@@ -60,6 +61,8 @@ pub struct NodeInner {
     pub auth: Arc<AuthService>,
     /// Membership, what this node advertises, and request routing.
     pub cluster: Cluster,
+    /// The wall clock every part of the node reads time from.
+    pub clock: Arc<dyn Clock>,
     /// Sends requests this node cannot serve to the node that can.
     pub forward_client: reqwest::Client,
     /// Whether the API is served over HTTPS (forwarded requests use the same scheme).
@@ -127,7 +130,7 @@ impl NodeInner {
 
     /// Nanoseconds since the Unix epoch, for rows without a timestamp and `now()` in queries.
     pub fn now_ns(&self) -> i64 {
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+        self.clock.now().timestamp_nanos_opt().unwrap_or(i64::MAX)
     }
 
     /// Makes writes durable and visible; returns the LSN.
@@ -410,9 +413,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let node_id = config.cluster.node_id.clone();
     // First, so every crate's metric handles (some are looked up once, at open) are real.
     let metrics = m::install();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let storage = ObjectStorage::open(&config.storage).context("opening object storage")?;
     info!(storage = %storage.describe(), node_id = %node_id, "storage opened");
-    let auth = open_auth(&storage, &config).await?;
+    let auth = open_auth(&storage, &config, clock.clone()).await?;
     let cache = ObjectCache::new(&storage, config.query.cache_dir.clone())
         .context("preparing the query cache directory")?;
     let catalog = Catalog::open(storage.store().clone(), CatalogSettings::default())
@@ -438,7 +442,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding the HTTP API to {listen}"))?;
     let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
     info!(address = %bound, tls = tls.is_some(), "http api listening");
-    let cluster = Cluster::start(&config, bound).await?;
+    let cluster = Cluster::start(&config, bound, clock.clone()).await?;
     let forward_client = forward_client(&config)?;
     let stop = shutdown.child_token();
     let inner = Arc::new(NodeInner {
@@ -448,6 +452,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics,
         auth,
         cluster,
+        clock,
         forward_client,
         tls: tls.is_some(),
         duty: OnceLock::new(),
@@ -586,14 +591,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// Opens the token store; on the very first start of a cluster, creates the admin token and
 /// prints it once to stderr (never to the log, which may be shipped elsewhere).
-async fn open_auth(storage: &ObjectStorage, config: &Config) -> anyhow::Result<Arc<AuthService>> {
+async fn open_auth(
+    storage: &ObjectStorage,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<AuthService>> {
     let settings = arc_auth::AuthSettings {
         enabled: config.auth.enabled,
         bootstrap_token: config.auth.bootstrap_token.clone(),
         cache_ttl: config.auth.cache_ttl.0,
         ..arc_auth::AuthSettings::default()
     };
-    let (auth, bootstrap) = AuthService::open(storage.store().clone(), settings)
+    let (auth, bootstrap) = AuthService::open_with_clock(storage.store().clone(), settings, clock)
         .await
         .context("opening the API token store")?;
     if !config.auth.enabled {
