@@ -67,10 +67,10 @@ pub struct NodeInner {
     pub forward_client: reqwest::Client,
     /// Whether the API is served over HTTPS (forwarded requests use the same scheme).
     pub tls: bool,
-    /// What this node does, once start-up decided it.
+    /// What this node does; set once the role's start-up (WAL replay for a primary) is done.
     duty: OnceLock<Duty>,
-    /// Set once the role's start-up (WAL replay for a primary) is done.
-    started: AtomicBool,
+    /// When the last catalog refresh for a query began (see `sync_catalog`).
+    catalog_synced_from: AsyncMutex<Option<Instant>>,
     storage: ObjectStorage,
     catalog: Catalog,
     cache: ObjectCache,
@@ -88,7 +88,7 @@ pub struct NodeInner {
 impl NodeInner {
     /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
     pub fn is_ready(&self) -> bool {
-        self.started.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.duty.get().is_some() && !self.draining.load(Ordering::Acquire)
     }
 
     /// Whether this node serves `need` itself (otherwise it is forwarded).
@@ -102,14 +102,25 @@ impl NodeInner {
     }
 
     /// Catches up with the catalog log before a query, on nodes that do not write it
-    /// themselves (readers, standbys), so their queries see every committed flush.
+    /// themselves (readers, standbys), so their queries see every flush committed before they
+    /// arrived. Concurrent queries share a refresh: one that began after a query arrived
+    /// already covers it, so a burst of queries costs one LIST, not one each.
     pub async fn sync_catalog(&self) -> Result<(), QueryError> {
         if matches!(self.duty.get(), Some(Duty::Standalone | Duty::Primary)) {
             return Ok(());
         }
-        self.catalog
-            .refresh()
-            .await
+        let arrived = Instant::now();
+        let mut synced_from = self.catalog_synced_from.lock().await;
+        if synced_from.is_some_and(|began| began >= arrived) {
+            return Ok(());
+        }
+        *synced_from = Some(Instant::now());
+        let refreshed = self.catalog.refresh().await;
+        if refreshed.is_err() {
+            // A failed refresh covers nobody.
+            *synced_from = None;
+        }
+        refreshed
             .map(|_| ())
             .map_err(|error| QueryError::Execution(format!("reading the catalog log: {error}")))
     }
@@ -456,7 +467,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         forward_client,
         tls: tls.is_some(),
         duty: OnceLock::new(),
-        started: AtomicBool::new(false),
+        catalog_synced_from: AsyncMutex::new(None),
         storage,
         catalog,
         cache,
@@ -502,7 +513,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         info.primary = matches!(duty, Some(Duty::Primary | Duty::Standalone));
         info.epoch = epoch;
     });
-    inner.started.store(true, Ordering::Release);
     info!(node_id = %inner.node_id, epoch, ?duty, "node ready");
     let notifier = Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier
@@ -686,50 +696,30 @@ async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Option<std::thread
     Ok(thread)
 }
 
-/// Claims the writer epoch as [`claim_for`] decides; returns `None` for a standby. Losing a
-/// put-if-absent race (someone else's promote landed first) makes this writer a standby.
+/// Takes the epoch `claim` asks for; returns `None` when this writer ends up standby (losing a
+/// put-if-absent race means someone else's promote landed first).
 async fn claim_epoch(
     inner: &NodeInner,
-    clustered: bool,
+    claim: &Claim,
     last_lsn: u64,
 ) -> anyhow::Result<Option<u64>> {
-    if clustered {
-        inner
-            .catalog
-            .refresh()
-            .await
-            .context("reading the catalog log")?;
-    }
-    let snapshot = inner.catalog.snapshot();
-    let claim = claim_for(
-        clustered,
-        snapshot.epoch,
-        snapshot.primary.as_deref(),
-        &inner.node_id,
-    );
-    let promoted = match &claim {
-        Claim::Always => inner.catalog.promote(&inner.node_id, last_lsn).await,
-        Claim::Bootstrap | Claim::Reclaim { .. } => {
-            let expected = match claim {
-                Claim::Reclaim { current } => current,
-                _ => 0,
-            };
+    let expected = match claim {
+        Claim::Standby { .. } => return Ok(None),
+        Claim::Always => None,
+        Claim::Bootstrap => Some(0),
+        Claim::Reclaim { current } => Some(*current),
+    };
+    let in_sync = vec![inner.node_id.clone()];
+    let promoted = match expected {
+        None => inner.catalog.promote(&inner.node_id, last_lsn).await,
+        Some(expected) => {
             inner
                 .catalog
-                .promote_if(
-                    expected,
-                    &inner.node_id,
-                    last_lsn,
-                    vec![inner.node_id.clone()],
-                )
+                .promote_if(expected, &inner.node_id, last_lsn, in_sync)
                 .await
         }
-        Claim::Standby { primary, epoch } => {
-            info!(epoch, %primary, "the catalog names another primary: standby writer");
-            return Ok(None);
-        }
     };
-    let bootstrap = claim == Claim::Bootstrap;
+    let bootstrap = *claim == Claim::Bootstrap;
     match promoted {
         Ok(epoch) => {
             if bootstrap {
@@ -738,7 +728,7 @@ async fn claim_epoch(
             }
             Ok(Some(epoch))
         }
-        Err(CatalogError::Fenced { current_epoch, .. }) if clustered => {
+        Err(CatalogError::Fenced { current_epoch, .. }) if *claim != Claim::Always => {
             let primary = inner.catalog.snapshot().primary.clone().unwrap_or_default();
             info!(epoch = current_epoch, %primary, "another writer promoted first: standby writer");
             if bootstrap {
@@ -787,12 +777,31 @@ fn claim_for(clustered: bool, epoch: u64, primary: Option<&str>, me: &str) -> Cl
 }
 
 /// Recovers the WAL, claims the epoch, replays, and starts the writer thread; `None` when
-/// this writer is a standby (its WAL is left untouched beyond recovery).
+/// this writer is a standby. A writer the catalog already names standby does not open its WAL
+/// at all: recovery may truncate, and what a former primary's WAL holds is failover's to
+/// decide.
 async fn start_writer(
     inner: &Arc<NodeInner>,
     clustered: bool,
 ) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if clustered {
+        inner
+            .catalog
+            .refresh()
+            .await
+            .context("reading the catalog log")?;
+    }
     let snapshot = inner.catalog.snapshot();
+    let claim = claim_for(
+        clustered,
+        snapshot.epoch,
+        snapshot.primary.as_deref(),
+        &inner.node_id,
+    );
+    if let Claim::Standby { primary, epoch } = &claim {
+        info!(epoch, %primary, "the catalog names another primary: standby writer");
+        return Ok(None);
+    }
     let max_flushed = snapshot.max_flushed_lsn();
     let wal_settings = WalSettings {
         dir: inner.config.wal.directory.clone(),
@@ -808,7 +817,7 @@ async fn start_writer(
         warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
     }
     let last_lsn = wal.next_lsn().0.saturating_sub(1);
-    let Some(epoch) = claim_epoch(inner, clustered, last_lsn).await? else {
+    let Some(epoch) = claim_epoch(inner, &claim, last_lsn).await? else {
         return Ok(None);
     };
     let _ = inner.epoch.set(epoch);

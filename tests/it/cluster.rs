@@ -85,14 +85,7 @@ async fn start_members(
 ) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = members
         .iter()
-        .map(|member| {
-            let env = member_env(cluster, member, seeds, storage);
-            let pairs: Vec<(&str, &str)> = env
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.as_str()))
-                .collect();
-            TestNode::prepare(&pairs)
-        })
+        .map(|member| TestNode::prepare_owned(member_env(cluster, member, seeds, storage)))
         .collect();
     for node in &mut nodes {
         node.spawn_only();
@@ -608,7 +601,7 @@ async fn test_gossip_without_the_secret_changes_nothing() {
         storage.path(),
     )
     .await;
-    let reader_env = member_env(
+    let mut reader_env = member_env(
         "guarded",
         &Member {
             id: "r".into(),
@@ -618,20 +611,9 @@ async fn test_gossip_without_the_secret_changes_nothing() {
         &[],
         storage.path(),
     );
-    let mut reader_env: Vec<(&str, String)> = reader_env
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.clone()))
-        .collect();
-    for (key, value) in &mut reader_env {
-        if *key == "ARC_CLUSTER_SEEDS" {
-            *value = tap.addr.to_string();
-        }
-    }
-    let pairs: Vec<(&str, &str)> = reader_env
-        .iter()
-        .map(|(key, value)| (*key, value.as_str()))
-        .collect();
-    let mut reader = TestNode::prepare(&pairs);
+    // Later variables win: the tap is the reader's only seed.
+    reader_env.push(("ARC_CLUSTER_SEEDS".into(), tap.addr.to_string()));
+    let mut reader = TestNode::prepare_owned(reader_env);
     reader.spawn().await;
     let nodes = [&writer[0], &reader];
     let genuine = expect(&[("r", "healthy"), ("w", "healthy")]);
@@ -941,11 +923,7 @@ async fn test_a_node_whose_object_store_fails_is_shown_unhealthy_with_the_reason
         let mut env = member_env("s3health", member, &ports, unused.path());
         env.extend(server.node_env());
         env.push(("ARC_CLUSTER_HEALTH_CHECK_INTERVAL".into(), "300ms".into()));
-        let pairs: Vec<(&str, &str)> = env
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        nodes.push(TestNode::prepare(&pairs));
+        nodes.push(TestNode::prepare_owned(env));
     }
     for node in &mut nodes {
         node.spawn().await;
@@ -1047,11 +1025,7 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
                 ),
                 ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
             ]);
-            let pairs: Vec<(&str, &str)> = env
-                .iter()
-                .map(|(key, value)| (key.as_str(), value.as_str()))
-                .collect();
-            TestNode::prepare(&pairs).in_netns(netns, reach_ip)
+            TestNode::prepare_owned(env).in_netns(netns, reach_ip)
         })
         .collect();
     // writer-1 first, so it wins the bootstrap race.

@@ -77,15 +77,21 @@ impl TestNode {
 
     /// A node in a fresh temporary directory, not yet spawned.
     pub fn prepare(env: &[(&str, &str)]) -> TestNode {
+        TestNode::prepare_owned(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// As [`TestNode::prepare`], for an environment built at run time.
+    pub fn prepare_owned(env: Vec<(String, String)>) -> TestNode {
         let temp = tempfile::tempdir().expect("creating a temp dir");
         let dir = temp.path().to_path_buf();
         TestNode {
             child: None,
             dir,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             addr: None,
             client: client_with_token(ADMIN_TOKEN),
             netns: None,

@@ -93,11 +93,8 @@ async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
     let mut env = server.node_env();
     env.push(("ARC_INGEST_MAX_BUFFER_SIZE".into(), "1000000".into()));
     env.push(("ARC_INGEST_MAX_BUFFER_AGE_MS".into(), "3600000".into()));
-    let env: Vec<(&str, &str)> = env
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.as_str()))
-        .collect();
-    let mut node = TestNode::start(&env).await;
+    let mut node = TestNode::prepare_owned(env);
+    node.spawn().await;
     write_everything(&node).await;
     check_everything(&node, "s3 before flush").await;
     node.flush().await;

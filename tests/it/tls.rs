@@ -151,8 +151,8 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
                 storage.path().display().to_string(),
             ),
         ];
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut node = TestNode::prepare(&pairs);
+        let mut node =
+            TestNode::prepare_owned(env.map(|(key, value)| (key.to_string(), value)).to_vec());
         node.spawn_only();
         nodes.push(node);
     }
