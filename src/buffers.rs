@@ -36,6 +36,9 @@ pub struct FrozenBatches {
 struct Segment {
     batches: Vec<(u64, RecordBatch)>,
     rows: u64,
+    /// Arrow memory of the batches: what a frozen chunk is bounded by besides rows, so that
+    /// no chunk outgrows what one Parquet encoding (32-bit string offsets) can take.
+    bytes: u64,
 }
 
 impl Segment {
@@ -60,6 +63,29 @@ struct State {
     tables: HashMap<TableId, TableBuffer>,
     next_id: u64,
     total_rows: u64,
+}
+
+/// Bounds of one frozen chunk (the rows one flush encodes into Parquet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    /// Rows (`ingest.max_buffer_size`).
+    pub rows: u64,
+    /// Arrow bytes.
+    pub bytes: u64,
+}
+
+impl ChunkLimits {
+    /// At most this many Arrow bytes per chunk: well below the 2 GiB that 32-bit offsets of one
+    /// string column allow, and small enough that encoding one chunk needs modest memory.
+    pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+    /// Chunks of `rows` rows and at most [`ChunkLimits::MAX_BYTES`].
+    pub fn rows(rows: u64) -> Self {
+        Self {
+            rows,
+            bytes: Self::MAX_BYTES,
+        }
+    }
 }
 
 /// The buffers of every table; shared by the WAL writer (which appends), the flusher and
@@ -91,6 +117,7 @@ impl Buffers {
             }
             state.total_rows += rows;
             let buffer = state.tables.entry(write.table.clone()).or_default();
+            buffer.active.bytes += write.batch.get_array_memory_size() as u64;
             buffer.active.batches.push((lsn, write.batch));
             buffer.active.rows += rows;
             buffer.active_since.get_or_insert(now);
@@ -156,20 +183,50 @@ impl Buffers {
         }
     }
 
-    /// Returns the oldest frozen segment of `table`, freezing the active buffer first if
-    /// nothing is frozen. `None` when the table has nothing buffered.
-    pub fn next_frozen(&self, table: &TableId) -> Option<FrozenBatches> {
+    /// Freezes the active buffer of `table` into chunks of at most `limits` (a chunk holds at
+    /// least one entry, and an entry's rows are never split across chunks, so every chunk's
+    /// LSN range is disjoint from the others'). Returns the id of the newest frozen chunk, the
+    /// last one a flush round that called this should take; `None` when nothing is buffered.
+    ///
+    /// A round takes what was frozen when it began and no more: rows arriving meanwhile wait
+    /// for the next round, so a busy table cannot keep one round going (writing an object per
+    /// turn) while other tables wait.
+    pub fn freeze(&self, table: &TableId, limits: ChunkLimits) -> Option<u64> {
         let mut state = self.lock();
-        let next_id = state.next_id;
+        let mut next_id = state.next_id;
         let buffer = state.tables.get_mut(table)?;
-        let mut used_id = false;
-        if buffer.frozen.is_empty() && buffer.active.rows > 0 {
-            let segment = std::mem::take(&mut buffer.active);
+        if buffer.active.rows > 0 {
+            let active = std::mem::take(&mut buffer.active);
             buffer.active_since = None;
-            buffer.frozen.push((next_id, segment));
-            used_id = true;
+            let mut chunk = Segment::default();
+            for (lsn, batch) in active.batches {
+                let same_entry = chunk.batches.last().is_some_and(|(last, _)| *last == lsn);
+                if !chunk.batches.is_empty()
+                    && !same_entry
+                    && (chunk.rows >= limits.rows || chunk.bytes >= limits.bytes)
+                {
+                    buffer.frozen.push((next_id, std::mem::take(&mut chunk)));
+                    next_id += 1;
+                }
+                chunk.rows += batch.num_rows() as u64;
+                chunk.bytes += batch.get_array_memory_size() as u64;
+                chunk.batches.push((lsn, batch));
+            }
+            buffer.frozen.push((next_id, chunk));
+            next_id += 1;
         }
-        let result = buffer.frozen.first().map(|(id, segment)| FrozenBatches {
+        let newest = buffer.frozen.last().map(|(id, _)| *id);
+        state.next_id = next_id;
+        newest
+    }
+
+    /// Returns the oldest frozen chunk of `table` whose id is at most `up_to` (see
+    /// [`Buffers::freeze`]); `None` when there is none.
+    pub fn oldest_frozen(&self, table: &TableId, up_to: u64) -> Option<FrozenBatches> {
+        let state = self.lock();
+        let buffer = state.tables.get(table)?;
+        let (id, segment) = buffer.frozen.first().filter(|(id, _)| *id <= up_to)?;
+        Some(FrozenBatches {
             id: *id,
             batches: segment
                 .batches
@@ -179,11 +236,7 @@ impl Buffers {
             lsn_first: segment.lsn_first().unwrap_or(0),
             lsn_last: segment.batches.last().map(|(lsn, _)| *lsn).unwrap_or(0),
             rows: segment.rows,
-        });
-        if used_id {
-            state.next_id += 1;
-        }
-        result
+        })
     }
 
     /// Drops a frozen segment whose `flush` record is committed.
@@ -276,7 +329,8 @@ mod tests {
         assert_eq!(buffers.low_watermark(), Some(1));
         assert!(buffers.begin_flush(&cpu));
         assert!(!buffers.begin_flush(&cpu), "one flush per table");
-        let frozen = buffers.next_frozen(&cpu).unwrap();
+        let newest = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
+        let frozen = buffers.oldest_frozen(&cpu, newest).unwrap();
         assert_eq!((frozen.lsn_first, frozen.lsn_last, frozen.rows), (1, 2, 3));
         buffers.apply(3, writes("cpu v=4 4"), 100);
         // Before the commit, everything is fresh; after, only LSN 3.
@@ -305,5 +359,59 @@ mod tests {
         due.sort();
         assert_eq!(due.len(), 2);
         assert!(buffers.due(100, Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
+    fn test_should_freeze_bounded_chunks_without_splitting_an_entry() {
+        let buffers = Buffers::default();
+        let cpu = TableId::new("db", "cpu");
+        // A backlog (say, after a store outage): 10 entries of 3 rows, one of them with two
+        // batches of the same entry.
+        for lsn in 1..=10 {
+            buffers.apply(lsn, writes("cpu v=1 1\ncpu v=2 2\ncpu v=3 3"), u64::MAX);
+        }
+        buffers.apply(10, writes("cpu v=4 4"), u64::MAX);
+        let newest = buffers.freeze(&cpu, ChunkLimits::rows(7)).unwrap();
+        let mut chunks = Vec::new();
+        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+            buffers.complete(&cpu, frozen.id);
+            chunks.push((frozen.lsn_first, frozen.lsn_last, frozen.rows));
+        }
+        // Each chunk closes at the first entry that reaches the bound; LSN 10's two batches
+        // stay together.
+        assert_eq!(chunks, [(1, 3, 9), (4, 6, 9), (7, 9, 9), (10, 10, 4)]);
+
+        // The byte bound holds as well: one entry per chunk when a batch alone exceeds it.
+        for lsn in 11..=13 {
+            buffers.apply(lsn, writes("cpu v=1 1"), u64::MAX);
+        }
+        let limits = ChunkLimits {
+            rows: u64::MAX,
+            bytes: 1,
+        };
+        let newest = buffers.freeze(&cpu, limits).unwrap();
+        let mut count = 0;
+        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+            assert_eq!(frozen.lsn_first, frozen.lsn_last);
+            buffers.complete(&cpu, frozen.id);
+            count += 1;
+        }
+        assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn test_should_leave_rows_that_arrive_during_a_round_to_the_next_round() {
+        let buffers = Buffers::default();
+        let cpu = TableId::new("db", "cpu");
+        buffers.apply(1, writes("cpu v=1 1"), 100);
+        let newest = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
+        let first = buffers.oldest_frozen(&cpu, newest).unwrap();
+        buffers.apply(2, writes("cpu v=2 2"), 100);
+        buffers.complete(&cpu, first.id);
+        assert!(buffers.oldest_frozen(&cpu, newest).is_none(), "round ends");
+        assert_eq!(buffers.total_rows(), 1);
+        let next = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
+        assert!(next > newest);
+        assert_eq!(buffers.oldest_frozen(&cpu, next).unwrap().lsn_first, 2);
     }
 }

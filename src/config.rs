@@ -186,6 +186,12 @@ pub struct WalConfig {
     pub sync_mode: SyncMode,
     /// Size of one WAL segment in MiB before a new one starts. Default 64.
     pub max_size_mb: u64,
+    /// Start even though the WAL is corrupt in the middle (not just a torn tail), keeping what
+    /// precedes the damage. Default false: the node refuses to start and names the segment and
+    /// offset, because entries after the damage were acknowledged and would be lost. The
+    /// damaged segments are copied aside first either way; set this only once you have decided
+    /// that what follows the damage is gone, and unset it after that start.
+    pub truncate_corrupt: bool,
 }
 
 impl Default for WalConfig {
@@ -194,6 +200,7 @@ impl Default for WalConfig {
             directory: PathBuf::from("./data/wal"),
             sync_mode: SyncMode::Fdatasync,
             max_size_mb: 64,
+            truncate_corrupt: false,
         }
     }
 }
@@ -237,20 +244,58 @@ impl Default for QueryConfig {
     }
 }
 
-/// `[compaction]`: hourly and daily merges (run by the compactor role; a later issue).
+/// `[compaction]`: hourly and daily merges of the small Parquet objects flushes write (see
+/// the `compact/` crate and README "Compaction"). A standalone node compacts in-process; in a
+/// cluster only nodes with role `compactor` do, sharing the partitions between them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompactionSettings {
-    /// Whether this node compacts. Default true.
+    /// Whether this node compacts (if its role does). Default true.
     pub enabled: bool,
-    /// Merge the files of a closed hour. Default true.
+    /// Merge the raw objects of a closed hour into one hourly object. Default true.
     pub hourly_enabled: bool,
-    /// Merge a closed day's hour files. Default true.
+    /// Merge a closed day's objects into one daily object. Default true.
     pub daily_enabled: bool,
-    /// Fewest files in an hour worth merging. Default 10.
+    /// Fewest raw objects in a closed hour worth merging. Default 10. Lower: fewer small
+    /// objects sooner, more rewriting.
     pub hourly_min_files: u32,
-    /// Fewest files in a day worth merging. Default 12.
+    /// Fewest raw and hourly objects in a closed day worth merging. Default 12.
     pub daily_min_files: u32,
+    /// How long after an hour (or day) ends it counts as closed and may be merged. Default
+    /// 10m. Late rows flushed within this window land before the merge; later ones make a new
+    /// raw object that a later run merges. Longer: fewer re-merges, later compaction.
+    pub closed_after: HumanDuration,
+    /// How often the scheduler plans and runs jobs. Default 1m. Shorter: small objects live
+    /// less long, more catalog reads (one LIST per run).
+    pub interval: HumanDuration,
+    /// Largest total input size of one job; larger partitions are split. Default 2GB. Bounds
+    /// the scratch disk a job needs (inputs plus output, about twice this) and its duration.
+    pub max_job_bytes: ByteSize,
+    /// Largest total input rows of one job. Default 200000000.
+    pub max_job_rows: u64,
+    /// Most input objects of one job. Default 2000; the merge opens at most `merge_fan_in`
+    /// of them at once whatever this is.
+    pub max_job_objects: u64,
+    /// Memory one merge aims to stay within (decoded batches and the output row group).
+    /// Default 256MB, at least 1MB. Lower: smaller batches and more merge passes, slower.
+    pub memory_limit: ByteSize,
+    /// Most inputs a merge opens at once; more are merged in passes through local
+    /// intermediate files. Default 64, at least 2. Higher: fewer passes, more memory.
+    pub merge_fan_in: u64,
+    /// Merges running at once (each on its own blocking thread). Default 1: on a 2-core
+    /// node the other core stays with ingest and queries.
+    pub threads: u64,
+    /// Local directory for a job's downloaded inputs and merged output. Default
+    /// `./data/compaction`; needs room for about twice `max_job_bytes` per thread. One node
+    /// per directory: a start removes the job directories left in it.
+    pub scratch_dir: PathBuf,
+    /// How long an object the catalog no longer names is kept before the garbage collector
+    /// deletes it. Default 1h. Must exceed the longest query (queries planned before a swap
+    /// still read its inputs) and the longest flush between upload and commit.
+    pub gc_grace: HumanDuration,
+    /// How often the garbage collector runs. Default 5m. Each run LISTs every table's
+    /// prefix.
+    pub gc_interval: HumanDuration,
 }
 
 impl Default for CompactionSettings {
@@ -261,7 +306,65 @@ impl Default for CompactionSettings {
             daily_enabled: true,
             hourly_min_files: 10,
             daily_min_files: 12,
+            closed_after: HumanDuration(Duration::from_secs(600)),
+            interval: HumanDuration(Duration::from_secs(60)),
+            max_job_bytes: ByteSize(2 << 30),
+            max_job_rows: 200_000_000,
+            max_job_objects: 2000,
+            memory_limit: ByteSize(256 << 20),
+            merge_fan_in: 64,
+            threads: 1,
+            scratch_dir: PathBuf::from("./data/compaction"),
+            gc_grace: HumanDuration(Duration::from_secs(3600)),
+            gc_interval: HumanDuration(Duration::from_secs(300)),
         }
+    }
+}
+
+impl CompactionSettings {
+    /// Checks values that parse but cannot work; each error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            (
+                "compaction.hourly_min_files",
+                u64::from(self.hourly_min_files),
+            ),
+            (
+                "compaction.daily_min_files",
+                u64::from(self.daily_min_files),
+            ),
+            ("compaction.max_job_bytes", self.max_job_bytes.0),
+            ("compaction.max_job_rows", self.max_job_rows),
+            ("compaction.max_job_objects", self.max_job_objects),
+            ("compaction.threads", self.threads),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        if self.memory_limit.0 < 1 << 20 {
+            return Err(invalid(
+                "compaction.memory_limit",
+                self.memory_limit,
+                "must be at least 1MB",
+            ));
+        }
+        if self.merge_fan_in < 2 {
+            return Err(invalid(
+                "compaction.merge_fan_in",
+                self.merge_fan_in,
+                "must be at least 2",
+            ));
+        }
+        for (key, value) in [
+            ("compaction.interval", self.interval),
+            ("compaction.gc_interval", self.gc_interval),
+        ] {
+            if value.0.is_zero() {
+                return Err(invalid(key, value, "must be greater than 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -696,8 +799,45 @@ impl Config {
         let config: Config = loaded
             .try_deserialize()
             .map_err(|error| ConfigError::Load(error.to_string()))?;
+        let mut config = config;
         config.validate()?;
+        config.resolve_paths()?;
         Ok(config)
+    }
+
+    /// Makes every configured path absolute, against the working directory at start, so that
+    /// what the node hands on (a cached object's path to DuckDB, above all) means the same
+    /// whoever reads it, and `config show` prints what is really used.
+    ///
+    /// # Errors
+    /// When the working directory cannot be read.
+    fn resolve_paths(&mut self) -> Result<(), ConfigError> {
+        let absolute = |key: &str, path: &mut PathBuf| -> Result<(), ConfigError> {
+            if !path.is_absolute() {
+                *path = std::path::absolute(&*path).map_err(|error| {
+                    ConfigError::Load(format!(
+                        "{key}: cannot make {} absolute: {error}",
+                        path.display()
+                    ))
+                })?;
+            }
+            Ok(())
+        };
+        absolute("wal.directory", &mut self.wal.directory)?;
+        absolute("query.cache_dir", &mut self.query.cache_dir)?;
+        absolute("storage.local_path", &mut self.storage.local_path)?;
+        absolute("compaction.scratch_dir", &mut self.compaction.scratch_dir)?;
+        for (key, path) in [
+            ("server.tls_cert_file", &mut self.server.tls_cert_file),
+            ("server.tls_key_file", &mut self.server.tls_key_file),
+            ("server.port_file", &mut self.server.port_file),
+            ("cluster.tls_ca_file", &mut self.cluster.tls_ca_file),
+        ] {
+            if let Some(path) = path {
+                absolute(key, path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks values that parse but cannot work.
@@ -777,6 +917,7 @@ impl Config {
                 "roles other than standalone need cluster.enabled = true",
             ));
         }
+        self.compaction.validate()?;
         self.storage
             .validate()
             .map_err(|error| ConfigError::Load(error.to_string()))?;
@@ -837,7 +978,8 @@ fn env_overrides(
         let Some((section, key)) = lower.split_once('_') else {
             continue;
         };
-        if !SECTIONS.contains(&section) || key.is_empty() {
+        // `ARC_WAL_DIRECTORY=` (an env file's placeholder) means "not set", not "empty".
+        if !SECTIONS.contains(&section) || key.is_empty() || value.trim().is_empty() {
             continue;
         }
         overrides.insert(format!("{section}.{key}"), value);
@@ -860,6 +1002,23 @@ mod tests {
     fn test_should_use_defaults_without_file_or_env() {
         let config = Config::load(None, env(&[])).unwrap();
         assert_eq!(config.server.port, 8000);
+        // Relative defaults are resolved against the working directory once, at load.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(config.wal.directory, cwd.join("data/wal"));
+        assert_eq!(config.query.cache_dir, cwd.join("data/cache"));
+        assert_eq!(config.storage.local_path, cwd.join("data/storage"));
+        let blank = Config::load(
+            None,
+            env(&[("ARC_WAL_DIRECTORY", ""), ("ARC_SERVER_PORT", " ")]),
+        )
+        .unwrap();
+        assert_eq!(
+            blank.wal.directory,
+            cwd.join("data/wal"),
+            "empty means unset"
+        );
+        assert_eq!(blank.server.port, 8000);
+        assert!(!config.wal.truncate_corrupt);
         assert_eq!(config.wal.sync_mode, SyncMode::Fdatasync);
         assert_eq!(config.ingest.max_buffer_size, 50_000);
         assert_eq!(config.cluster.role, Role::Standalone);

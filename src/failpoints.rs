@@ -1,9 +1,17 @@
-//! Failpoints: named places where a test can make the process crash, to prove recovery.
+//! Failpoints: named places where a test can make the process crash or wait, to prove recovery
+//! and to open race windows on purpose.
 //!
-//! `ARC_FAILPOINTS=flush-after-commit=abort,flush-before-commit=abort` makes the process abort
-//! (like `kill -9`: no destructors, no flush) when it reaches the named point. Unset, a
-//! failpoint costs one atomic load. Known points: `flush-before-commit` (Parquet encoded,
-//! nothing committed), `flush-after-commit` (record committed, WAL not yet trimmed).
+//! `ARC_FAILPOINTS=name=action,...`. Actions:
+//! - `abort`: the process aborts (like `kill -9`: no destructors, no flush);
+//! - `panic`: the calling thread panics (to prove a dead thread is noticed);
+//! - `pause:/some/file`: the caller creates `/some/file.reached.<pid>` and waits until
+//!   `/some/file` exists (a test does something in the window, then releases it; several
+//!   processes paused on one file are released together, which makes them race).
+//!
+//! Unset, a failpoint costs one lookup in an empty map. Known points: `flush-before-commit`
+//! (Parquet encoded, nothing committed), `flush-after-commit` (record committed, WAL not yet
+//! trimmed), `writer-before-promote` (WAL recovered, epoch not yet claimed), `wal-writer` (the
+//! WAL writer thread, once per group commit).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -20,12 +28,32 @@ fn configured() -> &'static HashMap<String, String> {
     })
 }
 
-/// Acts on the failpoint `name` if it is configured.
+/// Acts on the failpoint `name` if it is configured. A pause blocks the calling thread: only
+/// tests arm it.
 pub fn hit(name: &str) {
-    if let Some(action) = configured().get(name)
-        && action == "abort"
-    {
+    let Some(action) = configured().get(name) else {
+        return;
+    };
+    if action == "abort" {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
+    }
+    if action == "panic" {
+        panic!("failpoint {name}: panicking");
+    }
+    if let Some(release) = action.strip_prefix("pause:") {
+        let release = std::path::Path::new(release);
+        eprintln!(
+            "failpoint {name}: paused until {} exists",
+            release.display()
+        );
+        let mut reached = release.as_os_str().to_owned();
+        reached.push(format!(".reached.{}", std::process::id()));
+        if let Err(error) = std::fs::write(&reached, b"") {
+            eprintln!("failpoint {name}: cannot create {reached:?}: {error}");
+        }
+        while !release.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -30,6 +30,7 @@ use tracing::warn;
 
 use crate::cluster::{self, FORWARDED_BY_HEADER, Need, Routing};
 use crate::cluster_api;
+use crate::compaction_api;
 use crate::ingest::{self, IngestError, Precision, TableWrite};
 use crate::metrics as m;
 use crate::node::NodeInner;
@@ -163,6 +164,20 @@ fn table() -> Vec<Route> {
             Requires(Permission::Admin),
             get(cluster_api::health),
         ),
+        // Forwarded to a compactor by the handlers themselves (see compaction_api.rs): the
+        // target is a compactor, which `Need` does not route to.
+        route(
+            "GET",
+            "/api/v1/compaction/status",
+            Requires(Permission::Admin),
+            get(compaction_api::status),
+        ),
+        route(
+            "POST",
+            "/api/v1/compaction/trigger",
+            Requires(Permission::Admin),
+            post(compaction_api::trigger),
+        ),
     ]
 }
 
@@ -273,7 +288,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// Sends the request to `node_id` and relays its answer. A request that never reached the
 /// target answers 503 (retry is safe); one whose outcome is unknown (timeout mid-way)
 /// answers 504, so a client does not take a possibly applied write for a failed one.
-async fn proxy(
+pub(crate) async fn proxy(
     node: &AppState,
     request: Request,
     label: &'static str,
@@ -312,9 +327,11 @@ async fn proxy(
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {
+            // The URL's query may hold a token (`?p=`): neither the log nor the answer shows it.
+            let error = error.without_url();
             let reached = !error.is_connect();
             m::record_forward(label, if reached { "unknown" } else { "unreachable" });
-            warn!(error = %with_causes(&error), target = node_id, %url, "forwarding failed");
+            warn!(error = %with_causes(&error), target = node_id, %address, path = parts.uri.path(), "forwarding failed");
             return if reached {
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -377,7 +394,7 @@ pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> 
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn unavailable(message: impl Into<String>) -> Response {
+pub(crate) fn unavailable(message: impl Into<String>) -> Response {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, message);
     response
         .headers_mut()
@@ -614,6 +631,10 @@ async fn ingest(
         Err(WriteError::Internal(message)) => {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, message)
         }
+        Err(WriteError::TooLarge(message)) => {
+            m::record_rejected("too_large");
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, message)
+        }
     }
 }
 
@@ -738,7 +759,13 @@ async fn run_query(
         return Err(unavailable(node.not_ready_reason()));
     }
     let started = Instant::now();
-    let body = read_body(headers, body, node.max_payload_size()).await?;
+    // The statement is bounded (arc_query::MAX_SQL_BYTES); its JSON body may escape every
+    // character (`\u0000`), so allow six bytes per SQL byte, and never more than the server's
+    // own limit.
+    let limit = node
+        .max_payload_size()
+        .min(arc_query::MAX_SQL_BYTES * 6 + 64 * 1024);
+    let body = read_body(headers, body, limit).await?;
     let (sql, database) = parse_query_request(headers, &body)?;
     node.sync_catalog()
         .await

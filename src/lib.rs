@@ -9,10 +9,13 @@
 //! - [`config`]: the TOML file and `ARC_*` variables, validated at start.
 //! - `ingest`: line protocol and MessagePack decoders into Arrow batches.
 //! - `payload`: the bytes of one WAL entry.
-//! - `writer`: the WAL writer thread (group commit, schema checks).
+//! - `writer`: the WAL writer thread (group commit, schema checks); `wal_owner`: who wrote
+//!   the WAL directory.
 //! - `buffers`: acknowledged rows not yet in Parquet.
 //! - `node`: start-up, replay, flushing, stop.
-//! - `http`: the API of COMPAT.md; `cluster_api`: its cluster routes.
+//! - `http`: the API of COMPAT.md; `cluster_api`: its cluster routes; `compaction_api`: its
+//!   compaction routes.
+//! - `compaction`: the compaction scheduler (standalone nodes and compactors).
 //! - `cluster`: membership, what this node advertises, and request routing.
 //! - `health`: the node's self-checks.
 //! - [`sdnotify`]: the systemd notify protocol (READY, STATUS, STOPPING, WATCHDOG).
@@ -22,6 +25,8 @@
 mod buffers;
 mod cluster;
 mod cluster_api;
+mod compaction;
+mod compaction_api;
 pub mod config;
 mod failpoints;
 mod health;
@@ -32,6 +37,7 @@ mod node;
 mod payload;
 pub mod sdnotify;
 mod tls;
+mod wal_owner;
 mod writer;
 
 pub use config::Config;

@@ -29,6 +29,7 @@ pub fn install() -> Option<PrometheusHandle> {
     arc_query::describe_metrics();
     arc_auth::metrics::describe();
     arc_gossip::describe_metrics();
+    arc_compact::metrics::describe();
     gauge!("arc_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Some(handle)
 }
@@ -61,16 +62,36 @@ fn describe() {
     describe_counter!("arc_flush_bytes_total", "Parquet bytes written by flushes");
     describe_histogram!("arc_flush_seconds", "Duration of one table flush");
     describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
+    describe_gauge!(
+        "arc_standby_wal_bytes",
+        "Entry bytes in a standby writer's own write-ahead log at start (kept untouched; may hold acknowledged rows no flush covers)"
+    );
     describe_gauge!("arc_build_info", "Build information");
     describe_counter!(
         "arc_forward_requests_total",
-        "Requests forwarded to another node, by need (write, query) and outcome"
+        "Requests forwarded to another node, by need (write, query, compaction) and outcome"
     );
     describe_counter!(
         "arc_cluster_bootstrap_total",
         "Bootstrap races for the first writer epoch, by outcome (won, lost)"
     );
     describe_gauge!("arc_health_score", "This node's health score (0-100)");
+    describe_counter!(
+        "arc_compaction_runs_total",
+        "Compaction scheduler runs, by trigger (schedule, manual) and outcome (ok, error)"
+    );
+    describe_histogram!(
+        "arc_compaction_run_seconds",
+        "Duration of one compaction scheduler run"
+    );
+    describe_gauge!(
+        "arc_compaction_pending_jobs",
+        "Jobs of the current compaction run not yet finished on this node"
+    );
+    describe_counter!(
+        "arc_compaction_gc_runs_total",
+        "Garbage collector runs, by outcome (ok, error)"
+    );
     describe_gauge!(
         "arc_health_status",
         "1 for this node's current health status (healthy, degraded, unhealthy), else 0"
@@ -80,6 +101,24 @@ fn describe() {
 /// Records a forwarded request.
 pub fn record_forward(need: &'static str, outcome: &'static str) {
     counter!("arc_forward_requests_total", "need" => need, "outcome" => outcome).increment(1);
+}
+
+/// Records one compaction run.
+pub fn record_compaction_run(trigger: &'static str, ok: bool, elapsed: Duration) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!("arc_compaction_runs_total", "trigger" => trigger, "outcome" => outcome).increment(1);
+    histogram!("arc_compaction_run_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Sets the gauge of compaction jobs not yet finished.
+pub fn set_compaction_pending_jobs(jobs: usize) {
+    gauge!("arc_compaction_pending_jobs").set(jobs as f64);
+}
+
+/// Records one garbage collector run.
+pub fn record_compaction_gc(ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!("arc_compaction_gc_runs_total", "outcome" => outcome).increment(1);
 }
 
 /// Records the outcome of a bootstrap race.
@@ -138,6 +177,11 @@ pub fn record_flush(outcome: &'static str, rows: u64, bytes: u64, elapsed: Durat
         counter!("arc_flush_bytes_total").increment(bytes);
     }
     histogram!("arc_flush_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Sets the gauge of entry bytes found in a standby writer's WAL at start.
+pub fn record_standby_wal_bytes(bytes: u64) {
+    gauge!("arc_standby_wal_bytes").set(bytes as f64);
 }
 
 /// Sets the buffered-rows gauge.

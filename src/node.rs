@@ -25,8 +25,8 @@ use arc_clock::{Clock, SystemClock};
 use arc_query::{QueryEngine, QueryError, QuerySettings, ResolvedTable};
 use arc_storage::model::{ColumnKind, ColumnSpec, columns_of, schema_of};
 use arc_storage::{
-    Catalog, CatalogError, CatalogSettings, CatalogState, FlushMeta, ObjectCache, ObjectStorage,
-    StorageError, TableId, TimeRange,
+    Catalog, CatalogError, CatalogSettings, CatalogState, FlushMeta, FlushOutcome, ObjectCache,
+    ObjectStorage, StorageError, TableId, TimeRange,
 };
 use arc_wal::{Lsn, Wal, WalSettings};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -35,7 +35,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::buffers::Buffers;
+use crate::buffers::{Buffers, ChunkLimits};
 use crate::cluster::{Cluster, Need};
 use crate::config::{Config, Role};
 use crate::failpoints;
@@ -43,6 +43,7 @@ use crate::ingest::TableWrite;
 use crate::metrics as m;
 use crate::payload;
 use crate::sdnotify::Notifier;
+use crate::wal_owner;
 use crate::writer::{self, SchemaRegistry, WriteError, WriterHandle, WriterParts};
 
 /// State shared by the HTTP handlers, the flusher and the stop sequence.
@@ -88,7 +89,9 @@ pub struct NodeInner {
 impl NodeInner {
     /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
     pub fn is_ready(&self) -> bool {
-        self.duty.get().is_some() && !self.draining.load(Ordering::Acquire)
+        self.duty.get().is_some()
+            && !self.draining.load(Ordering::Acquire)
+            && !self.writer.get().is_some_and(WriterHandle::is_poisoned)
     }
 
     /// Whether this node serves `need` itself (otherwise it is forwarded).
@@ -200,9 +203,15 @@ impl NodeInner {
         result
     }
 
+    /// Flushes what `table` has buffered when the round begins, in bounded chunks, oldest
+    /// first (see [`Buffers::freeze`]).
     async fn flush_table_claimed(&self, table: &TableId) -> Result<(), FlushError> {
         let epoch = *self.epoch.get().expect("flushes run after promote");
-        while let Some(frozen) = self.buffers.next_frozen(table) {
+        let limits = ChunkLimits::rows(self.config.ingest.max_buffer_size);
+        let Some(newest) = self.buffers.freeze(table, limits) else {
+            return Ok(());
+        };
+        while let Some(frozen) = self.buffers.oldest_frozen(table, newest) {
             let started = Instant::now();
             let meta = FlushMeta {
                 epoch,
@@ -229,14 +238,23 @@ impl NodeInner {
                 &meta,
             )
             .await;
-            if let Err(error) = committed {
-                m::record_flush("error", frozen.rows, bytes, started.elapsed());
-                return Err(FlushError::from_storage(table, error));
+            match committed {
+                Ok(FlushOutcome::Committed { .. }) => {
+                    m::record_flush("ok", frozen.rows, bytes, started.elapsed());
+                    info!(%table, rows = frozen.rows, bytes, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, "table flushed");
+                }
+                Ok(FlushOutcome::Covered { flushed_lsn }) => {
+                    // An earlier attempt whose reply was lost did commit these rows.
+                    m::record_flush("covered", frozen.rows, 0, started.elapsed());
+                    info!(%table, rows = frozen.rows, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, flushed_lsn, "rows already flushed by an earlier attempt");
+                }
+                Err(error) => {
+                    m::record_flush("error", frozen.rows, bytes, started.elapsed());
+                    return Err(FlushError::from_storage(table, error));
+                }
             }
             failpoints::hit("flush-after-commit");
             self.buffers.complete(table, frozen.id);
-            m::record_flush("ok", frozen.rows, bytes, started.elapsed());
-            info!(%table, rows = frozen.rows, bytes, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, "table flushed");
             if let Some(writer) = self.writer.get() {
                 let low = self
                     .buffers
@@ -539,6 +557,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let stop = stop.clone();
         tokio::spawn(async move { advertise_loop(inner, stop).await })
     };
+    // After readiness, so no job plans from a catalog the start-up has not settled.
+    let compaction = crate::compaction::start(
+        &inner,
+        inner.storage.store().clone(),
+        inner.catalog.clone(),
+        &stop,
+    );
 
     stop.cancelled().await;
     info!("stopping: draining requests and flushing buffers");
@@ -552,6 +577,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let shutdown_timeout = inner.config.server.shutdown_timeout.0;
     let _ = flusher.await;
     let _ = advertiser.await;
+    if let Some(compaction) = compaction {
+        compaction.stop().await;
+    }
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
     }
@@ -798,8 +826,26 @@ async fn start_writer(
         snapshot.primary.as_deref(),
         &inner.node_id,
     );
+    let wal_dir = inner.config.wal.directory.clone();
+    let marker = wal_owner::read(&wal_dir).unwrap_or_else(|error| {
+        warn!(%error, "cannot read the wal owner marker");
+        None
+    });
+    if let wal_owner::Finding::OtherNode(owner) = wal_owner::judge(marker.as_ref(), &inner.node_id)
+    {
+        error!(
+            wal_dir = %wal_dir.display(),
+            written_by = %owner.node_id,
+            written_epoch = owner.epoch,
+            node_id = %inner.node_id,
+            "THE WRITE-AHEAD LOG WAS WRITTEN BY ANOTHER NODE ID: its unflushed entries were acknowledged by {} at epoch {}; check cluster.node_id (it defaults to the host name)",
+            owner.node_id,
+            owner.epoch
+        );
+    }
     if let Claim::Standby { primary, epoch } = &claim {
         info!(epoch, %primary, "the catalog names another primary: standby writer");
+        report_standby_wal(&wal_dir, marker.as_ref());
         return Ok(None);
     }
     let max_flushed = snapshot.max_flushed_lsn();
@@ -807,6 +853,7 @@ async fn start_writer(
         dir: inner.config.wal.directory.clone(),
         sync_mode: inner.config.wal.sync_mode,
         segment_size_bytes: inner.config.wal.max_size_mb.saturating_mul(1024 * 1024),
+        truncate_corrupt: inner.config.wal.truncate_corrupt,
     };
     let (wal, report) =
         tokio::task::spawn_blocking(move || Wal::open(wal_settings, Lsn(max_flushed + 1)))
@@ -817,10 +864,29 @@ async fn start_writer(
         warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
     }
     let last_lsn = wal.next_lsn().0.saturating_sub(1);
+    failpoints::hit("writer-before-promote");
     let Some(epoch) = claim_epoch(inner, &claim, last_lsn).await? else {
         return Ok(None);
     };
     let _ = inner.epoch.set(epoch);
+    let owner = wal_owner::WalOwner {
+        node_id: inner.node_id.clone(),
+        epoch,
+    };
+    wal_owner::write(&wal_dir, &owner).context("recording the wal owner")?;
+    // Replay is filtered by the catalog as of the promote, not as of start: a flush of the
+    // previous incarnation can land between the two (a late PUT), and rows it covers must not
+    // be flushed again. Flushes of older epochs landing after the promote are void.
+    let snapshot = inner.catalog.snapshot();
+    let max_flushed = snapshot.max_flushed_lsn();
+    anyhow::ensure!(
+        max_flushed < wal.next_lsn().0,
+        "the catalog has flushed up to lsn {max_flushed} but the write-ahead log in {} ends \
+         before lsn {}: new writes would reuse flushed LSNs; restart to recover from the \
+         current catalog",
+        inner.config.wal.directory.display(),
+        wal.next_lsn().0
+    );
     info!(
         epoch,
         segments = report.segments,
@@ -852,6 +918,34 @@ async fn start_writer(
     .context("starting the wal writer thread")?;
     let _ = inner.writer.set(handle);
     Ok(Some(thread))
+}
+
+/// A standby writer does not open its WAL (recovery may truncate), but entries in it may be
+/// acknowledged rows that no flush covers: say so loudly, and leave every byte in place.
+fn report_standby_wal(wal_dir: &std::path::Path, marker: Option<&wal_owner::WalOwner>) {
+    let summary = match arc_wal::inspect(wal_dir) {
+        Ok(summary) => summary,
+        Err(error) => {
+            warn!(wal_dir = %wal_dir.display(), %error, "cannot inspect the standby's wal");
+            return;
+        }
+    };
+    if summary.entry_bytes == 0 {
+        return;
+    }
+    let (written_by, written_epoch) = marker.map_or(("unknown", 0), |owner| {
+        (owner.node_id.as_str(), owner.epoch)
+    });
+    error!(
+        wal_dir = %wal_dir.display(),
+        segments = summary.segments,
+        entry_bytes = summary.entry_bytes,
+        written_by,
+        written_epoch,
+        "THIS STANDBY WRITER'S WRITE-AHEAD LOG HOLDS ENTRIES (written by {written_by} at epoch {written_epoch}) that may be acknowledged, unflushed rows; they are kept untouched: do not delete {}",
+        wal_dir.display()
+    );
+    m::record_standby_wal_bytes(summary.entry_bytes);
 }
 
 fn replay(
@@ -981,12 +1075,18 @@ async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
                 }
             } => {}
         }
-        inner.flush_due().await;
         if let Some(writer) = &writer
             && writer.is_poisoned()
         {
-            inner.fail("the write-ahead log failed; restart to recover".into());
+            let what = if writer.has_died() {
+                "the write-ahead log writer thread died"
+            } else {
+                "the write-ahead log failed"
+            };
+            inner.fail(format!("{what}; restart to recover"));
+            break;
         }
+        inner.flush_due().await;
     }
 }
 

@@ -15,6 +15,7 @@
 //! [`error_json`] encodes a failure; [`QueryError::status_code`] gives its HTTP status.
 //!
 //! # Layout
+//! - `limits`: the size and nesting bounds checked on the tokens before parsing.
 //! - `sql`: phase 1: statement and function checks, table references, CTE scoping, the
 //!   rewrite, time bounds.
 //! - `engine`: phase 2: the locked-down DuckDB, CTE bodies, fresh-row unification, error
@@ -29,6 +30,7 @@
 mod encode;
 mod engine;
 mod error;
+mod limits;
 mod metrics;
 mod result;
 mod sql;
@@ -36,6 +38,7 @@ mod sql;
 pub use encode::{error_json, to_arrow_ipc, to_json, to_json_bytes};
 pub use engine::{QueryEngine, QuerySettings, ResolvedTable};
 pub use error::QueryError;
+pub use limits::{MAX_EXPRESSION_DEPTH, MAX_SQL_BYTES, check_bounds};
 pub use metrics::describe_metrics;
 pub use result::QueryResult;
 pub use sql::{Analysis, SelectPlan, analyze};

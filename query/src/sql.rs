@@ -188,6 +188,8 @@ fn analyze_unrecorded(
     default_database: &str,
     now_ns: i64,
 ) -> Result<Analysis, QueryError> {
+    // Before anything recursive: a deep tree overflows the stack when walked or dropped.
+    crate::limits::check_bounds(sql)?;
     if let Some(show) = parse_show(sql, default_database)? {
         return Ok(show);
     }

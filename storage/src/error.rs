@@ -130,6 +130,23 @@ pub enum CatalogError {
         reason: String,
     },
 
+    /// A flush whose LSN range the table's flushed LSN already covers: an earlier commit of
+    /// the same rows landed (typically after an ambiguous reply). Nothing was written; the
+    /// caller's rows are durable in the objects that commit named, so it treats this as done.
+    #[error(
+        "flush of {table} lsn {lsn_first}..={lsn_last} is already covered (table flushed to lsn {flushed_lsn})"
+    )]
+    Covered {
+        /// The table (`database.measurement`).
+        table: String,
+        /// First LSN of the flush.
+        lsn_first: u64,
+        /// Last LSN of the flush.
+        lsn_last: u64,
+        /// The table's flushed LSN in the catalog.
+        flushed_lsn: u64,
+    },
+
     /// The call or the settings are inconsistent (a caller bug or a config error).
     #[error("invalid catalog request: {0}")]
     Invalid(String),

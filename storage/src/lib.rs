@@ -36,4 +36,4 @@ pub use model::{ColumnKind, ColumnSpec, FieldType, TableId, TimeRange};
 pub use parquet::{EncodedObject, FlushMeta, encode_table_objects};
 pub use settings::{Backend, StorageSettings};
 pub use store::{ObjectCache, ObjectStorage};
-pub use writer::upload_and_commit;
+pub use writer::{FlushOutcome, upload_and_commit};

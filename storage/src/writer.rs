@@ -19,30 +19,57 @@ use crate::paths;
 /// How many objects of one flush are uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 4;
 
+/// How a flush ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// The `flush` record landed in slot `seq`.
+    Committed {
+        /// The record's slot.
+        seq: u64,
+    },
+    /// The table's flushed LSN already covers the flush's LSNs: an earlier attempt with the
+    /// same rows committed (its reply was lost). The rows are live; nothing more was recorded.
+    Covered {
+        /// The table's flushed LSN in the catalog.
+        flushed_lsn: u64,
+    },
+}
+
 /// Uploads `objects` of `table` (new, unique keys) and commits one `flush` record naming them
-/// under `meta.epoch` by `meta.node_id`; returns the record's seq. Nothing is uploaded if the
-/// catalog already knows a newer epoch.
+/// under `meta.epoch` by `meta.node_id`. Nothing is uploaded if the catalog already knows a
+/// newer epoch, or already covers the flush's LSNs.
 ///
 /// A flush with no objects is still committed: it advances the table's flushed LSN.
+///
+/// Re-submitting the same rows after any error is safe, re-encoded or not: if the first
+/// attempt landed, the retry finds its LSNs covered and reports [`FlushOutcome::Covered`]
+/// (every reader voids a second flush of the same LSNs alike), so rows never count twice.
 ///
 /// # Errors
 ///
 /// [`StorageError::ObjectStore`] if an upload fails (nothing is committed), or
 /// [`StorageError::Catalog`] with the commit's error: `Fenced` means step down; after
-/// `Unavailable`, re-submitting the same objects is safe (live objects are never added twice).
+/// `Unavailable`, retry with the same rows.
 pub async fn upload_and_commit(
     store: &dyn ObjectStore,
     catalog: &Catalog,
     table: &TableId,
     objects: Vec<EncodedObject>,
     meta: &FlushMeta,
-) -> Result<u64, StorageError> {
-    let current_epoch = catalog.snapshot().epoch;
-    if current_epoch > meta.epoch {
+) -> Result<FlushOutcome, StorageError> {
+    let snapshot = catalog.snapshot();
+    if snapshot.epoch > meta.epoch {
         return Err(StorageError::Catalog(CatalogError::Fenced {
             our_epoch: meta.epoch,
-            current_epoch,
+            current_epoch: snapshot.epoch,
         }));
+    }
+    if let Some(flushed_lsn) = snapshot
+        .table(table)
+        .map(|state| state.flushed_lsn)
+        .filter(|flushed| *flushed > 0 && *flushed >= meta.lsn_last && *flushed >= meta.lsn_first)
+    {
+        return Ok(FlushOutcome::Covered { flushed_lsn });
     }
     let mut columns: Vec<ColumnSpec> = Vec::new();
     for object in &objects {
@@ -65,7 +92,15 @@ pub async fn upload_and_commit(
         objects: data_objects,
         columns,
     });
-    let seq = catalog.commit(meta.epoch, &meta.node_id, record).await?;
+    let seq = match catalog.commit(meta.epoch, &meta.node_id, record).await {
+        Ok(seq) => seq,
+        Err(CatalogError::Covered { flushed_lsn, .. }) => {
+            // The objects just uploaded are orphans; garbage collection removes them.
+            debug!(table = %table, flushed_lsn, lsn_first = meta.lsn_first, "flush already covered");
+            return Ok(FlushOutcome::Covered { flushed_lsn });
+        }
+        Err(error) => return Err(error.into()),
+    };
     debug!(
         table = %table,
         seq,
@@ -74,7 +109,7 @@ pub async fn upload_and_commit(
         lsn_last = meta.lsn_last,
         "flush committed"
     );
-    Ok(seq)
+    Ok(FlushOutcome::Committed { seq })
 }
 
 async fn upload(
@@ -162,10 +197,10 @@ mod tests {
         };
         let objects = encode_table_objects(&table, &[batch()], &meta).unwrap();
         assert_eq!(objects.len(), 2);
-        let seq = upload_and_commit(memory.as_ref(), &catalog, &table, objects, &meta)
+        let outcome = upload_and_commit(memory.as_ref(), &catalog, &table, objects, &meta)
             .await
             .unwrap();
-        assert_eq!(seq, 2);
+        assert_eq!(outcome, FlushOutcome::Committed { seq: 2 });
 
         let state = catalog.snapshot();
         let table_state = state.table(&table).unwrap();
@@ -227,5 +262,68 @@ mod tests {
         ));
         assert_eq!(memory.list(None).count().await, before);
         assert!(new.snapshot().table(&table).is_none());
+    }
+
+    /// A commit whose PUT landed but whose reply and read-backs all failed ends `Unavailable`;
+    /// the flusher then re-encodes the same rows (new object keys, new nonce) and commits
+    /// again. The table must hold each row once: the retry is covered, and a catalog opened
+    /// afresh (any reader) agrees.
+    #[tokio::test]
+    async fn test_should_count_rows_once_when_an_ambiguous_commit_is_retried() {
+        use crate::testing::{FailingObjectStore, FaultOp, FaultTiming};
+
+        let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+        let catalog = Catalog::open(failing.clone(), CatalogSettings::for_test())
+            .await
+            .unwrap();
+        let epoch = catalog.promote("a", 0).await.unwrap();
+        let table = TableId::new("db", "cpu");
+        let meta = FlushMeta {
+            epoch,
+            lsn_first: 1,
+            lsn_last: 9,
+            node_id: "a".into(),
+        };
+        // The PUT lands but its reply is lost; every read-back of the slot fails too.
+        failing.inject(FaultOp::Put, FaultTiming::After, "_catalog/log/", 1);
+        failing.inject(FaultOp::Get, FaultTiming::Before, "_catalog/log/", 64);
+        failing.inject(FaultOp::Put, FaultTiming::Before, "_catalog/log/", 64);
+        let objects = encode_table_objects(&table, &[batch()], &meta).unwrap();
+        let error = upload_and_commit(failing.as_ref(), &catalog, &table, objects, &meta)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StorageError::Catalog(CatalogError::Unavailable { .. })
+            ),
+            "{error:?}"
+        );
+        failing.clear();
+
+        // The store is back; the same rows, re-encoded, are submitted again.
+        let objects = encode_table_objects(&table, &[batch()], &meta).unwrap();
+        let outcome = upload_and_commit(failing.as_ref(), &catalog, &table, objects, &meta)
+            .await
+            .unwrap();
+        assert_eq!(outcome, FlushOutcome::Covered { flushed_lsn: 9 });
+
+        for state in [
+            catalog.snapshot(),
+            Catalog::open(failing.clone(), CatalogSettings::for_test())
+                .await
+                .unwrap()
+                .snapshot(),
+        ] {
+            let rows: u64 = state
+                .table(&table)
+                .unwrap()
+                .objects
+                .iter()
+                .map(|o| o.rows)
+                .sum();
+            assert_eq!(rows, 2, "each row once");
+            assert_eq!(state.table(&table).unwrap().flushed_lsn, 9);
+        }
     }
 }

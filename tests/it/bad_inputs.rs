@@ -207,6 +207,50 @@ fn cases() -> Vec<Case> {
         sql("getenv", "SELECT getenv('HOME')", &["getenv"]),
         sql("two statements", "SELECT 1; SELECT 2", &[]),
         sql("unknown table", "SELECT * FROM bad.nosuch", &["nosuch"]),
+        // Walking or dropping a 50,000-deep tree overflowed the stack and aborted the process.
+        sql(
+            "50,000 additions",
+            &format!("SELECT {}", vec!["1"; 50_000].join("+")),
+            &["1000"],
+        ),
+        sql(
+            "50,000 ORs",
+            &format!(
+                "SELECT * FROM bad.cpu WHERE {}",
+                vec!["v = 1"; 50_000].join(" OR ")
+            ),
+            &["1000"],
+        ),
+        sql(
+            "50,000 UNION ALLs",
+            &vec!["SELECT 1"; 50_000].join(" UNION ALL "),
+            &["1000"],
+        ),
+        Case {
+            name: "oversize sql",
+            path: "/api/v1/query".into(),
+            headers: vec![],
+            body: serde_json::to_vec(
+                &json!({ "sql": format!("SELECT '{}'", "x".repeat(2 << 20)) }),
+            )
+            .unwrap(),
+            status: 413,
+            mentions: vec![],
+        },
+        // DuckDB compares names case-insensitively: such a table could never be read again.
+        lp(
+            "columns differing only in case",
+            "casey,host=a usage=1,USAGE=2 1",
+            400,
+            &["case", "usage"],
+        ),
+        lp("field named Time", "casey Time=1 1", 400, &["case", "time"]),
+        lp(
+            "a known column in another case",
+            "cpu,HOST=b v=2 2",
+            400,
+            &["case", "host"],
+        ),
         Case {
             name: "query body not json",
             path: "/api/v1/query".into(),

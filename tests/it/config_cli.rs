@@ -14,7 +14,24 @@ fn arc_node(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32,
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("running arc-node");
+    // A regression that makes these commands serve instead of exit must fail the test, not
+    // hang the suite.
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running arc-node");
+    let pid = child.id();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let Ok(output) = outcome.recv_timeout(std::time::Duration::from_secs(30)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("arc-node {args:?} did not exit within 30 s");
+    };
+    let output = output.expect("waiting for arc-node");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -52,6 +69,19 @@ fn test_should_show_file_values_with_env_overrides_and_redacted_secrets() {
         "file value"
     );
     assert_eq!(shown["wal"]["sync_mode"].as_str(), Some("fsync"));
+    // Relative paths are shown as the node resolves them, against its working directory.
+    let cwd = dir.path().canonicalize().unwrap();
+    let shown_wal = std::path::PathBuf::from(shown["wal"]["directory"].as_str().unwrap());
+    assert_eq!(
+        shown_wal.canonicalize().ok(),
+        None,
+        "not created by config show"
+    );
+    assert!(shown_wal.is_absolute(), "{shown_wal:?}");
+    assert!(
+        shown_wal.ends_with("data/wal") && shown_wal.starts_with(&cwd),
+        "{shown_wal:?} under {cwd:?}"
+    );
     assert_eq!(shown["ingest"]["max_buffer_age_ms"].as_integer(), Some(250));
     assert!(
         !stdout.contains("file-secret") && !stdout.contains("abcdefghijklmnop"),

@@ -41,20 +41,43 @@ async fn stored_rows(node: &TestNode) -> BTreeSet<(u64, u64)> {
         .collect()
 }
 
-/// Writers still running against a node, and what they got acknowledged.
+/// A writer's request: its writer and the `seq`s of its rows.
+type Request = (u64, std::ops::Range<u64>);
+
+/// Writers still running against a node: what they got acknowledged, and the requests that
+/// were in flight (sent, never answered) when they stopped.
 struct Load {
     acked: Arc<Mutex<BTreeSet<(u64, u64)>>>,
+    in_flight: Arc<Mutex<Vec<Request>>>,
     tasks: tokio::task::JoinSet<()>,
 }
 
+impl Load {
+    /// Waits for every writer to end (they end on the connection errors a kill causes); a
+    /// writer that panicked (a refused write) fails the test here rather than vanishing.
+    async fn join(&mut self) {
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = joined {
+                if error.is_panic() {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+                panic!("writer task failed: {error}");
+            }
+        }
+    }
+}
+
 /// Starts `writers` concurrent writers and returns once `target_rows` are acknowledged, with
-/// the writers still running. Writes that fail (the node died) are not counted.
+/// the writers still running. A write that fails (the node died) is recorded as in flight:
+/// it may or may not have been applied, but never in part.
 async fn load_until(node: &TestNode, writers: std::ops::Range<u64>, target_rows: usize) -> Load {
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let in_flight = Arc::new(Mutex::new(Vec::new()));
     let url = node.url("/api/v1/write/line-protocol");
     let mut tasks = tokio::task::JoinSet::new();
     for writer in writers {
         let acked = acked.clone();
+        let in_flight = in_flight.clone();
         let url = url.clone();
         let client = node.client.clone();
         tasks.spawn(async move {
@@ -75,7 +98,13 @@ async fn load_until(node: &TestNode, writers: std::ops::Range<u64>, target_rows:
                         }
                     }
                     Ok(response) => panic!("write refused: {}", response.status()),
-                    Err(_) => return,
+                    Err(_) => {
+                        in_flight
+                            .lock()
+                            .await
+                            .push((writer, seq..seq + ROWS_PER_WRITE));
+                        return;
+                    }
                 }
                 seq += ROWS_PER_WRITE;
             }
@@ -87,7 +116,11 @@ async fn load_until(node: &TestNode, writers: std::ops::Range<u64>, target_rows:
         async move { (probe.lock().await.len() >= target_rows).then_some(()) }
     })
     .await;
-    Load { acked, tasks }
+    Load {
+        acked,
+        in_flight,
+        tasks,
+    }
 }
 
 #[tokio::test]
@@ -100,12 +133,21 @@ async fn test_should_keep_every_acknowledged_row_once_after_sigkill_under_load()
     ])
     .await;
     let mut all_acked = BTreeSet::new();
+    let mut in_flight_total = 0;
     for round in 0..2u64 {
+        let files_before = node.parquet_files();
         let mut load = load_until(&node, round * 100..round * 100 + 8, 6_000).await;
+        // The kill must find both flushed rows (files) and rows only in the WAL.
+        wait_for(
+            "a flush during the load",
+            Duration::from_secs(60),
+            || async { (node.parquet_files() > files_before).then_some(()) },
+        )
+        .await;
         // The kill lands while all writers have requests in flight; they end on the
         // connection errors that follow.
         node.kill9();
-        while load.tasks.join_next().await.is_some() {}
+        load.join().await;
         all_acked.extend(load.acked.lock().await.iter().copied());
         node.spawn().await;
         let stored = stored_rows(&node).await;
@@ -114,7 +156,22 @@ async fn test_should_keep_every_acknowledged_row_once_after_sigkill_under_load()
             missing.is_empty(),
             "round {round}: acknowledged rows lost: {missing:?}"
         );
+        // A request the kill cut off is all or nothing.
+        for (writer, seqs) in load.in_flight.lock().await.iter() {
+            let present = seqs
+                .clone()
+                .filter(|seq| stored.contains(&(*writer, *seq)))
+                .count();
+            assert!(
+                present == 0 || present == seqs.clone().count(),
+                "round {round}: writer {writer}'s cut-off request {seqs:?} is partly stored ({present} rows)"
+            );
+            in_flight_total += 1;
+        }
+        // Rows of cut-off requests that did land count as acknowledged from now on.
+        all_acked.extend(stored);
     }
+    assert!(in_flight_total > 0, "the kills cut off requests in flight");
 }
 
 #[tokio::test]

@@ -55,12 +55,12 @@ fn install_sh(args: &[&str], path_env: Option<&str>) -> Outcome {
     Outcome::of(&mut command)
 }
 
-/// Returns true when `tool` can be started; prints the skip message otherwise.
-fn tool_available(tool: &str, skip_message: &str) -> bool {
+/// Returns true when `tool` can be started; reports the test (`test`) skipped otherwise.
+fn tool_available(test: &str, tool: &str, skip_message: &str) -> bool {
     match Command::new(tool).arg("--version").output() {
         Ok(_) => true,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("{skip_message}");
+            crate::harness::skip(test, skip_message);
             false
         }
         Err(error) => panic!("starting {tool}: {error}"),
@@ -395,8 +395,9 @@ fn complaints_about(outcome: &Outcome, unit_path: &str) -> Vec<String> {
 #[test]
 fn test_should_pass_systemd_analyze_verify() {
     if !tool_available(
+        "test_should_pass_systemd_analyze_verify",
         "systemd-analyze",
-        "skipped: systemd-analyze not installed (apt-get install systemd)",
+        "systemd-analyze not installed (apt-get install systemd)",
     ) {
         return;
     }
@@ -547,8 +548,9 @@ fn test_should_ship_a_valid_prometheus_config() {
         "{text}"
     );
     if !tool_available(
+        "test_should_ship_a_valid_prometheus_config",
         "promtool",
-        "skipped: promtool not installed (apt-get install prometheus)",
+        "promtool not installed (apt-get install prometheus)",
     ) {
         return;
     }

@@ -28,6 +28,41 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
         .expect("building the http client")
 }
 
+/// Reports that the calling test skipped itself, on the process's real stderr: the test
+/// harness captures `eprintln!` of passing tests, which would hide the skip from CI's output.
+/// Returns nothing; the caller returns right after.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("\nSKIPPED {test}: {reason}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// How many processes are paused at a `pause:<release>` failpoint (see `src/failpoints.rs`).
+pub fn paused_at(release: &Path) -> usize {
+    let (Some(dir), Some(name)) = (release.parent(), release.file_name()) else {
+        return 0;
+    };
+    let prefix = format!("{}.reached.", name.to_string_lossy());
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `count` processes are paused at the failpoint released by `release`.
+pub async fn wait_paused(release: &Path, count: usize) {
+    wait_for(
+        &format!("{count} processes paused at {}", release.display()),
+        READY_DEADLINE,
+        || async { (paused_at(release) >= count).then_some(()) },
+    )
+    .await;
+}
+
 /// How long a node may take to become ready.
 pub const READY_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -4,9 +4,11 @@
 mod auth;
 mod bad_inputs;
 mod cluster;
+mod compaction;
 mod config_cli;
 mod crash;
 mod deploy;
+mod durability;
 mod e2e;
 mod harness;
 mod lifecycle;

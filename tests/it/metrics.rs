@@ -117,8 +117,9 @@ async fn test_should_expose_metrics_that_promtool_accepts() {
     }
 
     let Some(promtool) = promtool() else {
-        eprintln!(
-            "skipped the promtool check: promtool not installed (Debian package prometheus; .ci/run unpacks it)"
+        crate::harness::skip(
+            "test_should_expose_metrics_that_promtool_accepts (its promtool check)",
+            "promtool not installed (Debian package prometheus; .ci/run unpacks it)",
         );
         return;
     };

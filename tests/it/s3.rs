@@ -38,7 +38,25 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs over the temp dir");
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
+        let s3 = builder.build();
+        // s3s-fs checks `If-None-Match: *` and then writes, so racing creates of one key can
+        // all succeed; S3 and MinIO decide them atomically (one winner). Serializing the
+        // conditional PUTs makes the test server keep the promise the catalog relies on.
+        let creates = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (s3, creates) = (s3.clone(), creates.clone());
+                async move {
+                    let conditional = request.method() == hyper::Method::PUT
+                        && request.headers().contains_key(hyper::header::IF_NONE_MATCH);
+                    let _serialized = if conditional {
+                        Some(creates.lock_owned().await)
+                    } else {
+                        None
+                    };
+                    hyper::service::Service::call(&s3, request).await
+                }
+            });
         let listener = TcpListener::bind(addr).await.expect("binding s3");
         let addr = listener.local_addr().expect("s3 address");
         let task = tokio::spawn(async move {
@@ -93,6 +111,10 @@ async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
     let mut env = server.node_env();
     env.push(("ARC_INGEST_MAX_BUFFER_SIZE".into(), "1000000".into()));
     env.push(("ARC_INGEST_MAX_BUFFER_AGE_MS".into(), "3600000".into()));
+    // A user's defaults, not the harness's absolute paths: the WAL and the query cache under
+    // `./data` of the working directory (the node's directory). An empty value is unset.
+    env.push(("ARC_WAL_DIRECTORY".into(), String::new()));
+    env.push(("ARC_QUERY_CACHE_DIR".into(), String::new()));
     let mut node = TestNode::prepare_owned(env);
     node.spawn().await;
     write_everything(&node).await;
@@ -103,6 +125,10 @@ async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
     assert!(status.success(), "{}", node.log());
     node.spawn().await;
     check_everything(&node, "s3 after restart").await;
+    assert!(
+        node.dir.join("data/cache").is_dir() && node.dir.join("data/wal").is_dir(),
+        "the default relative directories were used"
+    );
 
     // The data and the catalog went through the S3 API into the bucket.
     let bucket_dir = s3_root.path().join(BUCKET);
@@ -146,4 +172,76 @@ async fn test_should_run_end_to_end_on_s3_with_put_if_absent_catalog() {
         matches!(outcome, Err(object_store::Error::AlreadyExists { .. })),
         "{outcome:?}"
     );
+}
+
+/// The catalog's put-if-absent through the node's own code on the S3 API: catalog handles (as
+/// in separate processes) racing for one slot, many times; exactly one wins each round, and
+/// the losers see the winner's epoch.
+#[tokio::test]
+async fn test_should_let_exactly_one_catalog_win_a_slot_on_s3() {
+    const HANDLES: usize = 3;
+    const ROUNDS: u64 = 8;
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(s3_root.path()).await;
+    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(format!("http://{}", server.addr))
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    );
+    let mut catalogs = Vec::new();
+    for _ in 0..HANDLES {
+        catalogs.push(
+            arc_storage::Catalog::open(store.clone(), arc_storage::CatalogSettings::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for round in 0..ROUNDS {
+        // Every handle has read the same epoch; a barrier releases their promotes together.
+        for catalog in &catalogs {
+            catalog.refresh().await.unwrap();
+            assert_eq!(catalog.snapshot().epoch, round);
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(HANDLES));
+        let mut racers = tokio::task::JoinSet::new();
+        for (index, catalog) in catalogs.iter().enumerate() {
+            let (catalog, barrier) = (catalog.clone(), barrier.clone());
+            racers.spawn(async move {
+                let node = format!("n{index}");
+                barrier.wait().await;
+                let outcome = catalog
+                    .promote_if(round, &node, 0, vec![node.clone()])
+                    .await;
+                (node, outcome)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = racers.join_next().await {
+            let (node, outcome) = joined.expect("racer task");
+            match outcome {
+                Ok(epoch) => {
+                    assert_eq!(epoch, round + 1);
+                    winners.push(node);
+                }
+                Err(arc_storage::CatalogError::Fenced { current_epoch, .. }) => {
+                    assert_eq!(current_epoch, round + 1, "{node} lost to the new epoch");
+                }
+                Err(error) => panic!("{node}: {error}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let fresh =
+            arc_storage::Catalog::open(store.clone(), arc_storage::CatalogSettings::default())
+                .await
+                .unwrap();
+        assert_eq!(fresh.snapshot().primary.as_ref(), Some(&winners[0]));
+    }
+    server.stop().await;
 }

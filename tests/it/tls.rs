@@ -122,7 +122,10 @@ async fn wait_https_ready(node: &TestNode, client: &reqwest::Client) -> String {
 async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
     let certs = tempfile::tempdir().expect("temp dir");
     if !test_pki(certs.path()) {
-        eprintln!("skipped: openssl not installed (Debian package openssl)");
+        crate::harness::skip(
+            "test_should_forward_writes_over_https_trusting_the_cluster_ca",
+            "openssl not installed (Debian package openssl)",
+        );
         return;
     }
     let file = |name: &str| certs.path().join(name).display().to_string();
@@ -199,7 +202,10 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
 async fn test_should_serve_the_api_over_tls() {
     let certs = tempfile::tempdir().expect("temp dir");
     if !test_pki(certs.path()) {
-        eprintln!("skipped: openssl not installed (Debian package openssl)");
+        crate::harness::skip(
+            "test_should_serve_the_api_over_tls",
+            "openssl not installed (Debian package openssl)",
+        );
         return;
     }
     let cert = certs.path().join("cert.pem").display().to_string();

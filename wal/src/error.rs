@@ -2,8 +2,9 @@
 //!
 //! [`WalError`] variants are what callers branch on: `Io` (the disk failed; the operation may be
 //! retried or the node stopped), `Poisoned` (reopen to recover), `Locked` (another process owns
-//! the directory), `UnsupportedFormat` (written by a newer version: do not touch), `Corrupt`
-//! (found while reading after recovery), and the two caller mistakes `PayloadTooLarge` and
+//! the directory), `UnsupportedFormat` (written by a newer version: do not touch), `CorruptLog`
+//! (open found damage with intact entries behind it: an operator must decide), `Corrupt` (found
+//! while reading after recovery), and the two caller mistakes `PayloadTooLarge` and
 //! `LsnExhausted`.
 
 use std::fmt;
@@ -25,7 +26,7 @@ pub enum WalError {
         source: io::Error,
     },
     /// A segment that recovery accepted no longer verifies while being read (changed on disk
-    /// behind our back, or a bug). Recovery itself never returns this: it truncates instead.
+    /// behind our back, or a bug). Recovery itself never returns this (see `CorruptLog`).
     #[error("wal segment {} is corrupt at offset {offset}: {kind}", path.display())]
     Corrupt {
         /// The segment file.
@@ -34,6 +35,28 @@ pub enum WalError {
         offset: u64,
         /// What is wrong there.
         kind: CorruptionKind,
+    },
+    /// [`crate::Wal::open`] found damage that is not a torn tail: intact entries follow it (in
+    /// the same segment or a later one), so they were written, synced and possibly acknowledged
+    /// before the damage happened, and cutting the log there would drop them. Nothing was
+    /// modified. Setting [`crate::WalSettings::truncate_corrupt`] opens the log anyway, from the
+    /// entries before the damage, after copying every damaged segment aside.
+    #[error(
+        "wal segment {} is corrupt at offset {offset} ({kind}) and {intact_after} intact entries \
+         follow it, so it is not a torn tail; refusing to open the wal, nothing was modified. \
+         Copy the wal directory somewhere safe, then set wal.truncate_corrupt = true to start \
+         from the entries before the damage (damaged segments are kept as *.corrupt files)",
+        path.display()
+    )]
+    CorruptLog {
+        /// The segment holding the first damaged byte range.
+        path: PathBuf,
+        /// Byte offset of the damaged header (`0`) or entry.
+        offset: u64,
+        /// What is wrong there.
+        kind: CorruptionKind,
+        /// Intact entries found after the damage (a lower bound: the search is bounded).
+        intact_after: u64,
     },
     /// A segment header with a valid checksum carries a format version or flags this build does
     /// not know: it was written by a newer arc-node. Nothing was modified.

@@ -1,7 +1,8 @@
 //! The bytes on disk: segment file names, the segment header, entry frames, and
 //! [`SegmentReader`], which streams and verifies the entries of one segment.
 //!
-//! Pure byte logic over `Read`: this module owns no files and never writes to disk. The format is
+//! Pure byte logic over `Read` (and `Seek`, for the search for intact frames behind a defect):
+//! this module owns no files and never writes to disk. The format is
 //! specified in `docs/0001-wal-format.md`; a change to any constant or layout here is a format
 //! change that needs a new [`FORMAT_VERSION`] (the snapshot tests at the bottom pin the bytes).
 //!
@@ -9,7 +10,8 @@
 //! a length is bounded by [`MAX_PAYLOAD_BYTES`] and by the bytes left in the file before anything
 //! is allocated for it, and no input can make this module panic.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::RangeInclusive;
 
 use crate::error::CorruptionKind;
 use crate::lsn::{Epoch, Lsn};
@@ -29,7 +31,7 @@ pub(crate) const ENTRY_HEADER_LEN: u64 = 24;
 /// Largest payload one entry may carry (1 GiB). Larger length fields are treated as corruption.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
 
-const SEGMENT_EXTENSION: &str = ".wal";
+pub(crate) const SEGMENT_EXTENSION: &str = ".wal";
 const SEGMENT_NAME_DIGITS: usize = 20;
 /// Chunk size for checksumming payloads that are verified but not returned.
 const SKIP_CHUNK_BYTES: usize = 16 * 1024;
@@ -220,6 +222,11 @@ impl<R: Read> SegmentReader<R> {
         self.offset
     }
 
+    /// Returns the LSN the next entry must have (the LSN of a reported defect's entry).
+    pub(crate) fn expected_lsn(&self) -> Lsn {
+        self.expected_lsn
+    }
+
     /// Reads and verifies the next entry. Its payload is returned only if its LSN is at least
     /// `keep_from`; otherwise it is checksummed in chunks and dropped, so skipping costs no
     /// allocation.
@@ -298,6 +305,119 @@ impl<R: Read> SegmentReader<R> {
             None => Step::Verified { lsn },
         })
     }
+}
+
+/// Bytes of a segment [`find_intact_frames`] examines per read.
+const FRAME_SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// What [`find_intact_frames`] found in a byte range.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameScan {
+    /// Intact, non-overlapping entry frames found.
+    pub(crate) frames: u64,
+    /// Offset and LSN of the first of them.
+    pub(crate) first: Option<(u64, Lsn)>,
+    /// Set when the checksumming budget ran out before the end of the range, so `frames` is a
+    /// lower bound and the absence of frames proves nothing.
+    pub(crate) incomplete: bool,
+}
+
+/// Looks for intact entry frames at every byte offset in `from..end` of a segment: a frame whose
+/// length fits in the range, whose LSN lies in `lsns`, and whose checksum verifies. After a
+/// frame is found the search continues behind it.
+///
+/// Recovery uses it to tell a torn tail (nothing intact after the defect) from corruption with
+/// acknowledged entries behind it, including when the damage hit a length field, so that the
+/// frame boundaries after it are unknown. The LSN window is the cheap filter that keeps this
+/// linear: random bytes almost never hold a plausible LSN, and only candidates that pass it are
+/// checksummed. `budget` bounds the payload bytes checksummed for candidates (payloads full of
+/// small integers could otherwise make the scan quadratic); when it runs out the scan stops and
+/// says so.
+///
+/// # Errors
+/// Only I/O errors other than a short read (a file that shrank ends the scan).
+pub(crate) fn find_intact_frames<R: Read + Seek>(
+    source: &mut R,
+    from: u64,
+    end: u64,
+    lsns: RangeInclusive<u64>,
+    budget: &mut u64,
+) -> io::Result<FrameScan> {
+    let mut scan = FrameScan::default();
+    // `window` holds the bytes `window_start..window_start + window.len()` of the file.
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_start = from;
+    let mut candidate = from;
+    while end.saturating_sub(candidate) >= ENTRY_HEADER_LEN {
+        let window_end = window_start + window.len() as u64;
+        if candidate < window_start || candidate + ENTRY_HEADER_LEN > window_end {
+            let take = (end - candidate).min(FRAME_SCAN_CHUNK_BYTES as u64);
+            window.resize(take as usize, 0);
+            source.seek(SeekFrom::Start(candidate))?;
+            if !read_full(source, &mut window)? {
+                break;
+            }
+            window_start = candidate;
+        }
+        let at = (candidate - window_start) as usize;
+        let frame_header: &[u8; ENTRY_HEADER_LEN as usize] = window
+            [at..at + ENTRY_HEADER_LEN as usize]
+            .try_into()
+            .expect("the window holds a whole frame header at the candidate");
+        let payload_len = u64::from(le_u32(frame_header, 0));
+        let lsn = le_u64(frame_header, 16);
+        let plausible = payload_len <= MAX_PAYLOAD_BYTES as u64
+            && lsns.contains(&lsn)
+            && lsn != Lsn::RESERVED.0
+            && ENTRY_HEADER_LEN + payload_len <= end - candidate;
+        if plausible {
+            if payload_len > *budget {
+                scan.incomplete = true;
+                return Ok(scan);
+            }
+            *budget -= payload_len;
+            let payload_start = candidate + ENTRY_HEADER_LEN;
+            let in_window = (payload_start + payload_len) <= window_start + window.len() as u64;
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&frame_header[8..]);
+            let complete = if in_window {
+                let payload_at = (payload_start - window_start) as usize;
+                hasher.update(&window[payload_at..payload_at + payload_len as usize]);
+                true
+            } else {
+                hash_range(source, payload_start, payload_len, &mut hasher)?
+            };
+            if complete && hasher.finalize() == le_u32(frame_header, 4) {
+                scan.frames += 1;
+                scan.first.get_or_insert((candidate, Lsn(lsn)));
+                candidate = payload_start + payload_len;
+                continue;
+            }
+        }
+        candidate += 1;
+    }
+    Ok(scan)
+}
+
+/// Feeds `len` bytes at `offset` of `source` to `hasher`; `Ok(false)` if the file ends first.
+fn hash_range<R: Read + Seek>(
+    source: &mut R,
+    offset: u64,
+    len: u64,
+    hasher: &mut crc32fast::Hasher,
+) -> io::Result<bool> {
+    source.seek(SeekFrom::Start(offset))?;
+    let mut chunk = [0u8; SKIP_CHUNK_BYTES];
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(SKIP_CHUNK_BYTES as u64) as usize;
+        if !read_full(source, &mut chunk[..take])? {
+            return Ok(false);
+        }
+        hasher.update(&chunk[..take]);
+        left -= take as u64;
+    }
+    Ok(true)
 }
 
 /// Fills `buf`, returning `Ok(false)` if the source ends first (the file is shorter than its

@@ -6,13 +6,13 @@
 //! Entries below the start LSN are verified but their payloads are not kept. After the first
 //! error the iterator ends.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::iter::FusedIterator;
 use std::path::Path;
 
 use crate::error::WalError;
 use crate::format::{Entry, Opened, SegmentReader, Step};
+use crate::fs::{WalFile, WalFs};
 use crate::lsn::Lsn;
 use crate::segment::SegmentMeta;
 
@@ -22,6 +22,8 @@ const READ_BUFFER_BYTES: usize = 128 * 1024;
 /// Iterator over the entries with `lsn >= from`, in LSN order. Created by
 /// [`crate::Wal::read_from`].
 pub struct Entries<'a> {
+    /// The filesystem the segments are opened on.
+    fs: &'a dyn WalFs,
     /// Segments not opened yet, oldest first.
     remaining: std::slice::Iter<'a, SegmentMeta>,
     /// The segment being read; `None` between segments.
@@ -33,7 +35,7 @@ pub struct Entries<'a> {
 
 struct OpenSegment<'a> {
     path: &'a Path,
-    reader: SegmentReader<BufReader<File>>,
+    reader: SegmentReader<BufReader<Box<dyn WalFile>>>,
 }
 
 impl<'a> Entries<'a> {
@@ -42,13 +44,21 @@ impl<'a> Entries<'a> {
     ///
     /// # Errors
     /// `Io`, `Corrupt` or `UnsupportedFormat` if that first segment cannot be opened.
-    pub(crate) fn new(segments: &'a [SegmentMeta], from: Lsn) -> Result<Self, WalError> {
+    pub(crate) fn new(
+        fs: &'a dyn WalFs,
+        segments: &'a [SegmentMeta],
+        from: Lsn,
+    ) -> Result<Self, WalError> {
         let start = segments
             .partition_point(|segment| segment.first_lsn <= from)
             .saturating_sub(1);
         let mut remaining = segments[start..].iter();
-        let current = remaining.next().map(open_segment).transpose()?;
+        let current = remaining
+            .next()
+            .map(|meta| open_segment(fs, meta))
+            .transpose()?;
         Ok(Self {
+            fs,
             finished: current.is_none(),
             remaining,
             current,
@@ -69,7 +79,11 @@ impl Iterator for Entries<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.finished {
             let Some(segment) = self.current.as_mut() else {
-                match self.remaining.next().map(open_segment) {
+                match self
+                    .remaining
+                    .next()
+                    .map(|meta| open_segment(self.fs, meta))
+                {
                     None => self.finished = true,
                     Some(Ok(opened)) => self.current = Some(opened),
                     Some(Err(error)) => return self.fail(error),
@@ -103,9 +117,9 @@ impl Iterator for Entries<'_> {
 
 impl FusedIterator for Entries<'_> {}
 
-fn open_segment(meta: &SegmentMeta) -> Result<OpenSegment<'_>, WalError> {
+fn open_segment<'a>(fs: &dyn WalFs, meta: &'a SegmentMeta) -> Result<OpenSegment<'a>, WalError> {
     let path = meta.path.as_path();
-    let file = File::open(path).map_err(WalError::io_at(path))?;
+    let file = fs.open_read(path).map_err(WalError::io_at(path))?;
     let source = BufReader::with_capacity(READ_BUFFER_BYTES, file);
     match SegmentReader::open(source, meta.size_bytes, meta.first_lsn)
         .map_err(WalError::io_at(path))?

@@ -28,15 +28,26 @@ pub struct WalSettings {
     /// mean fewer files and fewer directory fsyncs.
     #[serde(default = "default_segment_size_bytes")]
     pub segment_size_bytes: u64,
+    /// Operator override for a damaged log; default `false`. When [`crate::Wal::open`] finds
+    /// damage that is not a torn tail (intact entries follow it, so acknowledged writes sit
+    /// behind it), it refuses with [`crate::WalError::CorruptLog`] and modifies nothing. Set this
+    /// to `true` to start anyway from the entries before the damage: the damaged segment is
+    /// copied aside and later segments are renamed aside (`*.corrupt`, never deleted), and the
+    /// log is cut there, dropping every entry after it. Turn it off again once the node has
+    /// started, so that the next damage is reported rather than silently cut.
+    #[serde(default)]
+    pub truncate_corrupt: bool,
 }
 
 impl WalSettings {
-    /// Returns settings for `dir` with the default sync mode and segment size.
+    /// Returns settings for `dir` with the default sync mode and segment size, and without the
+    /// corruption override.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             sync_mode: SyncMode::default(),
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
+            truncate_corrupt: false,
         }
     }
 }
@@ -141,5 +152,6 @@ mod tests {
         assert_eq!(settings.dir, PathBuf::from("/var/lib/arc/wal"));
         assert_eq!(settings.sync_mode, SyncMode::Fdatasync);
         assert_eq!(settings.segment_size_bytes, DEFAULT_SEGMENT_SIZE_BYTES);
+        assert!(!settings.truncate_corrupt);
     }
 }

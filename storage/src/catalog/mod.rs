@@ -17,6 +17,8 @@
 //!
 //! - [`CatalogError::Fenced`]: a newer epoch exists; the caller must stop writing.
 //! - [`CatalogError::Rejected`]: the record's precondition no longer holds.
+//! - [`CatalogError::Covered`]: a flush whose LSNs the table's watermark already covers; the
+//!   rows are committed already (an earlier attempt landed), so the caller is done.
 //! - [`CatalogError::Unavailable`]: no definite answer after the allowed attempts. The record
 //!   was not seen in its slot, but a put still in flight may land there later; a caller that
 //!   re-submits the same change must make it idempotent (a re-committed flush naming the same
@@ -279,7 +281,9 @@ impl Catalog {
         let outcome = match &result {
             Ok(_) => CommitOutcome::Ok,
             Err(CatalogError::Fenced { .. }) => CommitOutcome::Fenced,
-            Err(CatalogError::Rejected { .. }) => CommitOutcome::Rejected,
+            Err(CatalogError::Rejected { .. } | CatalogError::Covered { .. }) => {
+                CommitOutcome::Rejected
+            }
             Err(CatalogError::Unavailable { .. }) => CommitOutcome::Unavailable,
             Err(_) => CommitOutcome::Error,
         };
@@ -336,6 +340,7 @@ impl Catalog {
                     )));
                 }
                 Verdict::Rejected(reason) => return Err(CatalogError::Rejected { reason }),
+                Verdict::Covered { flushed_lsn } => return Err(covered(&body, flushed_lsn)),
             }
 
             let slot = state.seq + 1;
@@ -452,6 +457,7 @@ impl Catalog {
                 record.epoch
             ))),
             Verdict::Rejected(reason) => Err(CatalogError::Rejected { reason }),
+            Verdict::Covered { flushed_lsn } => Err(covered(&record.record, flushed_lsn)),
         }
     }
 
@@ -566,6 +572,19 @@ fn fenced(our_epoch: u64, current_epoch: u64) -> CatalogError {
     CatalogError::Fenced {
         our_epoch,
         current_epoch,
+    }
+}
+
+fn covered(body: &RecordBody, flushed_lsn: u64) -> CatalogError {
+    let (table, lsn_first, lsn_last) = match body {
+        RecordBody::Flush(flush) => (flush.table.to_string(), flush.lsn_first, flush.lsn_last),
+        other => (other.type_name().to_string(), 0, 0),
+    };
+    CatalogError::Covered {
+        table,
+        lsn_first,
+        lsn_last,
+        flushed_lsn,
     }
 }
 

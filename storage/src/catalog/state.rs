@@ -5,7 +5,13 @@
 //! - a `promote` is valid only if its epoch is greater than the current epoch;
 //! - any other record is valid only if its epoch equals the current epoch: an older epoch means
 //!   a newer promote precedes it (its writer was fenced), a newer one was never promoted;
-//! - a `compact` is valid only if every object it removes is live.
+//! - a `compact` is valid only if every object it removes is live;
+//! - a `flush` whose LSN range the table's flushed LSN already covers is void: it can only be
+//!   a re-submission of a flush whose first commit landed although its writer never learned so
+//!   (an ambiguous reply), and applying both would count its rows twice. A flush that reaches
+//!   into the flushed range without being covered by it is void too (rejected): flushes of one
+//!   table are committed strictly in LSN order from fixed chunks, so that is a writer bug, and
+//!   applying it would count the overlap twice.
 //!
 //! Tables are behind `Arc` so publishing a new state copies only the tables a record touched.
 
@@ -54,6 +60,11 @@ pub(crate) enum Verdict {
     UnknownEpoch { current_epoch: u64 },
     /// The record's precondition fails (compaction inputs not live).
     Rejected(String),
+    /// A flush whose LSN range the table's watermark already covers (a re-submission).
+    Covered {
+        /// The table's flushed LSN.
+        flushed_lsn: u64,
+    },
 }
 
 impl CatalogState {
@@ -125,10 +136,27 @@ impl CatalogState {
                 current_epoch: self.epoch,
             };
         }
-        if let RecordBody::Compact(compact) = body {
-            return self.check_compact(compact);
+        match body {
+            RecordBody::Compact(compact) => self.check_compact(compact),
+            RecordBody::Flush(flush) => self.check_flush(flush),
+            RecordBody::Promote(_) | RecordBody::Isr(_) => Verdict::Valid,
         }
-        Verdict::Valid
+    }
+
+    fn check_flush(&self, flush: &Flush) -> Verdict {
+        let flushed_lsn = self
+            .table(&flush.table)
+            .map_or(0, |table_state| table_state.flushed_lsn);
+        if flushed_lsn == 0 || flush.lsn_first > flushed_lsn {
+            Verdict::Valid
+        } else if flush.lsn_last <= flushed_lsn {
+            Verdict::Covered { flushed_lsn }
+        } else {
+            Verdict::Rejected(format!(
+                "flush of {} lsn {}..={} overlaps the table's flushed lsn {flushed_lsn}",
+                flush.table, flush.lsn_first, flush.lsn_last
+            ))
+        }
     }
 
     fn check_compact(&self, compact: &Compact) -> Verdict {
@@ -256,7 +284,7 @@ mod tests {
     fn flush(table: &TableId, lsn_last: u64, objects: Vec<DataObject>, column: &str) -> RecordBody {
         RecordBody::Flush(Flush {
             table: table.clone(),
-            lsn_first: 1,
+            lsn_first: lsn_last,
             lsn_last,
             objects,
             columns: vec![ColumnSpec {
@@ -394,5 +422,55 @@ mod tests {
         state.apply(&record(1, 0, body.clone()));
         state.apply(&record(2, 0, body));
         assert_eq!(state.table(&table).unwrap().objects.len(), 1);
+    }
+
+    #[test]
+    fn test_should_void_a_flush_whose_lsns_are_already_covered() {
+        let table = TableId::new("db", "cpu");
+        let range = |table: &TableId, first: u64, last: u64, path: &str| {
+            RecordBody::Flush(Flush {
+                table: table.clone(),
+                lsn_first: first,
+                lsn_last: last,
+                objects: vec![object(path, 0, 5)],
+                columns: vec![],
+            })
+        };
+        let mut state = CatalogState::default();
+        let mut apply = |body: RecordBody| {
+            let seq = state.seq + 1;
+            state.apply(&record(seq, 0, body))
+        };
+        assert_eq!(apply(range(&table, 3, 7, "a")), Verdict::Valid);
+        // The same rows re-encoded under new paths (the retry of an ambiguous commit), or any
+        // range inside the flushed one: void, for every reader alike.
+        for (first, last, path) in [(3, 7, "b"), (4, 6, "c"), (1, 2, "d")] {
+            assert_eq!(
+                apply(range(&table, first, last, path)),
+                Verdict::Covered { flushed_lsn: 7 }
+            );
+        }
+        // Reaching into the flushed range from below the watermark: void as well, and said.
+        assert!(matches!(
+            apply(range(&table, 5, 9, "overlap")),
+            Verdict::Rejected(_)
+        ));
+        assert_eq!(apply(range(&table, 8, 9, "e")), Verdict::Valid);
+        assert_eq!(
+            apply(range(&table, 8, 9, "f")),
+            Verdict::Covered { flushed_lsn: 9 }
+        );
+        // Watermarks are per table: another table's flush of the same LSNs is valid.
+        let other = TableId::new("db", "mem");
+        assert_eq!(apply(range(&other, 3, 7, "m")), Verdict::Valid);
+        let paths: Vec<&str> = state
+            .table(&table)
+            .unwrap()
+            .objects
+            .iter()
+            .map(|o| o.path.as_str())
+            .collect();
+        assert_eq!(paths, ["a", "e"]);
+        assert_eq!(state.table(&table).unwrap().flushed_lsn, 9);
     }
 }

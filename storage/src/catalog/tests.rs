@@ -30,13 +30,26 @@ fn object(path: &str) -> DataObject {
 }
 
 fn flush(lsn: u64, path: &str) -> RecordBody {
+    flush_of(table(), lsn, path)
+}
+
+/// A flush of its own table: commits that race for slots do not also race for LSNs.
+fn flush_of(table: TableId, lsn: u64, path: &str) -> RecordBody {
     RecordBody::Flush(Flush {
-        table: table(),
+        table,
         lsn_first: lsn,
         lsn_last: lsn,
         objects: vec![object(path)],
         columns: vec![],
     })
+}
+
+fn all_live_paths(state: &CatalogState) -> Vec<String> {
+    state
+        .tables
+        .values()
+        .flat_map(|table_state| table_state.objects.iter().map(|o| o.path.clone()))
+        .collect()
 }
 
 fn live_paths(state: &CatalogState) -> Vec<String> {
@@ -92,7 +105,11 @@ async fn test_should_give_dense_slots_to_concurrent_committers() {
                 for commit in 0..COMMITS_PER_TASK {
                     let path = format!("p-{catalog_index}-{task}-{commit}");
                     let seq = catalog
-                        .commit(0, &format!("n{catalog_index}"), flush(1, &path))
+                        .commit(
+                            0,
+                            &format!("n{catalog_index}"),
+                            flush_of(TableId::new("db", &path), 1, &path),
+                        )
                         .await
                         .unwrap();
                     landed.push((seq, path));
@@ -121,7 +138,7 @@ async fn test_should_give_dense_slots_to_concurrent_committers() {
     let fresh = open(store.clone()).await;
     let state = fresh.snapshot();
     assert_eq!(state.seq, total as u64);
-    let live: BTreeSet<String> = live_paths(&state).into_iter().collect();
+    let live: BTreeSet<String> = all_live_paths(&state).into_iter().collect();
     assert_eq!(live.len(), total);
     let replayed = Catalog::open_with(store, CatalogSettings::for_test(), false)
         .await
@@ -405,7 +422,10 @@ async fn test_should_commit_through_latency_and_contention() {
         handles.push(tokio::spawn(async move {
             for commit in 0..5 {
                 catalog
-                    .commit(0, "n", flush(1, &format!("{index}-{commit}")))
+                    .commit(0, "n", {
+                        let path = format!("{index}-{commit}");
+                        flush_of(TableId::new("db", &path), 1, &path)
+                    })
                     .await
                     .unwrap();
             }
@@ -417,5 +437,5 @@ async fn test_should_commit_through_latency_and_contention() {
     failing.clear();
     let state = open(failing).await.snapshot();
     assert_eq!(state.seq, 10);
-    assert_eq!(live_paths(&state).len(), 10);
+    assert_eq!(all_live_paths(&state).len(), 10);
 }

@@ -1,0 +1,503 @@
+//! Compaction through the real binary (issue 12): a standalone node compacts in-process; the
+//! same answers before and after hourly and daily merges, the last write wins among duplicate
+//! points, queries during a commit see every row once, the trigger API's 409 and 400, kill -9
+//! at each crash point of a job, and forwarding from a node that does not compact.
+//!
+//! Data lies in a closed day (2025-03-01), written in several batches with a flush after
+//! each, so every hour holds several raw objects; `hourly_min_files` and `daily_min_files`
+//! are lowered and runs are started through the trigger API (the schedule's first run is one
+//! `compaction.interval`, a minute, after start).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{TestNode, wait_for, wait_paused};
+
+/// The database of every test here.
+const DB: &str = "compact";
+/// 2025-03-01T00:00:00Z in nanoseconds: a day long closed.
+const DAY_NS: i64 = 1_740_787_200_000_000_000;
+const HOUR_NS: i64 = 3_600_000_000_000;
+/// The hours of the day that get rows.
+const HOURS: [i64; 3] = [10, 11, 12];
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+/// Write batches, each flushed: raw objects per hour.
+const BATCHES: i64 = 6;
+/// How long a compaction run may take here.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The environment of a compacting test node: small thresholds, no background flush (each
+/// batch is flushed by the test, so the objects per hour are known).
+fn compaction_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ARC_COMPACTION_HOURLY_MIN_FILES", "2"),
+        ("ARC_COMPACTION_DAILY_MIN_FILES", "2"),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000"),
+    ]
+}
+
+/// The line protocol of batch `batch`: per hour and host five rows, the first batch's first
+/// row at the hour's start and the last batch's last row one nanosecond before its end (the
+/// edges the time filters test). Values are multiples of 0.25, so float sums are exact in any
+/// order.
+fn batch_lines(batch: i64) -> String {
+    let mut lines = String::new();
+    for hour in HOURS {
+        let hour_start = DAY_NS + hour * HOUR_NS;
+        for (host_index, host) in HOSTS.iter().enumerate() {
+            for k in 0..5 {
+                let time = hour_start + (batch * 5 + k) * 100 * 1_000_000_000;
+                let usage = ((batch * 7 + k * 3 + host_index as i64) % 40) as f64 * 0.25;
+                let count = batch * 100 + k;
+                lines.push_str(&format!(
+                    "cpu,host={host} usage={usage},count={count}i {time}\n"
+                ));
+            }
+            if batch == BATCHES - 1 {
+                let time = hour_start + HOUR_NS - 1;
+                lines.push_str(&format!("cpu,host={host} usage=0.5,count=7i {time}\n"));
+            }
+        }
+    }
+    lines
+}
+
+/// Rows the data set holds.
+fn expected_rows() -> i64 {
+    (HOURS.len() * HOSTS.len()) as i64 * (BATCHES * 5 + 1)
+}
+
+/// Writes every batch, flushing after each: `BATCHES` raw objects per hour.
+async fn write_data(node: &TestNode) {
+    for batch in 0..BATCHES {
+        node.write_lp(DB, &batch_lines(batch)).await;
+        node.flush().await;
+    }
+}
+
+/// The fixed queries whose answers compaction must not change.
+const QUERIES: &[&str] = &[
+    "SELECT count(*) FROM compact.cpu",
+    "SELECT sum(usage), sum(count) FROM compact.cpu",
+    "SELECT min(usage), max(usage), min(count), max(count), min(time), max(time) FROM compact.cpu",
+    "SELECT host, count(*), sum(usage), min(count), max(count) FROM compact.cpu GROUP BY host ORDER BY host",
+    "SELECT time, host, usage, count FROM compact.cpu ORDER BY time, host LIMIT 25",
+    "SELECT time, host, usage FROM compact.cpu ORDER BY time DESC, host LIMIT 7",
+    "SELECT count(*), sum(count) FROM compact.cpu WHERE time >= '2025-03-01T11:00:00Z' AND time < '2025-03-01T12:00:00Z'",
+    "SELECT count(*), sum(usage) FROM compact.cpu WHERE time > '2025-03-01T11:00:00Z' AND time <= '2025-03-01T12:00:00Z'",
+    "SELECT host, count(*) FROM compact.cpu WHERE time < '2025-03-01T11:00:00Z' GROUP BY host ORDER BY host",
+    "SELECT count(*) FROM compact.cpu WHERE time >= '2025-03-01T12:00:00Z'",
+];
+
+async fn answers(node: &TestNode) -> Vec<Vec<Vec<Value>>> {
+    let mut all = Vec::new();
+    for sql in QUERIES {
+        all.push(node.query(sql).await);
+    }
+    all
+}
+
+/// GETs the compaction status; returns the HTTP status and the body.
+async fn status_raw(node: &TestNode) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = node
+        .client
+        .get(node.url("/api/v1/compaction/status"))
+        .send()
+        .await
+        .expect("sending status request");
+    let code = response.status().as_u16();
+    let headers = response.headers().clone();
+    (code, response.json().await.unwrap_or(Value::Null), headers)
+}
+
+async fn status(node: &TestNode) -> Value {
+    let (code, body, _) = status_raw(node).await;
+    assert_eq!(code, 200, "compaction status: {body}");
+    assert_eq!(body["success"], true, "{body}");
+    body["data"].clone()
+}
+
+/// POSTs a trigger with `query` (e.g. `tier=hourly`); returns status and body.
+async fn trigger(node: &TestNode, query: &str) -> (u16, Value) {
+    let (code, text) = node
+        .post(
+            &format!("/api/v1/compaction/trigger?{query}"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Triggers a run and waits until it has finished; returns the status after it.
+async fn run_compaction(node: &TestNode, query: &str) -> Value {
+    let before = status(node).await["runs_completed"].as_u64().unwrap_or(0);
+    let (code, body) = trigger(node, query).await;
+    assert_eq!(code, 202, "trigger {query}: {body}");
+    wait_for("the compaction run to finish", RUN_DEADLINE, || async {
+        let now = status(node).await;
+        (now["runs_completed"].as_u64().unwrap_or(0) > before).then_some(now)
+    })
+    .await
+}
+
+/// The jobs of the last run, from the status (the last `count` entries of `recent_jobs`).
+fn last_jobs(status: &Value, count: usize) -> Vec<Value> {
+    let jobs = status["recent_jobs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    jobs[jobs.len().saturating_sub(count)..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_answer_the_same_before_and_after_hourly_and_daily_compaction() {
+    let node = TestNode::start(&compaction_env()).await;
+    write_data(&node).await;
+    let before = answers(&node).await;
+    assert_eq!(before[0][0][0], expected_rows(), "{:?}", before[0]);
+
+    // Queries run throughout the hourly run: each sees every row exactly once.
+    let expected_sum = before[1][0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let client = node.client.clone();
+        let url = node.url("/api/v1/query");
+        let stop = stop.clone();
+        let checked = checked.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let body: Value = client
+                    .post(&url)
+                    .json(&serde_json::json!({
+                        "sql": "SELECT count(*), sum(usage), sum(count) FROM compact.cpu"
+                    }))
+                    .send()
+                    .await
+                    .expect("query during compaction")
+                    .json()
+                    .await
+                    .expect("query answer");
+                let row = &body["data"][0];
+                assert_eq!(row[0], expected_rows(), "a query during compaction: {body}");
+                assert_eq!(row[1], expected_sum[0], "{body}");
+                assert_eq!(row[2], expected_sum[1], "{body}");
+                checked.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    wait_for("queries running", RUN_DEADLINE, || async {
+        (checked.load(Ordering::Relaxed) >= 3).then_some(())
+    })
+    .await;
+    let after_hourly = run_compaction(&node, &format!("database={DB}&tier=hourly")).await;
+    let checked_before_stop = checked.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
+    watcher
+        .await
+        .expect("no query during compaction saw a wrong answer");
+    assert!(checked_before_stop >= 3, "{checked_before_stop} queries");
+
+    let run = &after_hourly["last_run"];
+    assert_eq!(run["trigger"], "manual", "{after_hourly}");
+    assert_eq!(run["tier"], "hourly");
+    assert_eq!(run["jobs"], HOURS.len(), "{after_hourly}");
+    assert_eq!(run["committed"], HOURS.len(), "{after_hourly}");
+    for job in last_jobs(&after_hourly, HOURS.len()) {
+        assert_eq!(job["outcome"], "committed", "{job}");
+        assert_eq!(job["tier"], "hourly");
+        assert_eq!(job["files_in"], BATCHES, "{job}");
+        assert_eq!(job["rows_in"], job["rows_out"], "no duplicates here: {job}");
+        assert_eq!(
+            job["deduplicated"], true,
+            "flush footers name the tags: {job}"
+        );
+    }
+    assert_eq!(
+        after_hourly["totals"]["files_before"],
+        HOURS.len() as i64 * BATCHES
+    );
+    assert_eq!(after_hourly["totals"]["files_after"], HOURS.len());
+    assert_eq!(after_hourly["pending_jobs"], 0);
+    assert!(after_hourly["run"].is_null(), "{after_hourly}");
+    assert_eq!(
+        answers(&node).await,
+        before,
+        "answers changed by hourly compaction"
+    );
+
+    // Nothing more to do hourly: a second run plans nothing.
+    let again = run_compaction(&node, "tier=hourly").await;
+    assert_eq!(again["last_run"]["jobs"], 0, "{again}");
+
+    let after_daily = run_compaction(&node, "tier=daily").await;
+    let daily = last_jobs(&after_daily, 1);
+    assert_eq!(after_daily["last_run"]["committed"], 1, "{after_daily}");
+    assert_eq!(daily[0]["tier"], "daily");
+    assert_eq!(daily[0]["files_in"], HOURS.len(), "{daily:?}");
+    assert_eq!(daily[0]["rows_out"], expected_rows());
+    assert_eq!(
+        answers(&node).await,
+        before,
+        "answers changed by daily compaction"
+    );
+
+    // The job metrics are served.
+    let metrics = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("scraping")
+        .text()
+        .await
+        .expect("metrics text");
+    let committed_hourly = metrics.lines().find(|line| {
+        line.starts_with("arc_compact_jobs_total{")
+            && line.contains(r#"tier="hourly""#)
+            && line.contains(r#"outcome="committed""#)
+    });
+    assert_eq!(
+        committed_hourly.and_then(|line| line.rsplit(' ').next()),
+        Some("3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE arc_compaction_runs_total counter"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_keep_the_last_write_of_duplicate_points() {
+    let node = TestNode::start(&compaction_env()).await;
+    let t1 = DAY_NS + 10 * HOUR_NS + 5_000_000_000;
+    let t2 = t1 + 1_000_000_000;
+    // Host a: the same point in two flushes; host b: twice in one request (one flush); host
+    // c: a point written once.
+    node.write_lp(DB, &format!("dup,host=a v=1 {t1}\ndup,host=c v=9 {t1}\n"))
+        .await;
+    node.flush().await;
+    node.write_lp(DB, &format!("dup,host=a v=2 {t1}\n")).await;
+    node.flush().await;
+    node.write_lp(DB, &format!("dup,host=b v=3 {t2}\ndup,host=b v=4 {t2}\n"))
+        .await;
+    node.flush().await;
+    // Before compaction every write is a row.
+    let before = node
+        .query("SELECT host, v FROM compact.dup ORDER BY host, v")
+        .await;
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let after = run_compaction(&node, "tier=hourly").await;
+    let job = &last_jobs(&after, 1)[0];
+    assert_eq!(job["outcome"], "committed", "{after}");
+    assert_eq!(job["rows_in"], 5, "{job}");
+    assert_eq!(job["rows_out"], 3, "{job}");
+    let rows = node
+        .query("SELECT host, v, time FROM compact.dup ORDER BY host")
+        .await;
+    let host_values: Vec<(Value, Value)> = rows
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone()))
+        .collect();
+    assert_eq!(
+        host_values,
+        vec![
+            (Value::from("a"), Value::from(2.0)),
+            (Value::from("b"), Value::from(4.0)),
+            (Value::from("c"), Value::from(9.0)),
+        ],
+        "the later write wins: {rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_refuse_a_second_trigger_while_a_run_is_going() {
+    let pause_dir = tempfile::tempdir().unwrap();
+    let release = pause_dir.path().join("release");
+    let failpoint = format!("compaction-before-run=pause:{}", release.display());
+    let mut env: Vec<(&str, &str)> = compaction_env();
+    env.push(("ARC_FAILPOINTS", failpoint.as_str()));
+    let node = TestNode::start(&env).await;
+    write_data(&node).await;
+
+    let (code, body) = trigger(&node, "tier=weekly").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("weekly"),
+        "{body}"
+    );
+
+    let (code, body) = trigger(&node, "tier=hourly").await;
+    assert_eq!(code, 202, "{body}");
+    wait_paused(&release, 1).await;
+    let (code, body) = trigger(&node, "tier=daily").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in progress"),
+        "{body}"
+    );
+    let going = status(&node).await;
+    assert_eq!(going["run"]["trigger"], "manual", "{going}");
+    assert_eq!(going["run"]["tier"], "hourly", "{going}");
+
+    std::fs::write(&release, b"").unwrap();
+    let done = wait_for("the held run to finish", RUN_DEADLINE, || async {
+        let now = status(&node).await;
+        (now["runs_completed"] == 1).then_some(now)
+    })
+    .await;
+    assert_eq!(done["last_run"]["committed"], HOURS.len(), "{done}");
+    // Free again.
+    let after = run_compaction(&node, "tier=daily").await;
+    assert_eq!(after["last_run"]["committed"], 1, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_lose_and_duplicate_nothing_when_killed_mid_job() {
+    for failpoint in [
+        "compact-before-upload",
+        "compact-after-upload-before-commit",
+        "compact-after-commit",
+    ] {
+        let mut env: Vec<(&str, &str)> = compaction_env();
+        // A short grace, so the leftovers of the crash are collected within the test.
+        env.extend([
+            ("ARC_COMPACTION_GC_GRACE", "1s"),
+            ("ARC_COMPACTION_GC_INTERVAL", "500ms"),
+        ]);
+        let spec = format!("{failpoint}=abort");
+        let mut armed: Vec<(&str, &str)> = env.clone();
+        armed.push(("ARC_FAILPOINTS", spec.as_str()));
+        let mut node = TestNode::start(&armed).await;
+        write_data(&node).await;
+        let before = answers(&node).await;
+
+        let (code, body) = trigger(&node, "tier=hourly").await;
+        assert_eq!(code, 202, "{failpoint}: {body}");
+        let exit = node.wait_exit(RUN_DEADLINE).await;
+        assert!(
+            !exit.success(),
+            "{failpoint}: the failpoint aborted the node ({exit})"
+        );
+
+        node.set_env(&env);
+        node.spawn().await;
+        assert_eq!(
+            answers(&node).await,
+            before,
+            "{failpoint}: answers after the crash"
+        );
+        let after = run_compaction(&node, "tier=hourly").await;
+        let committed = after["last_run"]["committed"].as_u64().unwrap_or(0);
+        let expected_jobs = if failpoint == "compact-after-commit" {
+            // The first hour's swap landed before the abort.
+            HOURS.len() - 1
+        } else {
+            HOURS.len()
+        };
+        assert_eq!(committed, expected_jobs as u64, "{failpoint}: {after}");
+        assert_eq!(
+            answers(&node).await,
+            before,
+            "{failpoint}: answers after compaction"
+        );
+
+        // The inputs and any orphaned output are collected: one object per hour is left.
+        wait_for(
+            &format!("{failpoint}: leftovers collected"),
+            RUN_DEADLINE,
+            || async { (node.parquet_files() == HOURS.len()).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            answers(&node).await,
+            before,
+            "{failpoint}: answers after collection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_forward_compaction_requests_to_a_compactor() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = crate::cluster::free_udp_ports(2);
+    let seed = format!("127.0.0.1:{}", ports[0]);
+    let member = |id: &str, role: &str, port: u16| -> Vec<(String, String)> {
+        [
+            ("ARC_CLUSTER_ENABLED", "true".to_string()),
+            ("ARC_CLUSTER_NODE_ID", id.to_string()),
+            ("ARC_CLUSTER_ROLE", role.to_string()),
+            ("ARC_CLUSTER_CLUSTER_NAME", "compaction".to_string()),
+            ("ARC_CLUSTER_SEEDS", seed.clone()),
+            ("ARC_CLUSTER_COORDINATOR_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "ARC_CLUSTER_SHARED_SECRET",
+                "compaction-test-secret-0123456789".to_string(),
+            ),
+            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
+            ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", "1s".to_string()),
+            (
+                "ARC_STORAGE_LOCAL_PATH",
+                storage.path().display().to_string(),
+            ),
+            ("ARC_COMPACTION_HOURLY_MIN_FILES", "2".to_string()),
+            ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000".to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    };
+    let mut writer = TestNode::prepare_owned(member("writer-1", "writer", ports[0]));
+    writer.spawn().await;
+
+    // No compactor yet: 503 with Retry-After, and a bad tier is still a 400.
+    let (code, body, headers) = status_raw(&writer).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert!(body.to_string().contains("no healthy compactor"), "{body}");
+    assert_eq!(trigger(&writer, "tier=monthly").await.0, 400);
+
+    let mut compactor = TestNode::prepare_owned(member("compactor-1", "compactor", ports[1]));
+    compactor.spawn().await;
+    write_data(&writer).await;
+    let before = answers(&writer).await;
+
+    // Once gossip shows the compactor healthy, the writer forwards to it.
+    let forwarded = wait_for(
+        "the writer forwarding to the compactor",
+        RUN_DEADLINE,
+        || async {
+            let (code, body, headers) = status_raw(&writer).await;
+            (code == 200).then_some((body, headers))
+        },
+    )
+    .await;
+    assert_eq!(
+        forwarded.0["data"]["node_id"], "compactor-1",
+        "{}",
+        forwarded.0
+    );
+    assert_eq!(forwarded.1["x-arc-served-by"], "compactor-1");
+
+    let (code, body) = trigger(&writer, "tier=hourly").await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["data"]["node_id"], "compactor-1", "{body}");
+    let done = wait_for("the compactor's run", RUN_DEADLINE, || async {
+        let now = status(&compactor).await;
+        (now["runs_completed"] == 1).then_some(now)
+    })
+    .await;
+    assert_eq!(done["last_run"]["committed"], HOURS.len(), "{done}");
+    assert_eq!(done["compactors"], serde_json::json!(["compactor-1"]));
+    // The writer's own answers are unchanged (its snapshot may still name the inputs, which
+    // stay in the store for the grace period).
+    assert_eq!(answers(&writer).await, before);
+    drop(compactor);
+    drop(writer);
+}
