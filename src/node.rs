@@ -104,12 +104,15 @@ impl NodeInner {
         }
     }
 
-    /// Catches up with the catalog log before a query, on nodes that do not write it
-    /// themselves (readers, standbys), so their queries see every flush committed before they
-    /// arrived. Concurrent queries share a refresh: one that began after a query arrived
-    /// already covers it, so a burst of queries costs one LIST, not one each.
+    /// Catches up with the catalog log before a query, on every clustered node, so queries
+    /// see every record committed before they arrived: other nodes' flushes on readers and
+    /// standbys, and on the primary too the compactors' swaps (whose inputs are deleted after
+    /// a grace period, so a primary that never caught up would end up reading deleted files).
+    /// A standalone node writes every record itself. Concurrent queries share a refresh: one
+    /// that began after a query arrived already covers it, so a burst of queries costs one
+    /// read, not one each.
     pub async fn sync_catalog(&self) -> Result<(), QueryError> {
-        if matches!(self.duty.get(), Some(Duty::Standalone | Duty::Primary)) {
+        if matches!(self.duty.get(), Some(Duty::Standalone)) {
             return Ok(());
         }
         let arrived = Instant::now();

@@ -272,6 +272,16 @@ mod tests {
         })
     }
 
+    fn live_paths<'a>(state: &'a CatalogState, table: &TableId) -> Vec<&'a str> {
+        state
+            .table(table)
+            .unwrap()
+            .objects
+            .iter()
+            .map(|o| o.path.as_str())
+            .collect()
+    }
+
     fn object(path: &str, start_ns: i64, end_ns: i64) -> DataObject {
         DataObject {
             path: path.into(),
@@ -359,14 +369,7 @@ mod tests {
             state.apply(&record(4, 1, RecordBody::Compact(compact.clone()))),
             Verdict::Valid
         );
-        let paths: Vec<&str> = state
-            .table(&table)
-            .unwrap()
-            .objects
-            .iter()
-            .map(|o| o.path.as_str())
-            .collect();
-        assert_eq!(paths, ["z", "xy"]);
+        assert_eq!(live_paths(&state, &table), ["z", "xy"]);
         // The same swap a second time: its inputs are gone, so it is void.
         assert!(matches!(
             state.apply(&record(5, 1, RecordBody::Compact(compact))),
@@ -463,14 +466,7 @@ mod tests {
         // Watermarks are per table: another table's flush of the same LSNs is valid.
         let other = TableId::new("db", "mem");
         assert_eq!(apply(range(&other, 3, 7, "m")), Verdict::Valid);
-        let paths: Vec<&str> = state
-            .table(&table)
-            .unwrap()
-            .objects
-            .iter()
-            .map(|o| o.path.as_str())
-            .collect();
-        assert_eq!(paths, ["a", "e"]);
+        assert_eq!(live_paths(&state, &table), ["a", "e"]);
         assert_eq!(state.table(&table).unwrap().flushed_lsn, 9);
     }
 }
