@@ -232,6 +232,14 @@ pub struct QueryConfig {
     pub threads: Option<usize>,
     /// DuckDB memory limit, e.g. `4GB`. Default: DuckDB's choice (80% of RAM).
     pub memory_limit: Option<String>,
+    /// Longest a query may run before it is stopped (503 naming this key). Default `300s`,
+    /// as long as a forwarded request may take. A query is also stopped when its client
+    /// disconnects and when the node stops.
+    pub timeout: HumanDuration,
+    /// Largest result a query may build (Arrow bytes; the JSON answer is larger). Default
+    /// `512MB`. Results are held whole before they are encoded, so this bounds a query's memory
+    /// on top of DuckDB's own `memory_limit`; past it the query gets a 400 naming this key.
+    pub max_result_bytes: ByteSize,
 }
 
 impl Default for QueryConfig {
@@ -240,6 +248,8 @@ impl Default for QueryConfig {
             cache_dir: PathBuf::from("./data/cache"),
             threads: None,
             memory_limit: None,
+            timeout: HumanDuration(Duration::from_secs(300)),
+            max_result_bytes: ByteSize(512 * 1024 * 1024),
         }
     }
 }
@@ -878,6 +888,20 @@ impl Config {
             return Err(invalid(
                 "ingest.max_buffer_age_ms",
                 0,
+                "must be greater than 0",
+            ));
+        }
+        if self.query.timeout.0.is_zero() {
+            return Err(invalid(
+                "query.timeout",
+                self.query.timeout,
+                "must be greater than 0",
+            ));
+        }
+        if self.query.max_result_bytes.0 == 0 {
+            return Err(invalid(
+                "query.max_result_bytes",
+                self.query.max_result_bytes,
                 "must be greater than 0",
             ));
         }

@@ -749,6 +749,16 @@ fn parse_query_request(headers: &HeaderMap, body: &Bytes) -> Result<(String, Str
     Ok((request.sql, database))
 }
 
+/// Interrupts a query when the request that runs it is dropped (the client disconnected);
+/// after the query finished, interrupting it does nothing.
+struct InterruptOnDrop(arc_query::QueryInterrupt);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt("the client went away");
+    }
+}
+
 /// Runs a query end to end and returns its result and how long it took.
 async fn run_query(
     node: &AppState,
@@ -783,8 +793,28 @@ async fn run_query(
                 .await
                 .map_err(|error| query_error(&error))?;
             let engine = node.engine.clone();
-            tokio::task::spawn_blocking(move || engine.execute(&plan, &resolved))
-                .await
+            let interrupt = arc_query::QueryInterrupt::new();
+            // Dropped with this future when the client goes away: the query stops too.
+            let _interrupt_on_drop = InterruptOnDrop(interrupt.clone());
+            let running = interrupt.clone();
+            let mut task =
+                tokio::task::spawn_blocking(move || engine.execute(&plan, &resolved, &running));
+            let timeout = node.config.query.timeout.0;
+            let joined = tokio::select! {
+                joined = &mut task => joined,
+                () = tokio::time::sleep(timeout) => {
+                    interrupt.interrupt(format!(
+                        "it ran longer than query.timeout ({})",
+                        node.config.query.timeout
+                    ));
+                    task.await
+                }
+                () = node.stopping() => {
+                    interrupt.interrupt("the node is stopping");
+                    task.await
+                }
+            };
+            joined
                 .map_err(|error| {
                     query_error(&QueryError::Execution(format!(
                         "query task failed: {error}"

@@ -74,6 +74,9 @@ fn main() -> ExitCode {
         signals.abort();
         result
     });
+    // Work still on blocking threads (a query DuckDB has not yet noticed is interrupted) must
+    // not keep a stopped node alive: give it a moment, then exit regardless.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

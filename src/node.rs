@@ -131,6 +131,12 @@ impl NodeInner {
             .map_err(|error| QueryError::Execution(format!("reading the catalog log: {error}")))
     }
 
+    /// Resolves when the node begins to stop (a signal or a fatal error): running queries
+    /// are interrupted then, so the stop never waits for them.
+    pub async fn stopping(&self) {
+        self.stop.cancelled().await;
+    }
+
     /// Why the node is not ready (for 503 bodies).
     pub fn not_ready_reason(&self) -> &'static str {
         if self.draining.load(Ordering::Acquire) {
@@ -462,6 +468,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         threads: config.query.threads,
         memory_limit: config.query.memory_limit.clone(),
         allowed_directories,
+        max_result_bytes: Some(config.query.max_result_bytes.0),
     })
     .context("starting the query engine")?;
     let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {

@@ -56,6 +56,89 @@ pub struct QuerySettings {
     /// Directories DuckDB may read Parquet files from (the local data directory and the
     /// object cache). Everything else on the filesystem is off limits to queries.
     pub allowed_directories: Vec<PathBuf>,
+    /// Largest result a query may build, in Arrow bytes; `None` is unbounded. A query past it
+    /// stops with [`QueryError::Limit`] instead of exhausting the node's memory (results are
+    /// held whole before they are encoded).
+    pub max_result_bytes: Option<u64>,
+}
+
+/// Stops a running query from another thread: a timeout, a client that went away, a node
+/// that is stopping. Cheap to clone; clones share the state. Interrupting before the query
+/// starts makes it stop at once.
+#[derive(Clone, Default)]
+pub struct QueryInterrupt {
+    inner: Arc<InterruptState>,
+}
+
+#[derive(Default)]
+struct InterruptState {
+    /// Why the query was interrupted; `None` while it may run.
+    reason: Mutex<Option<String>>,
+    /// DuckDB's handle on the query's connection, once it runs.
+    handle: Mutex<Option<Arc<duckdb::InterruptHandle>>>,
+}
+
+impl std::fmt::Debug for QueryInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryInterrupt")
+            .field("reason", &self.reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryInterrupt {
+    /// A handle for one query that nothing has interrupted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the query (if it runs) and records `reason`, which its error names. Only the
+    /// first reason is kept.
+    pub fn interrupt(&self, reason: impl Into<String>) {
+        self.inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| reason.into());
+        if let Some(handle) = self
+            .inner
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            handle.interrupt();
+        }
+    }
+
+    /// Why the query was interrupted, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.inner
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Attaches the running query's connection; interrupts it at once if that was asked
+    /// before it started.
+    fn attach(&self, handle: Arc<duckdb::InterruptHandle>) {
+        *self
+            .inner
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
+        if self.reason().is_some() {
+            handle.interrupt();
+        }
+    }
+
+    fn check(&self) -> Result<(), QueryError> {
+        match self.reason() {
+            Some(reason) => Err(QueryError::Interrupted(reason)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the caller found for one table of a plan.
@@ -78,6 +161,7 @@ pub struct QueryEngine {
     /// The connection queries are cloned from. The mutex is held only to clone it: a
     /// `duckdb::Connection` may move between threads but not be shared by them.
     connection: Arc<Mutex<Connection>>,
+    max_result_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -108,6 +192,7 @@ impl QueryEngine {
         }
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            max_result_bytes: settings.max_result_bytes,
         })
     }
 
@@ -118,13 +203,16 @@ impl QueryEngine {
     /// [`QueryError::Invalid`] when DuckDB's parser, binder or catalog rejects the query;
     /// [`QueryError::Forbidden`] when DuckDB refuses a file access; [`QueryError::Execution`]
     /// for everything else.
+    /// [`QueryError::Limit`] when the result outgrows `max_result_bytes`;
+    /// [`QueryError::Interrupted`] when `interrupt` stopped it.
     pub fn execute(
         &self,
         plan: &SelectPlan,
         tables: &HashMap<TableId, ResolvedTable>,
+        interrupt: &QueryInterrupt,
     ) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let result = self.execute_unrecorded(plan, tables);
+        let result = self.execute_unrecorded(plan, tables, interrupt);
         let elapsed = started.elapsed();
         match &result {
             Ok(result) => metrics::record_success(elapsed, result.row_count()),
@@ -140,7 +228,9 @@ impl QueryEngine {
         &self,
         plan: &SelectPlan,
         tables: &HashMap<TableId, ResolvedTable>,
+        interrupt: &QueryInterrupt,
     ) -> Result<QueryResult, QueryError> {
+        interrupt.check()?;
         let mut registrations = Vec::with_capacity(plan.tables.len());
         let mut cte_bodies = Vec::with_capacity(plan.tables.len());
         for (index, (table, _)) in plan.tables.iter().enumerate() {
@@ -160,6 +250,12 @@ impl QueryEngine {
             .unwrap_or_else(PoisonError::into_inner)
             .try_clone()
             .map_err(|error| QueryError::Execution(format!("cloning connection: {error}")))?;
+        interrupt.attach(connection.interrupt_handle());
+        // An interrupted query fails inside DuckDB with its own message; the reason says why.
+        let classify = |error: duckdb::Error| match interrupt.check() {
+            Err(interrupted) => interrupted,
+            Ok(()) => classify(error),
+        };
         let mut statement = connection.prepare(&sql).map_err(classify)?;
         let schema = statement
             .query_arrow(params_from_iter(registrations.iter()))
@@ -167,8 +263,21 @@ impl QueryEngine {
             .get_schema();
         // `Arrow`'s iterator panics on a fetch error; stepping by hand returns it instead.
         let mut batches = Vec::new();
+        let mut bytes = 0u64;
         while let Some(array) = statement.step().map_err(classify)? {
-            batches.push(RecordBatch::from(&array));
+            let batch = RecordBatch::from(&array);
+            bytes += batch.get_array_memory_size() as u64;
+            if let Some(limit) = self.max_result_bytes
+                && bytes > limit
+            {
+                return Err(QueryError::Limit(format!(
+                    "the result passed query.max_result_bytes ({limit} bytes) after {} rows; \
+                     add a LIMIT, filter, or aggregate",
+                    batches.iter().map(RecordBatch::num_rows).sum::<usize>() + batch.num_rows()
+                )));
+            }
+            interrupt.check()?;
+            batches.push(batch);
         }
         Ok(QueryResult { schema, batches })
     }
@@ -409,8 +518,63 @@ mod tests {
             threads: Some(2),
             memory_limit: Some("1GB".to_string()),
             allowed_directories: vec![directory.to_path_buf()],
+            max_result_bytes: None,
         })
         .expect("engine starts")
+    }
+
+    #[test]
+    fn test_should_stop_a_result_past_max_result_bytes() {
+        let engine = QueryEngine::new(QuerySettings {
+            threads: Some(2),
+            max_result_bytes: Some(1 << 20),
+            ..QuerySettings::default()
+        })
+        .unwrap();
+        let error = run(&engine, "SELECT * FROM range(400000000)", &HashMap::new()).unwrap_err();
+        assert!(matches!(error, QueryError::Limit(_)), "{error}");
+        assert!(error.to_string().contains("max_result_bytes"), "{error}");
+        assert_eq!(error.status_code(), 400);
+        // A result within the bound is whole.
+        let result = run(&engine, "SELECT * FROM range(1000)", &HashMap::new()).unwrap();
+        assert_eq!(result.row_count(), 1000);
+    }
+
+    #[test]
+    fn test_should_interrupt_a_running_query_with_its_reason() {
+        let engine = QueryEngine::new(QuerySettings {
+            threads: Some(2),
+            ..QuerySettings::default()
+        })
+        .unwrap();
+        let interrupt = QueryInterrupt::new();
+        let stopper = interrupt.clone();
+        let started = Instant::now();
+        let worker = std::thread::spawn(move || {
+            engine.execute(
+                &plan_of("SELECT count(*) FROM range(1000000000000)"),
+                &HashMap::new(),
+                &interrupt,
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stopper.interrupt("the client went away");
+        let error = worker.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&error, QueryError::Interrupted(reason) if reason == "the client went away"),
+            "{error}"
+        );
+        assert_eq!(error.status_code(), 503);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+        // Interrupted before it starts: it never runs.
+        let engine = QueryEngine::new(QuerySettings::default()).unwrap();
+        let early = QueryInterrupt::new();
+        early.interrupt("stopping");
+        let error = engine
+            .execute(&plan_of("SELECT 1"), &HashMap::new(), &early)
+            .unwrap_err();
+        assert!(matches!(error, QueryError::Interrupted(_)), "{error}");
     }
 
     fn plan_of(sql: &str) -> SelectPlan {
@@ -425,7 +589,7 @@ mod tests {
         sql: &str,
         tables: &HashMap<TableId, ResolvedTable>,
     ) -> Result<QueryResult, QueryError> {
-        engine.execute(&plan_of(sql), tables)
+        engine.execute(&plan_of(sql), tables, &QueryInterrupt::new())
     }
 
     fn single_batch(result: &QueryResult) -> RecordBatch {
@@ -792,7 +956,9 @@ mod tests {
                 std::thread::spawn(move || {
                     (0..5)
                         .map(|_| {
-                            let result = engine.execute(&plan, &tables).expect("query runs");
+                            let result = engine
+                                .execute(&plan, &tables, &QueryInterrupt::new())
+                                .expect("query runs");
                             single_batch(&result)
                                 .column(0)
                                 .as_primitive::<Int64Type>()
@@ -842,7 +1008,9 @@ mod tests {
         let tables = cpu_fixture(directory.path());
         let plan = plan_of("SELECT time FROM cpu WHERE time > '2026-08-01T00:00:00.000000001Z'");
         let range: TimeRange = plan.tables[0].1;
-        let result = engine.execute(&plan, &tables).expect("query runs");
+        let result = engine
+            .execute(&plan, &tables, &QueryInterrupt::new())
+            .expect("query runs");
         let batch = single_batch(&result);
         let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
         assert_eq!(times.len(), 3);

@@ -24,6 +24,13 @@ pub enum QueryError {
     /// The query was valid but failed while running.
     #[error("query execution failed: {0}")]
     Execution(String),
+    /// The query needed more than a configured bound allows (the result's size).
+    #[error("query too large: {0}")]
+    Limit(String),
+    /// The query was stopped before it finished (its timeout, its client went away, the node
+    /// is stopping); the reason says which.
+    #[error("query stopped: {0}")]
+    Interrupted(String),
 }
 
 impl QueryError {
@@ -34,8 +41,10 @@ impl QueryError {
             QueryError::Parse(_)
             | QueryError::Forbidden(_)
             | QueryError::Invalid(_)
-            | QueryError::UnknownTable(_) => 400,
+            | QueryError::UnknownTable(_)
+            | QueryError::Limit(_) => 400,
             QueryError::Execution(_) => 500,
+            QueryError::Interrupted(_) => 503,
         }
     }
 }

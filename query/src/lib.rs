@@ -36,7 +36,7 @@ mod result;
 mod sql;
 
 pub use encode::{error_json, to_arrow_ipc, to_json, to_json_bytes};
-pub use engine::{QueryEngine, QuerySettings, ResolvedTable};
+pub use engine::{QueryEngine, QueryInterrupt, QuerySettings, ResolvedTable};
 pub use error::QueryError;
 pub use limits::{MAX_EXPRESSION_DEPTH, MAX_SQL_BYTES, check_bounds};
 pub use metrics::describe_metrics;

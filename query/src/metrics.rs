@@ -36,6 +36,8 @@ fn outcome_of(error: &QueryError) -> &'static str {
         QueryError::Invalid(_) => "invalid",
         QueryError::UnknownTable(_) => "unknown_table",
         QueryError::Execution(_) => "execution_error",
+        QueryError::Limit(_) => "limit",
+        QueryError::Interrupted(_) => "interrupted",
     }
 }
 

@@ -257,6 +257,11 @@ impl TestNode {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Base URL of the API.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr.expect("node is running"))

@@ -14,5 +14,6 @@ mod harness;
 mod lifecycle;
 mod metrics;
 mod netns;
+mod overload;
 mod s3;
 mod tls;

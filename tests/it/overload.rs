@@ -1,0 +1,128 @@
+//! Issue 9, the query rows: a result too large for memory, a query past its timeout, a query
+//! whose client went away, and a stop while a query runs. Each gets a clear answer (or none,
+//! for a client that left) and the node keeps serving, or stops on time.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{TestNode, wait_for};
+
+/// A query that would run for hours on two cores.
+const ENDLESS: &str = "SELECT count(*) FROM range(1000000000000)";
+
+/// CPU seconds (user + system) the process has used, from `/proc`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The command name (field 2) may hold spaces; fields after it are space-separated.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // Linux reports clock ticks of 1/100 s (USER_HZ) in /proc.
+    ticks / 100.0
+}
+
+/// Waits until the process uses less than a tenth of a core over a half-second window.
+async fn wait_idle(node: &TestNode, what: &str) {
+    let pid = node.pid().expect("node runs");
+    wait_for(what, Duration::from_secs(30), || async move {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (cpu_seconds(pid) - before < 0.05).then_some(())
+    })
+    .await;
+}
+
+async fn still_serves(node: &TestNode) {
+    node.write_lp("overload", "alive v=1 1").await;
+    assert_eq!(
+        node.query("SELECT count(*) FROM overload.alive").await[0][0],
+        serde_json::json!(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_refuse_a_result_past_max_result_bytes_and_keep_serving() {
+    let node = TestNode::start(&[("ARC_QUERY_MAX_RESULT_BYTES", "64MB")]).await;
+    let (status, body) = node.query_raw("SELECT * FROM range(400000000)").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_result_bytes"),
+        "{body}"
+    );
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_stop_a_query_at_its_timeout() {
+    let node = TestNode::start(&[("ARC_QUERY_TIMEOUT", "1s")]).await;
+    let started = Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), node.query_raw(ENDLESS))
+        .await
+        .expect("an answer within 30 s");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query.timeout"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_idle(&node, "the timed-out query to stop using the cores").await;
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_stop_a_query_whose_client_went_away() {
+    let node = TestNode::start(&[]).await;
+    let gone = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": ENDLESS }))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+    // Before: both cores stayed busy for as long as the query would have run.
+    wait_idle(&node, "the abandoned query to stop using the cores").await;
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_stop_within_the_shutdown_timeout_while_a_query_runs() {
+    let mut node = TestNode::start(&[("ARC_SERVER_SHUTDOWN_TIMEOUT", "10s")]).await;
+    let (client, url) = (node.client.clone(), node.url("/api/v1/query"));
+    let running = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&serde_json::json!({ "sql": ENDLESS }))
+            .send()
+            .await
+            .map(|response| response.status().as_u16())
+    });
+    let pid = node.pid().expect("node runs");
+    wait_for("the query to run", Duration::from_secs(30), || async move {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (cpu_seconds(pid) - before > 0.2).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let status = node.stop().await;
+    assert!(status.success(), "{status}; log:\n{}", node.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    // The query's client got an answer (503: the node is stopping) or a closed connection.
+    if let Ok(Ok(answer)) = running.await {
+        assert_eq!(answer, 503);
+    }
+}
