@@ -240,6 +240,10 @@ pub struct QueryConfig {
     /// `512MB`. Results are held whole before they are encoded, so this bounds a query's memory
     /// on top of DuckDB's own `memory_limit`; past it the query gets a 400 naming this key.
     pub max_result_bytes: ByteSize,
+    /// Queries that may run at once; more get 503 with `Retry-After` at once instead of
+    /// queueing. Default 16. Each holds a blocking thread (shared with write decoding) and
+    /// DuckDB memory, so this keeps a burst of slow queries from starving ingest.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryConfig {
@@ -250,6 +254,7 @@ impl Default for QueryConfig {
             memory_limit: None,
             timeout: HumanDuration(Duration::from_secs(300)),
             max_result_bytes: ByteSize(512 * 1024 * 1024),
+            max_concurrent: 16,
         }
     }
 }
@@ -897,6 +902,9 @@ impl Config {
                 self.query.timeout,
                 "must be greater than 0",
             ));
+        }
+        if self.query.max_concurrent == 0 {
+            return Err(invalid("query.max_concurrent", 0, "must be greater than 0"));
         }
         if self.query.max_result_bytes.0 == 0 {
             return Err(invalid(

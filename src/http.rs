@@ -768,6 +768,16 @@ async fn run_query(
     if !node.is_ready() {
         return Err(unavailable(node.not_ready_reason()));
     }
+    // Refused at once rather than queued: a queue of slow queries would hold their clients'
+    // connections and the blocking threads write decoding needs.
+    let Ok(permit) = node.query_permits.clone().try_acquire_owned() else {
+        m::record_query_refused("concurrency");
+        return Err(unavailable(format!(
+            "{} queries are running, the most query.max_concurrent allows; retry shortly",
+            node.config.query.max_concurrent
+        )));
+    };
+    let _running = m::RunningQuery::start(permit);
     let started = Instant::now();
     // The statement is bounded (arc_query::MAX_SQL_BYTES); its JSON body may escape every
     // character (`\u0000`), so allow six bytes per SQL byte, and never more than the server's

@@ -63,6 +63,14 @@ fn describe() {
     describe_histogram!("arc_flush_seconds", "Duration of one table flush");
     describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
     describe_gauge!(
+        "arc_queries_running",
+        "Queries running now (at most query.max_concurrent)"
+    );
+    describe_counter!(
+        "arc_query_refused_total",
+        "Queries refused before they ran, by reason (concurrency: query.max_concurrent reached)"
+    );
+    describe_gauge!(
         "arc_standby_wal_bytes",
         "Entry bytes in a standby writer's own write-ahead log at start (kept untouched; may hold acknowledged rows no flush covers)"
     );
@@ -161,6 +169,32 @@ pub fn record_ingest(format: &'static str, rows: u64, bytes: u64) {
 /// Records a rejected write.
 pub fn record_rejected(reason: &'static str) {
     counter!("arc_ingest_rejected_total", "reason" => reason).increment(1);
+}
+
+/// A query holding its `query.max_concurrent` permit, counted in `arc_queries_running` until
+/// it is dropped.
+pub struct RunningQuery {
+    /// Released when the query ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl RunningQuery {
+    /// Counts the query that holds `permit` as running.
+    pub fn start(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        gauge!("arc_queries_running").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for RunningQuery {
+    fn drop(&mut self) {
+        gauge!("arc_queries_running").decrement(1.0);
+    }
+}
+
+/// Counts a query refused before it ran, by reason.
+pub fn record_query_refused(reason: &'static str) {
+    counter!("arc_query_refused_total", "reason" => reason).increment(1);
 }
 
 /// Records one group commit.

@@ -68,6 +68,8 @@ pub struct NodeInner {
     pub forward_client: reqwest::Client,
     /// Whether the API is served over HTTPS (forwarded requests use the same scheme).
     pub tls: bool,
+    /// Permits of `query.max_concurrent`: a query runs only while it holds one.
+    pub query_permits: Arc<tokio::sync::Semaphore>,
     /// What this node does; set once the role's start-up (WAL replay for a primary) is done.
     duty: OnceLock<Duty>,
     /// When the last catalog refresh for a query began (see `sync_catalog`).
@@ -496,6 +498,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tls: tls.is_some(),
         duty: OnceLock::new(),
         catalog_synced_from: AsyncMutex::new(None),
+        query_permits: Arc::new(tokio::sync::Semaphore::new(config.query.max_concurrent)),
         storage,
         catalog,
         cache,

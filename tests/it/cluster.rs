@@ -168,7 +168,7 @@ fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// The value of a counter (summed over label sets matching `label`) in `/metrics`.
-async fn metric_sum(node: &TestNode, name: &str, label: &str) -> f64 {
+pub async fn metric_sum(node: &TestNode, name: &str, label: &str) -> f64 {
     let text = node
         .client
         .get(node.url("/metrics"))

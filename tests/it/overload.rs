@@ -126,3 +126,64 @@ async fn test_should_stop_within_the_shutdown_timeout_while_a_query_runs() {
         assert_eq!(answer, 503);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_refuse_queries_past_max_concurrent_and_keep_taking_writes() {
+    let node = TestNode::start(&[
+        ("ARC_QUERY_MAX_CONCURRENT", "2"),
+        ("ARC_QUERY_TIMEOUT", "20s"),
+    ])
+    .await;
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (client, url) = (node.client.clone(), node.url("/api/v1/query"));
+        slow.spawn(async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({ "sql": ENDLESS }))
+                .send()
+                .await
+        });
+    }
+    // Once both run, a third is refused at once, with Retry-After. (Probing earlier could take
+    // a permit from one of them.)
+    wait_for(
+        "both slow queries running",
+        Duration::from_secs(30),
+        || async {
+            let running = crate::cluster::metric_sum(&node, "arc_queries_running", "").await;
+            (running >= 2.0).then_some(())
+        },
+    )
+    .await;
+    let refused = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": "SELECT 1" }))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("max_concurrent"), "{body}");
+    // Writes do not wait for the queries.
+    let started = Instant::now();
+    node.write_lp("overload", "alive v=1 1").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The slow queries' clients leave; their queries stop and free the permits.
+    slow.abort_all();
+    wait_for(
+        "a query admitted again",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = node.query_raw("SELECT 1").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+}
