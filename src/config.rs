@@ -163,6 +163,12 @@ pub struct IngestSettings {
     /// A table's buffer is flushed once its oldest row is this old (milliseconds). Default
     /// 5000. Smaller means fresher files and more, smaller objects.
     pub max_buffer_age_ms: u64,
+    /// Bytes that write bodies being read, decompressed and decoded may hold at once, all
+    /// requests together. Default `2GB`: with the Arrow batches and the WAL entry built from
+    /// them, a body costs three to four times its inflated size at its peak, so this keeps a
+    /// burst of large or compressed writes within a quarter to a third of a 24 GiB node. A
+    /// write past it gets 503 with `Retry-After`; one larger than all of it, 413.
+    pub max_inflight_bytes: ByteSize,
 }
 
 impl Default for IngestSettings {
@@ -170,6 +176,7 @@ impl Default for IngestSettings {
         Self {
             max_buffer_size: 50_000,
             max_buffer_age_ms: 5_000,
+            max_inflight_bytes: ByteSize(2 * 1024 * 1024 * 1024),
         }
     }
 }
@@ -900,6 +907,13 @@ impl Config {
             return Err(invalid(
                 "query.timeout",
                 self.query.timeout,
+                "must be greater than 0",
+            ));
+        }
+        if self.ingest.max_inflight_bytes.0 == 0 {
+            return Err(invalid(
+                "ingest.max_inflight_bytes",
+                self.ingest.max_inflight_bytes,
                 "must be greater than 0",
             ));
         }

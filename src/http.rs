@@ -507,6 +507,10 @@ fn ingest_error(error: IngestError) -> Response {
             m::record_rejected("too_large");
             error_response(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
+        IngestError::Busy(message) => {
+            m::record_rejected("busy");
+            unavailable(message)
+        }
         other => {
             m::record_rejected("invalid");
             error_response(StatusCode::BAD_REQUEST, other.to_string())
@@ -577,18 +581,25 @@ async fn ingest(
         }
     };
     let received = raw.len() as u64;
+    let inline = raw.len() < INLINE_DECODE_LIMIT && !ingest::is_compressed(&raw);
+    // Held until the rows are in the WAL (see ingest/admission.rs).
+    let mut reservation = match node.ingest_budget.reserve(raw.len()) {
+        Ok(reservation) => reservation,
+        Err(error) => return ingest_error(error),
+    };
     let now_ns = node.now_ns();
     let label = format.label();
-    let decode = move || -> Result<Vec<TableWrite>, IngestError> {
-        let body = ingest::decompress(raw, limit)?;
-        match format {
+    let decode = move || -> Result<(Vec<TableWrite>, ingest::Reservation), IngestError> {
+        let body = ingest::decompress(raw, limit, &mut reservation)?;
+        let writes = match format {
             Format::LineProtocol(precision) => {
                 ingest::decode_line_protocol(&body, &database, precision, now_ns)
             }
             Format::MessagePack => ingest::decode_msgpack(&body, &database, now_ns),
-        }
+        }?;
+        Ok((writes, reservation))
     };
-    let decoded = if received as usize >= INLINE_DECODE_LIMIT {
+    let decoded = if !inline {
         match tokio::task::spawn_blocking(decode).await {
             Ok(result) => result,
             Err(error) => {
@@ -602,8 +613,8 @@ async fn ingest(
     } else {
         decode()
     };
-    let writes = match decoded {
-        Ok(writes) => writes,
+    let (writes, _reservation) = match decoded {
+        Ok(decoded) => decoded,
         Err(error) => return ingest_error(error),
     };
     let rows: u64 = writes

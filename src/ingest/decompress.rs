@@ -13,6 +13,7 @@ use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 
 use super::IngestError;
+use super::admission::Reservation;
 
 /// gzip's magic bytes.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -39,10 +40,16 @@ const ZSTD_MAX_WINDOW_LOG: u32 = 27;
 ///
 /// - [`IngestError::TooLarge`] when the (decompressed) body is longer than `max_decompressed`.
 /// - [`IngestError::Invalid`] naming `gzip` or `zstd` when the stream is corrupt or truncated.
-pub fn decompress(body: Bytes, max_decompressed: usize) -> Result<Bytes, IngestError> {
+/// - [`IngestError::Busy`] (or `TooLarge`) when `reservation` cannot grow to cover the
+///   inflated bytes.
+pub fn decompress(
+    body: Bytes,
+    max_decompressed: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, IngestError> {
     if body.starts_with(&GZIP_MAGIC) {
         let decoder = MultiGzDecoder::new(&body[..]);
-        return read_capped(decoder, body.len(), max_decompressed, "gzip");
+        return read_capped(decoder, body.len(), max_decompressed, "gzip", reservation);
     }
     if body.starts_with(&ZSTD_MAGIC) {
         let mut decoder = zstd::stream::read::Decoder::with_buffer(&body[..])
@@ -50,7 +57,7 @@ pub fn decompress(body: Bytes, max_decompressed: usize) -> Result<Bytes, IngestE
         decoder
             .window_log_max(zstd_window_log(max_decompressed))
             .map_err(|error| codec_error("zstd", &error))?;
-        return read_capped(decoder, body.len(), max_decompressed, "zstd");
+        return read_capped(decoder, body.len(), max_decompressed, "zstd", reservation);
     }
     if body.len() > max_decompressed {
         return Err(IngestError::TooLarge {
@@ -58,6 +65,12 @@ pub fn decompress(body: Bytes, max_decompressed: usize) -> Result<Bytes, IngestE
         });
     }
     Ok(body)
+}
+
+/// Whether `body` is gzip or zstd: its inflated size is unknown until it is decoded, so it is
+/// decoded off the async threads whatever its compressed size.
+pub fn is_compressed(body: &[u8]) -> bool {
+    body.starts_with(&GZIP_MAGIC) || body.starts_with(&ZSTD_MAGIC)
 }
 
 /// Returns the zstd window log to allow: enough for `max` bytes, within the fixed bounds.
@@ -72,10 +85,13 @@ fn read_capped(
     compressed_len: usize,
     max: usize,
     codec: &str,
+    reservation: &mut Reservation,
 ) -> Result<Bytes, IngestError> {
     // A guess at the final size saves most regrowth for ordinary bodies without trusting the
     // (attacker-chosen) ratio.
-    let mut out: Vec<u8> = Vec::with_capacity(compressed_len.saturating_mul(4).clamp(0, max));
+    let guess = compressed_len.saturating_mul(4).clamp(0, max);
+    reservation.grow_to(compressed_len.saturating_add(guess))?;
+    let mut out: Vec<u8> = Vec::with_capacity(guess);
     let mut chunk = vec![0u8; CHUNK];
     loop {
         let read = match reader.read(&mut chunk) {
@@ -91,6 +107,8 @@ fn read_capped(
         if needed > out.capacity() {
             // Grow geometrically but never past the cap, so memory stays within `max`.
             let target = out.capacity().saturating_mul(2).clamp(needed, max);
+            // Paid for before it is allocated: the compressed body and the new buffer.
+            reservation.grow_to(compressed_len.saturating_add(target))?;
             out.reserve_exact(target - out.len());
         }
         out.extend_from_slice(&chunk[..read]);
@@ -112,6 +130,32 @@ mod tests {
     use flate2::write::GzEncoder;
 
     use super::*;
+    use crate::ingest::InflightBudget;
+
+    /// Decompresses with a budget that is never the limit (the budget has its own tests).
+    fn decompress(body: Bytes, max: usize) -> Result<Bytes, IngestError> {
+        let mut reservation = InflightBudget::new(1 << 40).reserve(0).unwrap();
+        super::decompress(body, max, &mut reservation)
+    }
+
+    #[test]
+    fn test_should_pay_for_inflated_bytes_from_the_budget() {
+        let budget = InflightBudget::new(1 << 20);
+        let bomb = zstd(&vec![0u8; 8 << 20]);
+        let mut reservation = budget.reserve(bomb.len()).unwrap();
+        let error = super::decompress(Bytes::from(bomb), 64 << 20, &mut reservation).unwrap_err();
+        assert!(
+            matches!(error, IngestError::TooLarge { limit } if limit == 1 << 20),
+            "{error}"
+        );
+        drop(reservation);
+        // Held by another request: the same body is refused for now, not for good.
+        let _other = budget.reserve(900 * 1024).unwrap();
+        let small = zstd(&sample()[..400 * 1024]);
+        let mut reservation = budget.reserve(small.len()).unwrap();
+        let error = super::decompress(Bytes::from(small), 64 << 20, &mut reservation).unwrap_err();
+        assert!(matches!(error, IngestError::Busy(_)), "{error}");
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::default());

@@ -37,6 +37,7 @@
 //! - `msgpack_reader`: a zero-copy, non-recursive MessagePack token reader.
 //! - `msgpack`: the MessagePack decoder (columnar, row and batch shapes).
 
+mod admission;
 mod builder;
 mod decompress;
 mod lineproto;
@@ -53,7 +54,8 @@ use std::str::FromStr;
 use arc_storage::model::TableId;
 use arrow::record_batch::RecordBatch;
 
-pub use decompress::decompress;
+pub use admission::{InflightBudget, Reservation};
+pub use decompress::{decompress, is_compressed};
 pub use lineproto::decode_line_protocol;
 pub use msgpack::decode_msgpack;
 pub use names::{validate_database_name, validate_measurement_name};
@@ -81,6 +83,9 @@ pub enum IngestError {
         /// The limit that was exceeded, in bytes.
         limit: usize,
     },
+    /// Other writes hold the node's decoding budget now (HTTP 503 with `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The unit of line protocol timestamps (`?precision=`).

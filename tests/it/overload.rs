@@ -187,3 +187,74 @@ async fn test_should_refuse_queries_past_max_concurrent_and_keep_taking_writes()
     )
     .await;
 }
+
+/// Peak resident memory of the process so far, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .expect("VmHWM value");
+    kib * 1024
+}
+
+/// Eight concurrent zstd bodies of a few kilobytes, each inflating to 120 MB: each is within
+/// the body limit, together they were not bounded at all. The node's inflight budget (128 MB
+/// here) admits what fits and answers the rest 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_bound_the_bytes_inflated_by_concurrent_writes() {
+    let node = TestNode::start(&[
+        ("ARC_SERVER_MAX_PAYLOAD_SIZE", "120MB"),
+        ("ARC_INGEST_MAX_INFLIGHT_BYTES", "128MB"),
+    ])
+    .await;
+    let pid = node.pid().expect("node runs");
+    let baseline = peak_rss(pid);
+    let bomb = zstd::stream::encode_all(&vec![0u8; 119 << 20][..], 3).unwrap();
+    assert!(bomb.len() < 64 * 1024, "a small body: {} bytes", bomb.len());
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, bomb) = (
+            node.client.clone(),
+            node.url("/api/v1/write/line-protocol"),
+            bomb.clone(),
+        );
+        requests.spawn(async move {
+            let response = client
+                .post(url)
+                .header("x-arc-database", "overload")
+                .body(bomb)
+                .send()
+                .await
+                .expect("an answer");
+            let retry_after = response.headers().contains_key("retry-after");
+            (response.status().as_u16(), retry_after)
+        });
+    }
+    let mut busy = 0;
+    while let Some(answer) = requests.join_next().await {
+        let (status, retry_after) = answer.expect("request task");
+        match status {
+            503 => {
+                assert!(retry_after, "503 without Retry-After");
+                busy += 1;
+            }
+            // Zeros are not line protocol: admitted bodies are inflated, then refused.
+            400 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(busy > 0, "the budget turned some away");
+    let grown = peak_rss(pid).saturating_sub(baseline);
+    assert!(
+        grown < 400 << 20,
+        "peak memory grew by {} MiB for 128 MB of budget",
+        grown >> 20
+    );
+    still_serves(&node).await;
+}
