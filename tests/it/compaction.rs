@@ -501,3 +501,122 @@ async fn test_should_forward_compaction_requests_to_a_compactor() {
     drop(compactor);
     drop(writer);
 }
+
+/// The healthy compactors in `node`'s gossip view, sorted: whom its scheduler splits with.
+async fn healthy_compactors(node: &TestNode) -> Vec<String> {
+    let response = node
+        .client
+        .get(node.url("/api/v1/cluster/nodes?role=compactor&state=healthy"))
+        .send()
+        .await
+        .expect("cluster nodes");
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let mut ids: Vec<String> = body["data"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|node| node["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// Two compactors share the partitions (table, UTC day) by a deterministic split: each hour is
+/// compacted exactly once, by its owner. When one dies, the survivor takes its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_split_partitions_between_compactors_and_hand_them_over() {
+    const DAYS: i64 = 6;
+    const DAY: i64 = 86_400_000_000_000;
+    let storage = tempfile::tempdir().unwrap();
+    let ports = crate::cluster::free_udp_ports(3);
+    let seed = format!("127.0.0.1:{}", ports[0]);
+    let member = |id: &str, role: &str, port: u16| -> Vec<(String, String)> {
+        [
+            ("ARC_CLUSTER_ENABLED", "true".to_string()),
+            ("ARC_CLUSTER_NODE_ID", id.to_string()),
+            ("ARC_CLUSTER_ROLE", role.to_string()),
+            ("ARC_CLUSTER_CLUSTER_NAME", "split".to_string()),
+            ("ARC_CLUSTER_SEEDS", seed.clone()),
+            ("ARC_CLUSTER_COORDINATOR_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "ARC_CLUSTER_SHARED_SECRET",
+                "compaction-test-secret-0123456789".to_string(),
+            ),
+            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
+            ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", "1s".to_string()),
+            (
+                "ARC_STORAGE_LOCAL_PATH",
+                storage.path().display().to_string(),
+            ),
+            ("ARC_COMPACTION_HOURLY_MIN_FILES", "2".to_string()),
+            ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000".to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    };
+    let mut writer = TestNode::prepare_owned(member("writer-1", "writer", ports[0]));
+    writer.spawn().await;
+    let mut first = TestNode::prepare_owned(member("compactor-1", "compactor", ports[1]));
+    first.spawn().await;
+    let mut second = TestNode::prepare_owned(member("compactor-2", "compactor", ports[2]));
+    second.spawn().await;
+    for compactor in [&first, &second] {
+        wait_for("both compactors in each view", RUN_DEADLINE, || async {
+            (healthy_compactors(compactor).await == ["compactor-1", "compactor-2"]).then_some(())
+        })
+        .await;
+    }
+
+    // Hours 10 and 11 of `days` closed days, three flushed objects each.
+    let write_days = |days: std::ops::Range<i64>| {
+        let writer = &writer;
+        async move {
+            for batch in 0..3 {
+                let lines: String = days
+                    .clone()
+                    .flat_map(|day| {
+                        [10, 11].map(|hour| {
+                            let time = DAY_NS + day * DAY + hour * HOUR_NS + batch;
+                            format!("split,host=h v={batch}i {time}\n")
+                        })
+                    })
+                    .collect();
+                writer.write_lp(DB, &lines).await;
+                writer.flush().await;
+            }
+        }
+    };
+    let totals = "SELECT count(*), sum(v) FROM compact.split";
+    write_days(0..DAYS).await;
+    let before = writer.query(totals).await;
+
+    let mut committed = Vec::new();
+    for compactor in [&first, &second] {
+        let done = run_compaction(compactor, "tier=hourly").await;
+        committed.push(done["last_run"]["committed"].as_u64().unwrap_or(0));
+    }
+    // Every hour once, and both did some: the split is by partition, not all to one.
+    assert_eq!(
+        committed.iter().sum::<u64>(),
+        2 * DAYS as u64,
+        "{committed:?}"
+    );
+    assert!(committed.iter().all(|jobs| *jobs > 0), "{committed:?}");
+    assert_eq!(writer.query(totals).await, before);
+
+    // The second compactor dies: once the first sees it gone, it owns every partition.
+    second.kill9();
+    wait_for("the survivor alone in its view", RUN_DEADLINE, || async {
+        (healthy_compactors(&first).await == ["compactor-1"]).then_some(())
+    })
+    .await;
+    write_days(DAYS..2 * DAYS).await;
+    let before = writer.query(totals).await;
+    let done = run_compaction(&first, "tier=hourly").await;
+    assert_eq!(done["last_run"]["committed"], 2 * DAYS, "{done}");
+    assert_eq!(writer.query(totals).await, before);
+}
