@@ -203,7 +203,7 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-/// Eight concurrent zstd bodies of a few kilobytes, each inflating to 120 MB: each is within
+/// Sixteen concurrent zstd bodies of a few kilobytes, each inflating to 120 MB: each is within
 /// the body limit, together they were not bounded at all. The node's inflight budget (128 MB
 /// here) admits what fits and answers the rest 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +218,7 @@ async fn test_should_bound_the_bytes_inflated_by_concurrent_writes() {
     let bomb = zstd::stream::encode_all(&vec![0u8; 119 << 20][..], 3).unwrap();
     assert!(bomb.len() < 64 * 1024, "a small body: {} bytes", bomb.len());
     let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..8 {
+    for _ in 0..16 {
         let (client, url, bomb) = (
             node.client.clone(),
             node.url("/api/v1/write/line-protocol"),
