@@ -30,10 +30,8 @@
 //!
 //! # The shared handle
 //!
-//! [`CompactionHandle`] (status and the trigger channel) is what the API uses. It is found
-//! through a small registry keyed by the node ([`handle_of`]) rather than a field of the
-//! node's shared state, so that this module needs no change to the start-up code it runs
-//! after; entries hold a `Weak` to the node, so an address is never reused while registered.
+//! [`CompactionHandle`] (status and the trigger channel) is what the API uses; the node keeps
+//! it in its shared state once the scheduler starts ([`handle_of`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
@@ -365,43 +363,21 @@ impl CompactionHandle {
     }
 }
 
-/// The registry of running schedulers, by node (see the module docs).
-static HANDLES: Mutex<Vec<(Weak<NodeInner>, CompactionHandle)>> = Mutex::new(Vec::new());
-
-fn registry() -> std::sync::MutexGuard<'static, Vec<(Weak<NodeInner>, CompactionHandle)>> {
-    HANDLES.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-/// Returns the scheduler handle of `node`, or `None` if it does not compact (or has stopped).
-pub fn handle_of(node: &Arc<NodeInner>) -> Option<CompactionHandle> {
-    registry()
-        .iter()
-        .find(|(weak, _)| std::ptr::eq(weak.as_ptr(), Arc::as_ptr(node)))
-        .map(|(_, handle)| handle.clone())
-}
-
-fn register(node: &Arc<NodeInner>, handle: CompactionHandle) {
-    let mut handles = registry();
-    handles.retain(|(weak, _)| weak.strong_count() > 0);
-    handles.push((Arc::downgrade(node), handle));
-}
-
-fn unregister(node: &Weak<NodeInner>) {
-    registry().retain(|(weak, _)| !Weak::ptr_eq(weak, node));
+/// Returns the scheduler handle of `node`, or `None` if it does not compact.
+pub fn handle_of(node: &NodeInner) -> Option<CompactionHandle> {
+    node.compaction.get().cloned()
 }
 
 /// The running scheduler: its token and task. [`CompactionTask::stop`] ends it.
 pub struct CompactionTask {
     cancel: CancellationToken,
     task: JoinHandle<()>,
-    node: Weak<NodeInner>,
 }
 
 impl CompactionTask {
     /// Cancels the task, waits for it, and logs how it ended.
     pub async fn stop(self) {
         self.cancel.cancel();
-        unregister(&self.node);
         match self.task.await {
             Ok(()) => info!("compaction scheduler stopped"),
             Err(join_error) if join_error.is_panic() => {
@@ -441,7 +417,7 @@ pub fn start(
     };
     let (triggers, trigger_rx) = mpsc::channel(1);
     let handle = CompactionHandle::new(&node.node_id, triggers);
-    register(node, handle.clone());
+    let _ = node.compaction.set(handle.clone());
     let cancel = stop.child_token();
     let scheduler = Scheduler {
         node: Arc::downgrade(node),
@@ -456,11 +432,7 @@ pub fn start(
     };
     let span = info_span!("compaction", node_id = %node.node_id);
     let task = tokio::spawn(scheduler.run(cancel.clone(), trigger_rx).instrument(span));
-    Some(CompactionTask {
-        cancel,
-        task,
-        node: Arc::downgrade(node),
-    })
+    Some(CompactionTask { cancel, task })
 }
 
 /// Arms the crate's failpoints from the `compact-*` entries of `ARC_FAILPOINTS` (the node's

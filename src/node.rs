@@ -70,6 +70,8 @@ pub struct NodeInner {
     pub tls: bool,
     /// `ingest.max_inflight_bytes`: what write bodies being read and decoded may hold at once.
     pub ingest_budget: crate::ingest::InflightBudget,
+    /// The compaction scheduler's status and triggers, once it runs on this node.
+    pub(crate) compaction: OnceLock<crate::compaction::CompactionHandle>,
     /// Permits of `query.max_concurrent`: a query runs only while it holds one.
     pub query_permits: Arc<tokio::sync::Semaphore>,
     /// What this node does; set once the role's start-up (WAL replay for a primary) is done.
@@ -501,6 +503,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         duty: OnceLock::new(),
         catalog_synced_from: AsyncMutex::new(None),
         query_permits: Arc::new(tokio::sync::Semaphore::new(config.query.max_concurrent)),
+        compaction: OnceLock::new(),
         ingest_budget: crate::ingest::InflightBudget::new(config.ingest.max_inflight_bytes.0),
         storage,
         catalog,

@@ -256,31 +256,25 @@ fn check_name_collisions(
     write: &TableWrite,
 ) -> Result<(), String> {
     let schema = write.batch.schema();
-    let fields = schema.fields();
-    for (index, field) in fields.iter().enumerate() {
+    let mut seen: HashMap<String, &str> = HashMap::with_capacity(schema.fields().len());
+    for field in schema.fields() {
         let name = field.name();
-        let earlier = fields[..index]
-            .iter()
-            .map(|other| other.name())
-            .find(|other| {
-                other.eq_ignore_ascii_case(name) || other.to_lowercase() == name.to_lowercase()
-            });
+        let lowered = name.to_lowercase();
+        // A known column by exactly this name is the common case: no scan of the others.
         let known_clash = || {
             known
                 .filter(|known| !known.contains_key(name))
-                .and_then(|known| {
-                    known.keys().find(|other| {
-                        other.eq_ignore_ascii_case(name)
-                            || other.to_lowercase() == name.to_lowercase()
-                    })
-                })
+                .and_then(|known| known.keys().find(|other| other.to_lowercase() == lowered))
+                .map(String::as_str)
         };
-        if let Some(other) = earlier.or_else(known_clash) {
+        let clash = seen.get(&lowered).copied().or_else(known_clash);
+        if let Some(other) = clash {
             return Err(format!(
                 "column {name:?} of {} collides with column {other:?}: column names may not differ only in case",
                 write.table
             ));
         }
+        seen.insert(lowered, name);
     }
     Ok(())
 }

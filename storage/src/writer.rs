@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, PutPayload};
 use tracing::debug;
 
-use crate::catalog::{Catalog, DataObject, Flush, RecordBody};
+use crate::catalog::{Catalog, DataObject, Flush, RecordBody, Verdict};
 use crate::error::{CatalogError, StorageError};
 use crate::metrics;
 use crate::model::{ColumnSpec, TableId};
@@ -57,19 +57,25 @@ pub async fn upload_and_commit(
     objects: Vec<EncodedObject>,
     meta: &FlushMeta,
 ) -> Result<FlushOutcome, StorageError> {
-    let snapshot = catalog.snapshot();
-    if snapshot.epoch > meta.epoch {
-        return Err(StorageError::Catalog(CatalogError::Fenced {
-            our_epoch: meta.epoch,
-            current_epoch: snapshot.epoch,
-        }));
-    }
-    if let Some(flushed_lsn) = snapshot
-        .table(table)
-        .map(|state| state.flushed_lsn)
-        .filter(|flushed| *flushed > 0 && *flushed >= meta.lsn_last && *flushed >= meta.lsn_first)
-    {
-        return Ok(FlushOutcome::Covered { flushed_lsn });
+    // The catalog's own rule, on its current snapshot: spend no upload on a flush that would
+    // be fenced or is covered already.
+    let probe = RecordBody::Flush(Flush {
+        table: table.clone(),
+        lsn_first: meta.lsn_first,
+        lsn_last: meta.lsn_last,
+        objects: Vec::new(),
+        columns: Vec::new(),
+    });
+    match catalog.snapshot().check(meta.epoch, &probe) {
+        Verdict::Fenced { current_epoch } => {
+            return Err(StorageError::Catalog(CatalogError::Fenced {
+                our_epoch: meta.epoch,
+                current_epoch,
+            }));
+        }
+        Verdict::Covered { flushed_lsn } => return Ok(FlushOutcome::Covered { flushed_lsn }),
+        // Anything else is for the commit to decide, after tailing the log.
+        Verdict::Valid | Verdict::UnknownEpoch { .. } | Verdict::Rejected(_) => {}
     }
     let mut columns: Vec<ColumnSpec> = Vec::new();
     for object in &objects {

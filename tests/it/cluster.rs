@@ -35,14 +35,17 @@ pub fn free_udp_ports(count: usize) -> Vec<u16> {
 }
 
 /// One planned member of a test cluster.
-struct Member {
-    id: String,
-    role: &'static str,
-    gossip_port: u16,
+pub struct Member {
+    /// Its node id.
+    pub id: String,
+    /// Its role.
+    pub role: &'static str,
+    /// Its gossip (UDP) port on loopback.
+    pub gossip_port: u16,
 }
 
 /// The `ARC_*` variables an operator would set for `member`.
-fn member_env(
+pub fn member_env(
     cluster: &str,
     member: &Member,
     seeds: &[u16],

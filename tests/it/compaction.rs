@@ -427,33 +427,13 @@ async fn test_should_lose_and_duplicate_nothing_when_killed_mid_job() {
 async fn test_should_forward_compaction_requests_to_a_compactor() {
     let storage = tempfile::tempdir().unwrap();
     let ports = crate::cluster::free_udp_ports(2);
-    let seed = format!("127.0.0.1:{}", ports[0]);
-    let member = |id: &str, role: &str, port: u16| -> Vec<(String, String)> {
-        [
-            ("ARC_CLUSTER_ENABLED", "true".to_string()),
-            ("ARC_CLUSTER_NODE_ID", id.to_string()),
-            ("ARC_CLUSTER_ROLE", role.to_string()),
-            ("ARC_CLUSTER_CLUSTER_NAME", "compaction".to_string()),
-            ("ARC_CLUSTER_SEEDS", seed.clone()),
-            ("ARC_CLUSTER_COORDINATOR_ADDR", format!("127.0.0.1:{port}")),
-            (
-                "ARC_CLUSTER_SHARED_SECRET",
-                "compaction-test-secret-0123456789".to_string(),
-            ),
-            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
-            ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", "1s".to_string()),
-            (
-                "ARC_STORAGE_LOCAL_PATH",
-                storage.path().display().to_string(),
-            ),
-            ("ARC_COMPACTION_HOURLY_MIN_FILES", "2".to_string()),
-            ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000".to_string()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_string(), value))
-        .collect()
-    };
-    let mut writer = TestNode::prepare_owned(member("writer-1", "writer", ports[0]));
+    let mut writer = TestNode::prepare_owned(member(
+        storage.path(),
+        "writer-1",
+        "writer",
+        ports[0],
+        ports[0],
+    ));
     writer.spawn().await;
 
     // No compactor yet: 503 with Retry-After, and a bad tier is still a 400.
@@ -463,7 +443,13 @@ async fn test_should_forward_compaction_requests_to_a_compactor() {
     assert!(body.to_string().contains("no healthy compactor"), "{body}");
     assert_eq!(trigger(&writer, "tier=monthly").await.0, 400);
 
-    let mut compactor = TestNode::prepare_owned(member("compactor-1", "compactor", ports[1]));
+    let mut compactor = TestNode::prepare_owned(member(
+        storage.path(),
+        "compactor-1",
+        "compactor",
+        ports[1],
+        ports[0],
+    ));
     compactor.spawn().await;
     write_data(&writer).await;
     let before = answers(&writer).await;
@@ -502,6 +488,25 @@ async fn test_should_forward_compaction_requests_to_a_compactor() {
     drop(writer);
 }
 
+/// The variables of cluster member `id` (gossip on `port`, seeding `seed`) sharing `storage`,
+/// with hours worth compacting from two objects on.
+fn member(
+    storage: &std::path::Path,
+    id: &str,
+    role: &'static str,
+    port: u16,
+    seed: u16,
+) -> Vec<(String, String)> {
+    let planned = crate::cluster::Member {
+        id: id.to_string(),
+        role,
+        gossip_port: port,
+    };
+    let mut env = crate::cluster::member_env("compaction", &planned, &[seed], storage);
+    env.push(("ARC_COMPACTION_HOURLY_MIN_FILES".into(), "2".into()));
+    env
+}
+
 /// The healthy compactors in `node`'s gossip view, sorted: whom its scheduler splits with.
 async fn healthy_compactors(node: &TestNode) -> Vec<String> {
     let response = node
@@ -532,37 +537,29 @@ async fn test_should_split_partitions_between_compactors_and_hand_them_over() {
     const DAY: i64 = 86_400_000_000_000;
     let storage = tempfile::tempdir().unwrap();
     let ports = crate::cluster::free_udp_ports(3);
-    let seed = format!("127.0.0.1:{}", ports[0]);
-    let member = |id: &str, role: &str, port: u16| -> Vec<(String, String)> {
-        [
-            ("ARC_CLUSTER_ENABLED", "true".to_string()),
-            ("ARC_CLUSTER_NODE_ID", id.to_string()),
-            ("ARC_CLUSTER_ROLE", role.to_string()),
-            ("ARC_CLUSTER_CLUSTER_NAME", "split".to_string()),
-            ("ARC_CLUSTER_SEEDS", seed.clone()),
-            ("ARC_CLUSTER_COORDINATOR_ADDR", format!("127.0.0.1:{port}")),
-            (
-                "ARC_CLUSTER_SHARED_SECRET",
-                "compaction-test-secret-0123456789".to_string(),
-            ),
-            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "200ms".to_string()),
-            ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", "1s".to_string()),
-            (
-                "ARC_STORAGE_LOCAL_PATH",
-                storage.path().display().to_string(),
-            ),
-            ("ARC_COMPACTION_HOURLY_MIN_FILES", "2".to_string()),
-            ("ARC_INGEST_MAX_BUFFER_AGE_MS", "600000".to_string()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_string(), value))
-        .collect()
-    };
-    let mut writer = TestNode::prepare_owned(member("writer-1", "writer", ports[0]));
+    let mut writer = TestNode::prepare_owned(member(
+        storage.path(),
+        "writer-1",
+        "writer",
+        ports[0],
+        ports[0],
+    ));
     writer.spawn().await;
-    let mut first = TestNode::prepare_owned(member("compactor-1", "compactor", ports[1]));
+    let mut first = TestNode::prepare_owned(member(
+        storage.path(),
+        "compactor-1",
+        "compactor",
+        ports[1],
+        ports[0],
+    ));
     first.spawn().await;
-    let mut second = TestNode::prepare_owned(member("compactor-2", "compactor", ports[2]));
+    let mut second = TestNode::prepare_owned(member(
+        storage.path(),
+        "compactor-2",
+        "compactor",
+        ports[2],
+        ports[0],
+    ));
     second.spawn().await;
     for compactor in [&first, &second] {
         wait_for("both compactors in each view", RUN_DEADLINE, || async {

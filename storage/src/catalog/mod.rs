@@ -47,7 +47,7 @@ use crate::error::CatalogError;
 use crate::metrics::{self, CommitOutcome};
 use crate::paths;
 use record::Checkpoint;
-use state::Verdict;
+pub(crate) use state::Verdict;
 
 /// How many log records a tail fetches concurrently once it finds more than one new record.
 const TAIL_WINDOW: u64 = 16;
