@@ -11,7 +11,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::lsn::Lsn;
+use crate::lsn::{Epoch, Lsn};
 
 /// Errors of the WAL. Every message names the file, offset or LSN it is about.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,26 @@ pub enum WalError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// [`crate::Wal::append_at`] was given an LSN other than the next one: a gap in (or a
+    /// replay of) the stream it copies.
+    #[error("wal append at lsn {found} out of order: the next lsn is {expected}")]
+    AppendOutOfOrder {
+        /// The LSN the log continues with.
+        expected: Lsn,
+        /// The LSN given.
+        found: Lsn,
+    },
+    /// [`crate::Wal::append_at`] was given an entry of an epoch older than the log's last
+    /// entry: it comes from a deposed primary.
+    #[error("wal append at lsn {lsn} has epoch {found}, older than the last entry's epoch {last}")]
+    EpochRegressed {
+        /// The last entry's epoch.
+        last: Epoch,
+        /// The entry's epoch.
+        found: Epoch,
+        /// The entry's LSN.
+        lsn: Lsn,
     },
     /// The next LSN would be the reserved `u64::MAX`.
     #[error("wal lsn space exhausted at lsn {lsn}")]

@@ -157,7 +157,7 @@ pub(crate) enum Step {
     /// A verified entry whose payload was kept.
     Entry(Entry),
     /// A verified entry whose payload was checksummed and dropped.
-    Verified { lsn: Lsn },
+    Verified { lsn: Lsn, epoch: Epoch },
     /// The segment ends cleanly after the previous entry.
     End,
     /// The entry at [`SegmentReader::offset`] is damaged; nothing after it can be trusted.
@@ -302,7 +302,7 @@ impl<R: Read> SegmentReader<R> {
                 lsn,
                 payload,
             }),
-            None => Step::Verified { lsn },
+            None => Step::Verified { lsn, epoch },
         })
     }
 }
@@ -594,7 +594,7 @@ mod tests {
         };
         assert!(matches!(
             reader.next_entry(None),
-            Ok(Step::Verified { lsn: Lsn(1) })
+            Ok(Step::Verified { lsn: Lsn(1), .. })
         ));
         assert_eq!(
             reader.next_entry(None).expect("read"),

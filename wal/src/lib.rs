@@ -28,6 +28,11 @@
 //! - `recovery.rs`: the scan and repair done by `open`; [`RecoveryReport`], [`TruncationInfo`].
 //! - `wal.rs`: [`Wal`], the writer's handle (append, sync, rotation, retention).
 //! - `reader.rs`: [`Entries`], the iterator behind `read_from`.
+//! - `dir_reader.rs`: [`WalReader`], a lock-free, read-only reader of a WAL directory another
+//!   handle is appending to (replication catch-up).
+//! - `replication/`: [`replication`], streaming the WAL to standbys and readers over QUIC: the
+//!   frame codec, the pure primary and follower state machines, and the quinn shell
+//!   (`docs/0006-replication.md`).
 //! - `metrics.rs`: metric names and [`describe_metrics`].
 //! - `testing.rs` (tests and the `testsuite` feature): `SimFs`, an in-memory [`WalFs`] that
 //!   loses everything not synced on a simulated power cut.
@@ -39,6 +44,7 @@
 //! the damaged bytes are copied aside. A failed write or fsync poisons the handle
 //! ([`WalError::Poisoned`]): drop it and reopen.
 
+mod dir_reader;
 mod error;
 mod format;
 mod fs;
@@ -46,6 +52,7 @@ mod lsn;
 mod metrics;
 mod reader;
 mod recovery;
+pub mod replication;
 mod segment;
 mod settings;
 #[cfg(test)]
@@ -54,6 +61,7 @@ mod test_support;
 pub mod testing;
 mod wal;
 
+pub use crate::dir_reader::{DirEntries, WalReader};
 pub use crate::error::{CorruptionKind, WalError};
 pub use crate::format::{Entry, MAX_PAYLOAD_BYTES};
 pub use crate::fs::{StdFs, WalDirEntry, WalDirLock, WalFile, WalFs};

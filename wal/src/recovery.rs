@@ -240,10 +240,17 @@ fn scan(
         }
 
         let mut last_lsn = None;
+        let mut last_epoch = None;
         let defect = loop {
             match reader.next_entry(None).map_err(WalError::io_at(path))? {
-                Step::Entry(entry) => last_lsn = Some(entry.lsn),
-                Step::Verified { lsn } => last_lsn = Some(lsn),
+                Step::Entry(entry) => {
+                    last_lsn = Some(entry.lsn);
+                    last_epoch = Some(entry.epoch);
+                }
+                Step::Verified { lsn, epoch } => {
+                    last_lsn = Some(lsn);
+                    last_epoch = Some(epoch);
+                }
                 Step::End => break None,
                 Step::Defect(kind) => break Some(kind),
             }
@@ -251,6 +258,7 @@ fn scan(
         kept.push(SegmentMeta {
             first_lsn,
             last_lsn,
+            last_epoch,
             path: path.clone(),
             size_bytes: reader.offset(),
         });

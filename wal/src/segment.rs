@@ -17,7 +17,7 @@ use crate::format::{
     segment_file_name,
 };
 use crate::fs::{WalDirLock, WalFile, WalFs};
-use crate::lsn::Lsn;
+use crate::lsn::{Epoch, Lsn};
 use crate::settings::SyncMode;
 
 /// Name of the lock file inside the WAL directory.
@@ -34,6 +34,8 @@ pub(crate) struct SegmentMeta {
     pub(crate) first_lsn: Lsn,
     /// LSN of its last written entry; `None` while it holds none.
     pub(crate) last_lsn: Option<Lsn>,
+    /// Epoch of its last written entry; `None` while it holds none.
+    pub(crate) last_epoch: Option<Epoch>,
     pub(crate) path: PathBuf,
     /// Verified (sealed) or written (active) length; readers never go past it.
     pub(crate) size_bytes: u64,
@@ -137,6 +139,7 @@ pub(crate) fn create_segment(
     let meta = SegmentMeta {
         first_lsn,
         last_lsn: None,
+        last_epoch: None,
         path,
         size_bytes: header.len() as u64,
     };

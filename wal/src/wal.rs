@@ -47,6 +47,8 @@ pub struct Wal {
     buffer: Vec<u8>,
     /// LSN of the last frame in `buffer`.
     buffered_lsn: Option<Lsn>,
+    /// Epoch of the last entry appended (buffered or written); [`Wal::append_at`] refuses older.
+    last_epoch: Option<Epoch>,
     /// LSN the next `append` assigns.
     next_lsn: Lsn,
     /// Last LSN handed to the OS (readable by `read_from`).
@@ -124,6 +126,7 @@ impl Wal {
             create_segment(&*fs, &dir, next_lsn, flags, settings.sync_mode)?;
         segments.push(active_meta);
 
+        let last_epoch = segments.iter().rev().find_map(|segment| segment.last_epoch);
         let metrics = WalMetrics::new();
         metrics.segments.set(segments.len() as f64);
         info!(
@@ -148,6 +151,7 @@ impl Wal {
             active,
             buffer: Vec::new(),
             buffered_lsn: None,
+            last_epoch,
             next_lsn,
             written_lsn: report.last_lsn,
             durable_lsn: report.last_lsn,
@@ -190,11 +194,52 @@ impl Wal {
         encode_entry(&mut self.buffer, epoch, lsn, payload);
         self.next_lsn = lsn.saturating_next();
         self.buffered_lsn = Some(lsn);
+        self.last_epoch = Some(epoch);
         self.metrics.appends.increment(1);
         self.metrics
             .append_bytes
             .increment(encoded_entry_len(payload.len()));
         Ok(lsn)
+    }
+
+    /// Appends one entry at the LSN the primary gave it, for a standby that keeps a copy of the
+    /// primary's log: the same LSNs and epochs, so that once promoted it continues the same
+    /// log. Like [`Wal::append`], not durable until [`Wal::sync`].
+    ///
+    /// A standby whose stream starts above its log's end (the primary no longer keeps the
+    /// entries in between, the catalog's flushes cover them) reopens its WAL with
+    /// `min_next_lsn` at the stream's start instead, which declares the jump on disk.
+    ///
+    /// # Errors
+    /// `AppendOutOfOrder` unless `lsn` is exactly [`Wal::next_lsn`] (a gap or a replay: the
+    /// stream must be resubscribed), `EpochRegressed` if `epoch` is older than the last entry's
+    /// (an entry from a deposed primary), and every error of [`Wal::append`]. Nothing is
+    /// appended on error.
+    pub fn append_at(&mut self, epoch: Epoch, lsn: Lsn, payload: &[u8]) -> Result<(), WalError> {
+        self.check_not_poisoned()?;
+        if lsn != self.next_lsn {
+            return Err(WalError::AppendOutOfOrder {
+                expected: self.next_lsn,
+                found: lsn,
+            });
+        }
+        if let Some(last) = self.last_epoch
+            && epoch < last
+        {
+            return Err(WalError::EpochRegressed {
+                last,
+                found: epoch,
+                lsn,
+            });
+        }
+        let appended = self.append(epoch, payload)?;
+        debug_assert_eq!(appended, lsn);
+        Ok(())
+    }
+
+    /// Returns the epoch of the last entry appended (buffered or written), if any.
+    pub fn last_epoch(&self) -> Option<Epoch> {
+        self.last_epoch
     }
 
     /// Writes the buffered entries to the active segment and makes them durable per the sync
@@ -226,6 +271,7 @@ impl Wal {
         }
         active.size_bytes += self.buffer.len() as u64;
         active.last_lsn = self.buffered_lsn;
+        active.last_epoch = self.last_epoch;
         self.written_lsn = self.buffered_lsn;
         self.buffer.clear();
         self.buffer.shrink_to(RETAINED_BUFFER_BYTES);
@@ -624,6 +670,72 @@ mod tests {
         );
         wal.append(EPOCH, &payload_for(21)).expect("append");
         wal.sync().expect("the active segment still takes appends");
+    }
+
+    #[test]
+    fn test_should_append_at_the_given_lsn_and_refuse_gaps_and_older_epochs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(settings(dir.path(), 100), Lsn(10)).expect("open");
+        assert_eq!(wal.last_epoch(), None);
+        wal.append_at(Epoch(3), Lsn(10), b"a")
+            .expect("append at the next lsn");
+        let gap = wal.append_at(Epoch(3), Lsn(12), b"c");
+        assert!(
+            matches!(
+                gap,
+                Err(WalError::AppendOutOfOrder {
+                    expected: Lsn(11),
+                    found: Lsn(12)
+                })
+            ),
+            "{gap:?}"
+        );
+        let replay = wal.append_at(Epoch(3), Lsn(10), b"a");
+        assert!(
+            matches!(replay, Err(WalError::AppendOutOfOrder { .. })),
+            "{replay:?}"
+        );
+        let older = wal.append_at(Epoch(2), Lsn(11), b"b");
+        assert!(
+            matches!(
+                older,
+                Err(WalError::EpochRegressed {
+                    last: Epoch(3),
+                    found: Epoch(2),
+                    lsn: Lsn(11)
+                })
+            ),
+            "{older:?}"
+        );
+        assert_eq!(wal.next_lsn(), Lsn(11), "nothing appended on error");
+        wal.append_at(Epoch(4), Lsn(11), b"b")
+            .expect("a newer epoch");
+        // Rotation: the epoch must be remembered by the sealed segment, not just the handle.
+        for lsn in 12..=20 {
+            wal.append_at(Epoch(4), Lsn(lsn), b"xxxxxxxxxxxxxxxx")
+                .expect("append");
+            wal.sync().expect("sync");
+        }
+        drop(wal);
+
+        let (mut wal, _) = open(dir.path(), 100);
+        assert_eq!(wal.last_epoch(), Some(Epoch(4)));
+        let older = wal.append_at(Epoch(3), Lsn(21), b"x");
+        assert!(
+            matches!(older, Err(WalError::EpochRegressed { .. })),
+            "{older:?}"
+        );
+        wal.append_at(Epoch(4), Lsn(21), b"x").expect("append");
+        wal.sync().expect("sync");
+        let read: Vec<(u64, u64)> = wal
+            .read_from(Lsn(0))
+            .expect("read")
+            .map(|entry| entry.expect("entry"))
+            .map(|entry| (entry.epoch.0, entry.lsn.0))
+            .collect();
+        let mut expected_read = vec![(3, 10)];
+        expected_read.extend((11..=21).map(|lsn| (4, lsn)));
+        assert_eq!(read, expected_read);
     }
 
     #[test]

@@ -1,0 +1,587 @@
+//! [`FollowerState`]: a follower's side of replication as a pure state machine: which frames
+//! from the primary to accept, what to do with each entry, and when to drop the stream and
+//! subscribe again.
+//!
+//! Like [`crate::replication::PrimaryState`], it has no I/O and no clock: the shell feeds it
+//! frames, catalog news and the time, and drains [`FollowerAction`]s.
+//!
+//! Phases: `Idle` (no stream) → [`FollowerState::subscribe`] → `Subscribing` (waiting for the
+//! primary's `Subscribed`) → `Streaming` (entries flow). Any defect — a gap, an entry of an
+//! epoch older than the newest promote this node knows, a silent primary, a newer promote in
+//! the catalog, a refusal — emits [`FollowerAction::Resubscribe`] and returns to `Idle`; frames
+//! still arriving on the dropped stream are ignored.
+
+use std::collections::VecDeque;
+
+use crate::format::Entry;
+use crate::lsn::{Epoch, Lsn};
+use crate::replication::frame::{FlushNotice, FollowerRole, Frame, FrameKind, Subscribe};
+
+/// Why a follower drops its stream and subscribes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResubscribeReason {
+    /// An entry's LSN is not the next one expected.
+    Gap {
+        /// The LSN expected.
+        expected: Lsn,
+        /// The LSN received.
+        found: Lsn,
+    },
+    /// An entry (or the primary itself) is of an epoch older than the newest promote this node
+    /// knows: it comes from a deposed primary, and is refused.
+    StaleEpoch {
+        /// The epoch of the entry or stream.
+        epoch: Epoch,
+        /// The newest promote epoch known.
+        promised: Epoch,
+        /// The refused entry's LSN (`None` for the stream's own epoch).
+        lsn: Option<Lsn>,
+    },
+    /// An entry's epoch is older than the previous entry's on the same stream.
+    EpochRegressed {
+        /// The previous entry's epoch.
+        previous: Epoch,
+        /// The entry's epoch.
+        found: Epoch,
+        /// The entry's LSN.
+        lsn: Lsn,
+    },
+    /// The catalog names a newer primary than the one streaming.
+    NewPrimary {
+        /// The new promote's epoch.
+        epoch: Epoch,
+    },
+    /// Nothing was heard from the primary for longer than the silence timeout.
+    Silent {
+        /// How long it has been silent, in milliseconds.
+        silent_ms: u64,
+    },
+    /// The primary refused the subscription.
+    Refused {
+        /// Its reason.
+        reason: String,
+    },
+    /// A frame that has no place in the current phase.
+    Unexpected {
+        /// Its kind.
+        kind: FrameKind,
+    },
+}
+
+/// What the follower's shell must do, drained in order with [`FollowerState::poll_action`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowerAction {
+    /// Open a stream to the primary and send this subscription.
+    Subscribe(Subscribe),
+    /// The stream starts at `lsn`, above what this node holds: the entries in between are no
+    /// longer kept by the primary, and the catalog's flushes cover them. A standby restarts its
+    /// WAL at `lsn` (open with `min_next_lsn = lsn`); a reader reloads from the catalog.
+    SkipTo {
+        /// The first LSN the stream will carry.
+        lsn: Lsn,
+    },
+    /// Standby: append the entry at its LSN ([`crate::Wal::append_at`]), fsync, then report
+    /// [`FollowerState::durable`]. Several appends may share one fsync.
+    Append(Entry),
+    /// Reader: apply the entry to the in-memory buffers (not visible past the commit LSN),
+    /// then report [`FollowerState::applied`].
+    Apply(Entry),
+    /// Send an `Ack` frame.
+    SendAck {
+        /// The durable LSN.
+        durable_lsn: Lsn,
+    },
+    /// Send an `Applied` frame.
+    SendApplied {
+        /// The applied LSN.
+        applied_lsn: Lsn,
+    },
+    /// The primary's commit LSN advanced: rows up to it were acknowledged and may be exposed.
+    CommitAdvanced {
+        /// The new commit LSN.
+        commit_lsn: Lsn,
+    },
+    /// A flush was committed: rows it covers will be read from the catalog's objects.
+    Flushed(FlushNotice),
+    /// Drop the stream, then call [`FollowerState::subscribe`] (after a back-off).
+    Resubscribe {
+        /// Why.
+        reason: ResubscribeReason,
+    },
+}
+
+/// Where the follower is in its stream's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerPhase {
+    /// No stream.
+    Idle,
+    /// Subscription sent; waiting for `Subscribed`.
+    Subscribing,
+    /// Entries flow.
+    Streaming {
+        /// The primary's epoch.
+        epoch: Epoch,
+    },
+}
+
+/// A follower's replication state. See the module docs.
+#[derive(Debug)]
+pub struct FollowerState {
+    node_id: String,
+    role: FollowerRole,
+    /// The newest promote epoch known from the catalog.
+    promised_epoch: Epoch,
+    /// The next LSN this node needs.
+    next_lsn: Lsn,
+    /// Epoch of the last accepted entry (on any stream): epochs never go backwards in a log.
+    last_epoch: Option<Epoch>,
+    /// Standby: durable LSN; reader: applied LSN.
+    confirmed: Option<Lsn>,
+    commit_lsn: Option<Lsn>,
+    phase: FollowerPhase,
+    silence_timeout_ms: u64,
+    last_heard_ms: u64,
+    actions: VecDeque<FollowerAction>,
+}
+
+impl FollowerState {
+    /// Creates the state of follower `node_id` that holds everything below `next_lsn` (a
+    /// standby: its WAL's next LSN; a reader: the catalog's flushed LSN + 1) and knows promotes
+    /// up to `promised_epoch`. A primary silent for `silence_timeout_ms` is dropped.
+    pub fn new(
+        node_id: impl Into<String>,
+        role: FollowerRole,
+        promised_epoch: Epoch,
+        next_lsn: Lsn,
+        silence_timeout_ms: u64,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            role,
+            promised_epoch,
+            next_lsn,
+            last_epoch: None,
+            // LSN 0 is never assigned: starting from 1 (or 0) holds nothing.
+            confirmed: (next_lsn.0 > 1).then(|| Lsn(next_lsn.0 - 1)),
+            commit_lsn: None,
+            phase: FollowerPhase::Idle,
+            silence_timeout_ms,
+            last_heard_ms: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Returns the next action for the shell, if any.
+    pub fn poll_action(&mut self) -> Option<FollowerAction> {
+        self.actions.pop_front()
+    }
+
+    /// Returns the phase.
+    pub fn phase(&self) -> FollowerPhase {
+        self.phase
+    }
+
+    /// Returns the next LSN this node needs.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Returns the primary's commit LSN as last heard.
+    pub fn commit_lsn(&self) -> Option<Lsn> {
+        self.commit_lsn
+    }
+
+    /// Returns the durable (standby) or applied (reader) LSN.
+    pub fn confirmed(&self) -> Option<Lsn> {
+        self.confirmed
+    }
+
+    /// Returns the highest LSN a reader may expose: applied and acknowledged by the primary.
+    /// Rows above it were never acknowledged (yet) and must not be seen.
+    pub fn visible_lsn(&self) -> Option<Lsn> {
+        self.confirmed.min(self.commit_lsn)
+    }
+
+    /// Returns the newest promote epoch known.
+    pub fn promised_epoch(&self) -> Epoch {
+        self.promised_epoch
+    }
+
+    /// Input: start a stream now. Emits [`FollowerAction::Subscribe`].
+    pub fn subscribe(&mut self, now_ms: u64) {
+        self.phase = FollowerPhase::Subscribing;
+        self.last_heard_ms = now_ms;
+        self.actions.push_back(FollowerAction::Subscribe(Subscribe {
+            node_id: self.node_id.clone(),
+            role: self.role,
+            known_epoch: self.promised_epoch,
+            from_lsn: self.next_lsn,
+        }));
+    }
+
+    /// Input: the stream ended (closed by either side or by the network). Subscribe again
+    /// after a back-off.
+    pub fn stream_ended(&mut self) {
+        self.phase = FollowerPhase::Idle;
+    }
+
+    /// Input: the catalog holds a promote of `epoch`. A stream from an older primary is
+    /// dropped: the catalog names another primary now.
+    pub fn promote_seen(&mut self, epoch: Epoch) {
+        if epoch <= self.promised_epoch {
+            return;
+        }
+        self.promised_epoch = epoch;
+        let stale = match self.phase {
+            FollowerPhase::Streaming { epoch: streaming } => streaming < epoch,
+            FollowerPhase::Subscribing => true,
+            FollowerPhase::Idle => false,
+        };
+        if stale {
+            self.resubscribe(ResubscribeReason::NewPrimary { epoch });
+        }
+    }
+
+    /// Input: a standby made its WAL durable up to `lsn` (after the fsync). Emits the ack.
+    pub fn durable(&mut self, lsn: Lsn) {
+        if self.confirm(lsn) {
+            self.actions
+                .push_back(FollowerAction::SendAck { durable_lsn: lsn });
+        }
+    }
+
+    /// Input: a reader applied everything up to `lsn`. Emits the report.
+    pub fn applied(&mut self, lsn: Lsn) {
+        if self.confirm(lsn) {
+            self.actions
+                .push_back(FollowerAction::SendApplied { applied_lsn: lsn });
+        }
+    }
+
+    /// Input: time passed; drops a stream whose primary has been silent too long.
+    pub fn tick(&mut self, now_ms: u64) {
+        if self.phase == FollowerPhase::Idle {
+            return;
+        }
+        let silent_ms = now_ms.saturating_sub(self.last_heard_ms);
+        if silent_ms > self.silence_timeout_ms {
+            self.resubscribe(ResubscribeReason::Silent { silent_ms });
+        }
+    }
+
+    /// Input: a frame arrived from the primary on the current stream.
+    pub fn frame_received(&mut self, frame: Frame, now_ms: u64) {
+        if self.phase == FollowerPhase::Idle {
+            return;
+        }
+        self.last_heard_ms = now_ms;
+        match (self.phase, frame) {
+            (FollowerPhase::Subscribing, Frame::Subscribed { epoch, start_lsn }) => {
+                if epoch < self.promised_epoch {
+                    self.resubscribe(ResubscribeReason::StaleEpoch {
+                        epoch,
+                        promised: self.promised_epoch,
+                        lsn: None,
+                    });
+                    return;
+                }
+                self.promised_epoch = epoch;
+                self.phase = FollowerPhase::Streaming { epoch };
+                if start_lsn > self.next_lsn {
+                    self.next_lsn = start_lsn;
+                    self.actions
+                        .push_back(FollowerAction::SkipTo { lsn: start_lsn });
+                }
+            }
+            (FollowerPhase::Streaming { .. }, Frame::Entry(entry)) => self.entry_received(entry),
+            (FollowerPhase::Streaming { .. }, Frame::Commit { commit_lsn }) => {
+                if self.commit_lsn.is_none_or(|known| commit_lsn > known) {
+                    self.commit_lsn = Some(commit_lsn);
+                    self.actions
+                        .push_back(FollowerAction::CommitAdvanced { commit_lsn });
+                }
+            }
+            (FollowerPhase::Streaming { .. }, Frame::FlushNotice(notice)) => {
+                self.actions.push_back(FollowerAction::Flushed(notice));
+            }
+            (_, Frame::KeepAlive) => {}
+            (_, Frame::Refuse { reason }) => {
+                self.resubscribe(ResubscribeReason::Refused { reason });
+            }
+            (_, frame) => self.resubscribe(ResubscribeReason::Unexpected { kind: frame.kind() }),
+        }
+    }
+
+    fn entry_received(&mut self, entry: Entry) {
+        if entry.epoch < self.promised_epoch {
+            self.resubscribe(ResubscribeReason::StaleEpoch {
+                epoch: entry.epoch,
+                promised: self.promised_epoch,
+                lsn: Some(entry.lsn),
+            });
+            return;
+        }
+        if let Some(previous) = self.last_epoch
+            && entry.epoch < previous
+        {
+            self.resubscribe(ResubscribeReason::EpochRegressed {
+                previous,
+                found: entry.epoch,
+                lsn: entry.lsn,
+            });
+            return;
+        }
+        if entry.lsn != self.next_lsn {
+            self.resubscribe(ResubscribeReason::Gap {
+                expected: self.next_lsn,
+                found: entry.lsn,
+            });
+            return;
+        }
+        self.next_lsn = entry.lsn.saturating_next();
+        self.last_epoch = Some(entry.epoch);
+        self.actions.push_back(match self.role {
+            FollowerRole::Standby => FollowerAction::Append(entry),
+            FollowerRole::Reader => FollowerAction::Apply(entry),
+        });
+    }
+
+    /// Records a confirmation; returns whether it moved forward. Never past what was accepted.
+    fn confirm(&mut self, lsn: Lsn) -> bool {
+        let accepted = self.next_lsn.0.checked_sub(1).map(Lsn);
+        let bounded = accepted.map_or(lsn, |accepted| lsn.min(accepted));
+        if self.confirmed.is_some_and(|confirmed| bounded <= confirmed) {
+            return false;
+        }
+        self.confirmed = Some(bounded);
+        self.phase != FollowerPhase::Idle
+    }
+
+    fn resubscribe(&mut self, reason: ResubscribeReason) {
+        self.phase = FollowerPhase::Idle;
+        self.actions
+            .push_back(FollowerAction::Resubscribe { reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(epoch: u64, lsn: u64) -> Frame {
+        Frame::Entry(Entry {
+            epoch: Epoch(epoch),
+            lsn: Lsn(lsn),
+            payload: vec![lsn as u8],
+        })
+    }
+
+    fn drain(state: &mut FollowerState) -> Vec<FollowerAction> {
+        std::iter::from_fn(|| state.poll_action()).collect()
+    }
+
+    fn streaming(role: FollowerRole, epoch: u64, next: u64) -> FollowerState {
+        let mut state = FollowerState::new("f", role, Epoch(epoch), Lsn(next), 1_000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(epoch),
+                start_lsn: Lsn(next),
+            },
+            0,
+        );
+        drain(&mut state);
+        state
+    }
+
+    #[test]
+    fn test_should_append_in_order_and_ack_after_durable() {
+        let mut state = FollowerState::new("s1", FollowerRole::Standby, Epoch(2), Lsn(5), 1_000);
+        state.subscribe(0);
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Subscribe(Subscribe {
+                node_id: "s1".into(),
+                role: FollowerRole::Standby,
+                known_epoch: Epoch(2),
+                from_lsn: Lsn(5),
+            })]
+        );
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(2),
+                start_lsn: Lsn(5),
+            },
+            1,
+        );
+        state.frame_received(entry(2, 5), 2);
+        state.frame_received(entry(2, 6), 2);
+        let actions = drain(&mut state);
+        assert!(
+            matches!(&actions[..], [FollowerAction::Append(a), FollowerAction::Append(b)] if a.lsn == Lsn(5) && b.lsn == Lsn(6)),
+            "{actions:?}"
+        );
+        state.durable(Lsn(6));
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::SendAck {
+                durable_lsn: Lsn(6)
+            }]
+        );
+        // Never ack what was not accepted.
+        state.durable(Lsn(9));
+        assert!(drain(&mut state).is_empty());
+    }
+
+    #[test]
+    fn test_should_refuse_entries_of_an_epoch_older_than_the_newest_promote() {
+        let mut state = streaming(FollowerRole::Standby, 3, 1);
+        state.frame_received(entry(2, 1), 1);
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::StaleEpoch {
+                    epoch: Epoch(2),
+                    promised: Epoch(3),
+                    lsn: Some(Lsn(1)),
+                }
+            }]
+        );
+        assert_eq!(state.phase(), FollowerPhase::Idle);
+        assert_eq!(state.next_lsn(), Lsn(1), "nothing was accepted");
+        // Leftovers of the dropped stream are ignored.
+        state.frame_received(entry(3, 1), 1);
+        assert!(drain(&mut state).is_empty());
+    }
+
+    #[test]
+    fn test_should_refuse_a_primary_older_than_the_newest_promote() {
+        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(4), Lsn(1), 1_000);
+        state.subscribe(0);
+        drain(&mut state);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(1),
+            },
+            1,
+        );
+        assert!(matches!(
+            &drain(&mut state)[..],
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::StaleEpoch { lsn: None, .. }
+            }]
+        ));
+    }
+
+    #[test]
+    fn test_should_resubscribe_on_a_gap_from_the_expected_lsn() {
+        let mut state = streaming(FollowerRole::Reader, 1, 10);
+        state.frame_received(entry(1, 10), 1);
+        state.frame_received(entry(1, 12), 1);
+        let actions = drain(&mut state);
+        assert!(matches!(&actions[0], FollowerAction::Apply(e) if e.lsn == Lsn(10)));
+        assert_eq!(
+            actions[1],
+            FollowerAction::Resubscribe {
+                reason: ResubscribeReason::Gap {
+                    expected: Lsn(11),
+                    found: Lsn(12)
+                }
+            }
+        );
+        state.subscribe(5);
+        assert!(matches!(
+            &drain(&mut state)[..],
+            [FollowerAction::Subscribe(Subscribe {
+                from_lsn: Lsn(11),
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn test_should_expose_only_rows_up_to_the_commit_lsn() {
+        let mut state = streaming(FollowerRole::Reader, 1, 1);
+        for lsn in 1..=3 {
+            state.frame_received(entry(1, lsn), 1);
+        }
+        state.applied(Lsn(3));
+        assert_eq!(state.visible_lsn(), None, "nothing acknowledged yet");
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(2) }, 1);
+        assert_eq!(state.visible_lsn(), Some(Lsn(2)));
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(9) }, 1);
+        assert_eq!(state.visible_lsn(), Some(Lsn(3)));
+        let actions = drain(&mut state);
+        assert!(actions.contains(&FollowerAction::SendApplied {
+            applied_lsn: Lsn(3)
+        }));
+        assert!(actions.contains(&FollowerAction::CommitAdvanced { commit_lsn: Lsn(9) }));
+    }
+
+    #[test]
+    fn test_should_skip_to_the_stream_start_and_pass_flush_notices() {
+        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(1), Lsn(1), 1_000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(1),
+                start_lsn: Lsn(50),
+            },
+            0,
+        );
+        let notice = FlushNotice {
+            seq: 3,
+            tables: vec![("db/cpu".into(), Lsn(49))],
+        };
+        state.frame_received(Frame::FlushNotice(notice.clone()), 0);
+        state.frame_received(entry(1, 50), 0);
+        let actions = drain(&mut state);
+        assert_eq!(actions[1], FollowerAction::SkipTo { lsn: Lsn(50) });
+        assert_eq!(actions[2], FollowerAction::Flushed(notice));
+        assert!(matches!(&actions[3], FollowerAction::Apply(e) if e.lsn == Lsn(50)));
+    }
+
+    #[test]
+    fn test_should_drop_a_silent_primary_and_a_deposed_one() {
+        let mut state = streaming(FollowerRole::Standby, 1, 1);
+        state.tick(900);
+        state.frame_received(Frame::KeepAlive, 900);
+        state.tick(1_800);
+        assert!(drain(&mut state).is_empty(), "keep-alives count as heard");
+        state.tick(1_901);
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::Silent { silent_ms: 1_001 }
+            }]
+        );
+
+        let mut state = streaming(FollowerRole::Standby, 1, 1);
+        state.promote_seen(Epoch(1));
+        assert!(drain(&mut state).is_empty());
+        state.promote_seen(Epoch(2));
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::NewPrimary { epoch: Epoch(2) }
+            }]
+        );
+    }
+
+    #[test]
+    fn test_should_resubscribe_on_frames_out_of_place() {
+        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(1), Lsn(1), 1_000);
+        state.subscribe(0);
+        drain(&mut state);
+        state.frame_received(entry(1, 1), 0);
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::Unexpected {
+                    kind: FrameKind::Entry
+                }
+            }]
+        );
+    }
+}
