@@ -28,7 +28,8 @@ pub enum ResubscribeReason {
         found: Lsn,
     },
     /// An entry (or the primary itself) is of an epoch older than the newest promote this node
-    /// knows: it comes from a deposed primary, and is refused.
+    /// knows, and (for an entry) above that promote's fence: it comes from a deposed primary
+    /// and was never acknowledged, and is refused.
     StaleEpoch {
         /// The epoch of the entry or stream.
         epoch: Epoch,
@@ -131,6 +132,9 @@ pub struct FollowerState {
     role: FollowerRole,
     /// The newest promote epoch known from the catalog.
     promised_epoch: Epoch,
+    /// That promote's fence: the last LSN it keeps from older epochs. Entries of older epochs
+    /// at or below it are the new primary's inheritance; above it they are void.
+    fence_lsn: Lsn,
     /// The next LSN this node needs.
     next_lsn: Lsn,
     /// Epoch of the last accepted entry (on any stream): epochs never go backwards in a log.
@@ -146,12 +150,13 @@ pub struct FollowerState {
 
 impl FollowerState {
     /// Creates the state of follower `node_id` that holds everything below `next_lsn` (a
-    /// standby: its WAL's next LSN; a reader: the catalog's flushed LSN + 1) and knows promotes
-    /// up to `promised_epoch`. A primary silent for `silence_timeout_ms` is dropped.
+    /// standby: its WAL's next LSN, after a sync; a reader: the catalog's flushed LSN + 1) and
+    /// knows promotes up to `promised_epoch`, whose fence keeps older epochs' entries up to
+    /// `fence_lsn`. A primary silent for `silence_timeout_ms` is dropped.
     pub fn new(
         node_id: impl Into<String>,
         role: FollowerRole,
-        promised_epoch: Epoch,
+        (promised_epoch, fence_lsn): (Epoch, Lsn),
         next_lsn: Lsn,
         silence_timeout_ms: u64,
     ) -> Self {
@@ -159,6 +164,7 @@ impl FollowerState {
             node_id: node_id.into(),
             role,
             promised_epoch,
+            fence_lsn,
             next_lsn,
             last_epoch: None,
             // LSN 0 is never assigned: starting from 1 (or 0) holds nothing.
@@ -225,13 +231,15 @@ impl FollowerState {
         self.phase = FollowerPhase::Idle;
     }
 
-    /// Input: the catalog holds a promote of `epoch`. A stream from an older primary is
-    /// dropped: the catalog names another primary now.
-    pub fn promote_seen(&mut self, epoch: Epoch) {
+    /// Input: the catalog holds a promote of `epoch` whose fence keeps older epochs' entries up
+    /// to `fence_lsn`. A stream from an older primary is dropped: the catalog names another
+    /// primary now.
+    pub fn promote_seen(&mut self, epoch: Epoch, fence_lsn: Lsn) {
         if epoch <= self.promised_epoch {
             return;
         }
         self.promised_epoch = epoch;
+        self.fence_lsn = fence_lsn;
         let stale = match self.phase {
             FollowerPhase::Streaming { epoch: streaming } => streaming < epoch,
             FollowerPhase::Subscribing => true,
@@ -313,7 +321,7 @@ impl FollowerState {
     }
 
     fn entry_received(&mut self, entry: Entry) {
-        if entry.epoch < self.promised_epoch {
+        if entry.epoch < self.promised_epoch && entry.lsn > self.fence_lsn {
             self.resubscribe(ResubscribeReason::StaleEpoch {
                 epoch: entry.epoch,
                 promised: self.promised_epoch,
@@ -381,7 +389,7 @@ mod tests {
     }
 
     fn streaming(role: FollowerRole, epoch: u64, next: u64) -> FollowerState {
-        let mut state = FollowerState::new("f", role, Epoch(epoch), Lsn(next), 1_000);
+        let mut state = FollowerState::new("f", role, (Epoch(epoch), Lsn(0)), Lsn(next), 1_000);
         state.subscribe(0);
         state.frame_received(
             Frame::Subscribed {
@@ -396,7 +404,13 @@ mod tests {
 
     #[test]
     fn test_should_append_in_order_and_ack_after_durable() {
-        let mut state = FollowerState::new("s1", FollowerRole::Standby, Epoch(2), Lsn(5), 1_000);
+        let mut state = FollowerState::new(
+            "s1",
+            FollowerRole::Standby,
+            (Epoch(2), Lsn(0)),
+            Lsn(5),
+            1_000,
+        );
         state.subscribe(0);
         assert_eq!(
             drain(&mut state),
@@ -455,8 +469,44 @@ mod tests {
     }
 
     #[test]
+    fn test_should_keep_older_epochs_entries_up_to_the_fence() {
+        let mut state = FollowerState::new(
+            "s",
+            FollowerRole::Standby,
+            (Epoch(3), Lsn(2)),
+            Lsn(1),
+            1_000,
+        );
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(1),
+            },
+            0,
+        );
+        for lsn in 1..=3 {
+            state.frame_received(entry(2, lsn), 1);
+        }
+        let actions = drain(&mut state);
+        assert_eq!(actions.len(), 4, "{actions:?}");
+        assert!(matches!(&actions[2], FollowerAction::Append(e) if e.lsn == Lsn(2)));
+        assert_eq!(
+            actions[3],
+            FollowerAction::Resubscribe {
+                reason: ResubscribeReason::StaleEpoch {
+                    epoch: Epoch(2),
+                    promised: Epoch(3),
+                    lsn: Some(Lsn(3)),
+                }
+            }
+        );
+    }
+
+    #[test]
     fn test_should_refuse_a_primary_older_than_the_newest_promote() {
-        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(4), Lsn(1), 1_000);
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(4), Lsn(0)), Lsn(1), 1_000);
         state.subscribe(0);
         drain(&mut state);
         state.frame_received(
@@ -521,7 +571,8 @@ mod tests {
 
     #[test]
     fn test_should_skip_to_the_stream_start_and_pass_flush_notices() {
-        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(1), Lsn(1), 1_000);
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(1), Lsn(0)), Lsn(1), 1_000);
         state.subscribe(0);
         state.frame_received(
             Frame::Subscribed {
@@ -558,9 +609,9 @@ mod tests {
         );
 
         let mut state = streaming(FollowerRole::Standby, 1, 1);
-        state.promote_seen(Epoch(1));
+        state.promote_seen(Epoch(1), Lsn(0));
         assert!(drain(&mut state).is_empty());
-        state.promote_seen(Epoch(2));
+        state.promote_seen(Epoch(2), Lsn(0));
         assert_eq!(
             drain(&mut state),
             [FollowerAction::Resubscribe {
@@ -571,7 +622,8 @@ mod tests {
 
     #[test]
     fn test_should_resubscribe_on_frames_out_of_place() {
-        let mut state = FollowerState::new("r", FollowerRole::Reader, Epoch(1), Lsn(1), 1_000);
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(1), Lsn(0)), Lsn(1), 1_000);
         state.subscribe(0);
         drain(&mut state);
         state.frame_received(entry(1, 1), 0);

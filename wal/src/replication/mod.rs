@@ -9,6 +9,14 @@
 //! - `frame.rs`: the wire format ([`Frame`], [`FrameHeader`], [`FrameError`]).
 //! - `primary.rs`: [`PrimaryState`]: what to send, what to acknowledge, when the ISR changes.
 //! - `follower.rs`: [`FollowerState`]: what to accept, append, apply and ack.
+//! - `auth.rs`: TLS configurations (mTLS, or a generated certificate plus a proof of the
+//!   shared secret bound to the session) and [`SharedSecret`].
+//! - `settings.rs`: [`ReplicationSettings`]. `error.rs`: [`ReplicationError`].
+//! - `transport.rs`: quinn endpoints, the proof exchange, refused-peer counting, metric names.
+//! - `io.rs`: frames over quinn streams.
+//! - `server.rs`: [`ReplicationServer`] (the primary's shell) and [`ReplicationHandle`].
+//! - `client.rs`: [`ReplicationClient`] (a follower's shell).
+//! - `testkit.rs` (`testsuite` feature): raw connections for attack tests.
 //!
 //! # The ISR invariant
 //! Nothing is acknowledged that a member of the committed in-sync set lacks; a member leaves
@@ -16,12 +24,24 @@
 //! is proposed. [`PrimaryState`] enforces it; its property tests check it under random
 //! interleavings.
 
+mod auth;
+mod client;
+mod error;
 mod follower;
 mod frame;
+mod io;
 mod primary;
 #[cfg(test)]
 mod primary_tests;
+mod server;
+mod settings;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testkit;
+mod transport;
 
+pub use self::auth::{ProofDirection, SharedSecret};
+pub use self::client::ReplicationClient;
+pub use self::error::ReplicationError;
 pub use self::follower::{FollowerAction, FollowerPhase, FollowerState, ResubscribeReason};
 pub use self::frame::{
     FRAME_HEADER_LEN, FRAME_VERSION, FlushNotice, FollowerRole, Frame, FrameError, FrameHeader,
@@ -30,4 +50,12 @@ pub use self::frame::{
 };
 pub use self::primary::{
     CutReason, FollowerView, IsrChange, PrimaryAction, PrimaryConfig, PrimaryState, RemovalReason,
+};
+pub use self::server::{
+    EntrySource, FollowerStatus, IsrProposal, PrimaryStart, ReplicationHandle, ReplicationServer,
+    ReplicationStatus,
+};
+pub use self::settings::ReplicationSettings;
+pub use self::transport::{
+    CUT_TOTAL, REJECTED_TOTAL, RejectReason, SENT_BYTES_TOTAL, SENT_ENTRIES_TOTAL, describe_metrics,
 };
