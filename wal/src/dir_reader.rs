@@ -14,14 +14,18 @@
 //! The owner's durable end is not visible on disk (written bytes may not be synced yet), so the
 //! caller bounds the read with `through`: the primary passes its durable LSN, so that nothing
 //! is streamed that a crash could still take back.
+//!
+//! [`WalReader::segments`] and [`WalReader::scan_segment`] serve inspection tools (`arc-node wal
+//! dump`): a scan reads one segment to its end and says how it ends (cleanly, or at a torn or
+//! damaged frame, with its offset) instead of treating the defect as the end of the log.
 
 use std::io::{self, BufReader};
 use std::iter::FusedIterator;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::WalError;
-use crate::format::{Entry, Opened, SegmentReader, Step};
+use crate::error::{CorruptionKind, WalError};
+use crate::format::{Entry, FLAG_LSN_JUMP, Opened, SegmentReader, Step};
 use crate::fs::{StdFs, WalFile, WalFs};
 use crate::lsn::Lsn;
 use crate::segment::{ListedSegment, list_segments};
@@ -98,6 +102,199 @@ impl WalReader {
         })
     }
 }
+
+impl WalReader {
+    /// Lists the segment files of the directory, oldest first, with their current lengths.
+    ///
+    /// # Errors
+    /// `Io` if the directory cannot be listed or a segment's metadata read (a segment deleted
+    /// by retention after listing is left out, not an error).
+    pub fn segments(&self) -> Result<Vec<SegmentFile>, WalError> {
+        let mut segments = Vec::new();
+        for listed in list_segments(&*self.fs, &self.dir)? {
+            let size_bytes = match self.fs.open_read(&listed.path) {
+                Ok(file) => file.size_bytes().map_err(WalError::io_at(&listed.path))?,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(WalError::Io {
+                        path: listed.path,
+                        source,
+                    });
+                }
+            };
+            segments.push(SegmentFile {
+                path: listed.path,
+                first_lsn: listed.first_lsn,
+                size_bytes,
+            });
+        }
+        Ok(segments)
+    }
+
+    /// Scans one segment: its verified entries in file order, then (see
+    /// [`SegmentScan::end`]) how it ends. Reads the file up to the length it has when opened
+    /// and changes nothing. Unlike [`WalReader::read`], a defect is reported, not taken for
+    /// the end of the log: the caller decides what it means (a torn tail of the newest segment
+    /// is what a crash, or a write in progress, leaves).
+    ///
+    /// # Errors
+    /// `Io` if the file cannot be opened or its length read.
+    pub fn scan_segment(&self, segment: &SegmentFile) -> Result<SegmentScan, WalError> {
+        let path = segment.path.clone();
+        let file = match self.fs.open_read(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(SegmentScan::ended(path, 0, SegmentEnd::Vanished));
+            }
+            Err(source) => return Err(WalError::Io { path, source }),
+        };
+        let len = file.size_bytes().map_err(WalError::io_at(&path))?;
+        let source = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+        Ok(
+            match SegmentReader::open(source, len, segment.first_lsn)
+                .map_err(WalError::io_at(&path))?
+            {
+                Opened::Ready(reader) => SegmentScan {
+                    lsn_jump: reader.header().flags & FLAG_LSN_JUMP != 0,
+                    path,
+                    size_bytes: len,
+                    reader: Some(reader),
+                    end: None,
+                },
+                Opened::Defect(kind) => {
+                    SegmentScan::ended(path, len, SegmentEnd::Defect { offset: 0, kind })
+                }
+                Opened::Unsupported { version, flags } => {
+                    SegmentScan::ended(path, len, SegmentEnd::Unsupported { version, flags })
+                }
+            },
+        )
+    }
+}
+
+/// A segment file of a WAL directory, as listed by [`WalReader::segments`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The LSN of its first entry, from its name.
+    pub first_lsn: Lsn,
+    /// Its length when listed (the owner may be appending to the newest one).
+    pub size_bytes: u64,
+}
+
+/// How a [`SegmentScan`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// The verified entries fill the file up to the length it had when opened.
+    Clean,
+    /// The bytes from `offset` (`0`: the header) to the end of the file are not a verified
+    /// entry. [`CorruptionKind::is_torn`] tells a write cut short (a crash, or a write still in
+    /// progress in the newest segment) from bytes that are present but wrong.
+    Defect {
+        /// Byte offset of the damaged header or entry frame.
+        offset: u64,
+        /// What is wrong there.
+        kind: CorruptionKind,
+    },
+    /// The header is intact but from a newer format; nothing was read.
+    Unsupported {
+        /// The format version in the header.
+        version: u32,
+        /// The header's flags.
+        flags: u32,
+    },
+    /// The file was deleted (by retention) between listing and opening.
+    Vanished,
+}
+
+/// Iterator over one segment's verified entries, created by [`WalReader::scan_segment`].
+/// Yields each entry with the byte offset of its frame; an I/O error is yielded once and ends
+/// the scan without an [`SegmentScan::end`].
+pub struct SegmentScan {
+    path: PathBuf,
+    size_bytes: u64,
+    lsn_jump: bool,
+    reader: Option<SegmentReader<BufReader<Box<dyn WalFile>>>>,
+    end: Option<SegmentEnd>,
+}
+
+impl std::fmt::Debug for SegmentScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentScan")
+            .field("path", &self.path)
+            .field("size_bytes", &self.size_bytes)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentScan {
+    fn ended(path: PathBuf, size_bytes: u64, end: SegmentEnd) -> Self {
+        Self {
+            path,
+            size_bytes,
+            lsn_jump: false,
+            reader: None,
+            end: Some(end),
+        }
+    }
+
+    /// Returns the segment file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the length the scan reads up to (the file's length when it was opened).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Returns whether the header says the segment starts after a deliberate gap in the LSNs
+    /// (the log was reopened past entries the catalog had flushed).
+    pub fn starts_after_gap(&self) -> bool {
+        self.lsn_jump
+    }
+
+    /// Returns how the segment ended: `None` while entries remain, or after an I/O error.
+    pub fn end(&self) -> Option<SegmentEnd> {
+        self.end
+    }
+}
+
+impl Iterator for SegmentScan {
+    type Item = Result<(u64, Entry), WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let reader = self.reader.as_mut()?;
+        let outcome = loop {
+            let offset = reader.offset();
+            // `keep_from` is the lowest LSN, so every payload is kept (no `Verified` steps).
+            match reader.next_entry(Some(Lsn(0))) {
+                Ok(Step::Entry(entry)) => return Some(Ok((offset, entry))),
+                Ok(Step::Verified { .. }) => {}
+                Ok(Step::End) => break Ok(SegmentEnd::Clean),
+                Ok(Step::Defect(kind)) => break Ok(SegmentEnd::Defect { offset, kind }),
+                Err(source) => {
+                    break Err(WalError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        };
+        self.reader = None;
+        match outcome {
+            Ok(end) => {
+                self.end = Some(end);
+                None
+            }
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+impl FusedIterator for SegmentScan {}
 
 /// A segment being read: its path (for errors) and its verifying reader.
 type OpenSegment = (PathBuf, SegmentReader<BufReader<Box<dyn WalFile>>>);
@@ -292,6 +489,114 @@ mod tests {
             matches!(error, crate::WalError::Corrupt { path, .. } if path == sealed),
             "{error:?}"
         );
+    }
+
+    /// One scanned segment: its entries as (offset, lsn), and how it ended.
+    type Scanned = (Vec<(u64, u64)>, Option<SegmentEnd>);
+
+    /// Scans every segment.
+    fn scan_all(reader: &WalReader) -> Vec<Scanned> {
+        reader
+            .segments()
+            .expect("segments")
+            .iter()
+            .map(|segment| {
+                let mut scan = reader.scan_segment(segment).expect("scan");
+                let entries = scan
+                    .by_ref()
+                    .map(|item| item.map(|(offset, entry)| (offset, entry.lsn.0)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("no i/o error");
+                (entries, scan.end())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_should_scan_each_segment_to_its_end_and_report_torn_and_damaged_frames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 100);
+        append_entries(&mut wal, 12, 4);
+        let reader = WalReader::new(dir.path());
+        let segments = reader.segments().expect("segments");
+        let paths = segment_paths(dir.path());
+        assert_eq!(
+            segments.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+            paths
+        );
+        assert!(paths.len() >= 3, "{paths:?}");
+        for segment in &segments {
+            assert_eq!(segment.first_lsn.0, first_lsn_of(&segment.path));
+            assert_eq!(
+                segment.size_bytes,
+                fs::metadata(&segment.path).expect("metadata").len()
+            );
+        }
+        let before = dir_snapshot(dir.path());
+        let scanned = scan_all(&reader);
+        let lsns: Vec<u64> = scanned
+            .iter()
+            .flat_map(|(entries, _)| entries.iter().map(|(_, lsn)| *lsn))
+            .collect();
+        assert_eq!(lsns, (1..=12).collect::<Vec<_>>());
+        for ((entries, end), path) in scanned.iter().zip(&paths) {
+            assert_eq!(*end, Some(SegmentEnd::Clean));
+            let offsets: Vec<u64> = entries.iter().map(|(offset, _)| *offset).collect();
+            assert_eq!(offsets, entry_offsets(path));
+        }
+
+        // A torn frame at the end of the newest segment, and a flipped byte in the first
+        // entry of the oldest: both reported with their offsets, neither hides the rest.
+        let newest = paths.last().expect("a segment");
+        let torn_at = fs::metadata(newest).expect("metadata").len();
+        let mut bytes = fs::read(newest).expect("read");
+        bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        fs::write(newest, &bytes).expect("write");
+        let damaged_at = entry_offsets(&paths[0])[0];
+        flip_byte(&paths[0], damaged_at + 30);
+        let before_damage = dir_snapshot(dir.path());
+        let scanned = scan_all(&reader);
+        assert_eq!(
+            scanned[0].1,
+            Some(SegmentEnd::Defect {
+                offset: damaged_at,
+                kind: CorruptionKind::ChecksumMismatch
+            })
+        );
+        assert!(scanned[0].0.is_empty());
+        let last = scanned.last().expect("scanned");
+        assert_eq!(
+            last.1,
+            Some(SegmentEnd::Defect {
+                offset: torn_at,
+                kind: CorruptionKind::TornEntry
+            })
+        );
+        let last_lsn = scanned.iter().flat_map(|(entries, _)| entries).last();
+        assert_eq!(last_lsn.map(|(_, lsn)| *lsn), Some(12));
+        // Scanning is read-only: the first pass changed no byte, nor did the second.
+        assert_ne!(before, before_damage);
+        assert_eq!(before_damage, dir_snapshot(dir.path()));
+
+        // A header from a newer format, and a file deleted after listing.
+        let listed = reader.segments().expect("segments");
+        flip_byte(&paths[1], 0);
+        let scan = reader.scan_segment(&listed[1]).expect("scan");
+        assert!(
+            matches!(
+                scan.end(),
+                Some(SegmentEnd::Defect {
+                    offset: 0,
+                    kind: CorruptionKind::BadHeader
+                })
+            ),
+            "{scan:?}"
+        );
+        fs::remove_file(&paths[2]).expect("remove");
+        let mut scan = reader.scan_segment(&listed[2]).expect("scan");
+        assert!(scan.next().is_none());
+        assert_eq!(scan.end(), Some(SegmentEnd::Vanished));
+        drop(wal);
     }
 
     #[test]

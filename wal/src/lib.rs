@@ -29,7 +29,8 @@
 //! - `wal.rs`: [`Wal`], the writer's handle (append, sync, rotation, retention).
 //! - `reader.rs`: [`Entries`], the iterator behind `read_from`.
 //! - `dir_reader.rs`: [`WalReader`], a lock-free, read-only reader of a WAL directory another
-//!   handle is appending to (replication catch-up).
+//!   handle is appending to (replication catch-up), and its per-segment [`SegmentScan`] for
+//!   inspection tools (`arc-node wal dump`).
 //! - `replication/`: [`replication`], streaming the WAL to standbys and readers over QUIC: the
 //!   frame codec, the pure primary and follower state machines, and the quinn shell
 //!   (`docs/0006-replication.md`).
@@ -61,7 +62,7 @@ mod test_support;
 pub mod testing;
 mod wal;
 
-pub use crate::dir_reader::{DirEntries, WalReader};
+pub use crate::dir_reader::{DirEntries, SegmentEnd, SegmentFile, SegmentScan, WalReader};
 pub use crate::error::{CorruptionKind, WalError};
 pub use crate::format::{Entry, MAX_PAYLOAD_BYTES};
 pub use crate::fs::{StdFs, WalDirEntry, WalDirLock, WalFile, WalFs};
