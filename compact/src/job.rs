@@ -10,9 +10,14 @@
 //!   garbage collector's grace period has passed, so queries that planned over them finish.
 //! - `Voided`: an input was already gone (another compactor, or a swap retried after an
 //!   ambiguous reply that had landed). The output is deleted at once: no record names it.
-//!   A newer epoch (a failover mid-job) is not a reason to give up: the same swap is
-//!   re-committed under the new epoch (the merged rows do not depend on it), up to
-//!   [`ExecutorSettings::max_commit_attempts`] times.
+//!   A newer epoch (a failover mid-job) is not a reason to give up: the attempt under the old
+//!   epoch is refused before anything is written (a record of an old epoch would be void for
+//!   every reader anyway), the catalog applies the new promote, and the same swap is checked
+//!   again against that fresh state (every input still live) and committed under the new
+//!   epoch, since the merged rows do not depend on it; up to
+//!   [`ExecutorSettings::max_commit_attempts`] times, then `Voided`. The report counts the
+//!   fenced attempts ([`JobReport::fenced_commits`]); inputs a failover's new primary flushed
+//!   into the same hour are not in the swap and stay live beside its output, for a later run.
 //! - `Skipped`: an input was gone before any work was done.
 //!
 //! An `Err` means nothing is known to be committed. After [`CompactError::Catalog`] with
@@ -131,6 +136,9 @@ pub enum JobOutcome {
     Committed {
         /// The catalog record's seq.
         seq: u64,
+        /// The epoch it was committed under: newer than the one the job started under if a
+        /// failover happened meanwhile (see [`JobReport::fenced_commits`]).
+        epoch: u64,
         /// The new object's key.
         output: Option<String>,
     },
@@ -178,6 +186,10 @@ pub struct JobReport {
     pub bytes_out: u64,
     /// Whether duplicate points were resolved (see [`crate::merge_files`]).
     pub deduplicated: bool,
+    /// Commit attempts of the swap refused because a newer epoch had been promoted since
+    /// the attempt's snapshot (a failover during the job); each wrote nothing, and the swap
+    /// was re-checked against the state after the promote and committed again.
+    pub fenced_commits: u32,
     /// Wall time of the job.
     pub elapsed: Duration,
 }
@@ -292,6 +304,7 @@ impl Compactor {
                 _ => 0,
             },
             deduplicated: merged.is_some_and(|merged| merged.deduplicated),
+            fenced_commits: 0,
             outcome,
             elapsed: started.elapsed(),
         };
@@ -317,7 +330,7 @@ impl Compactor {
         let output_file = scratch.path().join("output.parquet");
         let merged = self.merge(job, inputs, output_file.clone()).await?;
 
-        failpoints::hit("compact-before-upload")?;
+        failpoints::hit("compact-before-upload").await?;
         let added = match merged.time_range {
             Some(time_range) => {
                 let key = compacted_object_path(&job.table, job.tier.period(), job.period_start_ns);
@@ -332,10 +345,12 @@ impl Compactor {
             // Inputs without rows are only removed.
             None => Vec::new(),
         };
-        failpoints::hit("compact-after-upload-before-commit")?;
-        let outcome = self.swap(job, added).await?;
-        failpoints::hit("compact-after-commit")?;
-        Ok(report(outcome, Some(&merged)))
+        failpoints::hit("compact-after-upload-before-commit").await?;
+        let (outcome, fenced_commits) = self.swap(job, added).await?;
+        failpoints::hit("compact-after-commit").await?;
+        let mut report = report(outcome, Some(&merged));
+        report.fenced_commits = fenced_commits;
+        Ok(report)
     }
 
     /// Tails the catalog and returns why the job cannot run if one of its inputs is not live.
@@ -425,8 +440,13 @@ impl Compactor {
         Ok(())
     }
 
-    /// Commits the swap of `job`'s inputs for `added`; see the module docs.
-    async fn swap(&self, job: &Job, added: Vec<DataObject>) -> Result<JobOutcome, CompactError> {
+    /// Commits the swap of `job`'s inputs for `added`; see the module docs. Returns the
+    /// outcome and how many attempts a newer epoch fenced.
+    async fn swap(
+        &self,
+        job: &Job,
+        added: Vec<DataObject>,
+    ) -> Result<(JobOutcome, u32), CompactError> {
         let output = added.first().map(|object| object.path.clone());
         let body = RecordBody::Compact(Compact {
             table: job.table.clone(),
@@ -440,20 +460,26 @@ impl Compactor {
         let catalog = &self.inner.catalog;
         let attempts = self.inner.settings.max_commit_attempts;
         let mut last_reason = String::new();
+        let mut fenced = 0;
         for attempt in 1..=attempts {
             let epoch = catalog.snapshot().epoch;
             match catalog
                 .commit(epoch, &self.inner.node_id, body.clone())
                 .await
             {
-                Ok(seq) => return Ok(JobOutcome::Committed { seq, output }),
+                Ok(seq) => return Ok((JobOutcome::Committed { seq, epoch, output }, fenced)),
                 Err(CatalogError::Rejected { reason }) => {
                     self.delete_unreferenced(output.as_deref()).await;
-                    return Ok(JobOutcome::Voided { reason });
+                    return Ok((JobOutcome::Voided { reason }, fenced));
                 }
                 Err(error @ CatalogError::Fenced { .. }) => {
-                    // The commit applied the newer promote to the snapshot: the next attempt
-                    // writes under it.
+                    // Nothing was written (the catalog checks before it puts, and a record
+                    // under an old epoch is void for every reader anyway). The commit applied
+                    // the newer promote to the snapshot: the next attempt is checked against
+                    // the state after it (every input still live) and writes under it. The
+                    // output stays: it does not depend on the epoch.
+                    fenced += 1;
+                    metrics::record_swap_fenced(job.tier);
                     warn!(job = %job.id(), attempt, %error, "compaction swap fenced; retrying under the new epoch");
                     last_reason = error.to_string();
                 }
@@ -461,9 +487,12 @@ impl Compactor {
             }
         }
         self.delete_unreferenced(output.as_deref()).await;
-        Ok(JobOutcome::Voided {
-            reason: last_reason,
-        })
+        Ok((
+            JobOutcome::Voided {
+                reason: last_reason,
+            },
+            fenced,
+        ))
     }
 
     /// Deletes an output no record names (its swap is void for every reader); the garbage

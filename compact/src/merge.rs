@@ -50,6 +50,7 @@ use std::sync::Arc;
 use arc_storage::model::{ColumnKind, ColumnSpec, TIME_COLUMN, schema_of};
 use arc_storage::parquet::{
     FOOTER_EPOCH, FOOTER_LSN_FIRST, FOOTER_LSN_LAST, FOOTER_NODE, FOOTER_TABLE, FOOTER_TAGS,
+    writer_properties,
 };
 use arc_storage::{TableId, TimeRange};
 use arrow::array::{
@@ -60,9 +61,7 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{KeyValue, ParquetMetaData, SortingColumn};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 
 use crate::error::CompactError;
 
@@ -866,20 +865,12 @@ impl OutputWriter {
         // those fit in half of its quarter.
         let page_bytes = (flush_bytes / 2 / plan.columns.len().max(1))
             .clamp(MIN_OUTPUT_PAGE_BYTES, MAX_OUTPUT_PAGE_BYTES);
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(zstd_level).expect("levels 1 and 3 are within zstd's range"),
-            ))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_sorting_columns(Some(vec![SortingColumn {
-                column_idx: 0,
-                descending: false,
-                nulls_first: false,
-            }]))
+        // The flush's properties (ZSTD, page statistics, sorted by time, the footer), sized
+        // for the memory limit.
+        let properties = writer_properties(zstd_level, plan.footer.key_values())
             .set_max_row_group_row_count(Some(plan.settings.row_group_rows))
             .set_data_page_size_limit(page_bytes)
             .set_dictionary_page_size_limit(page_bytes)
-            .set_key_value_metadata(Some(plan.footer.key_values()))
             .build();
         let writer = ArrowWriter::try_new(file, Arc::clone(&plan.schema), Some(properties))
             .map_err(|source| CompactError::WriteOutput {

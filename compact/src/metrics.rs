@@ -25,6 +25,9 @@ pub const BYTES_IN_TOTAL: &str = "arc_compact_bytes_in_total";
 pub const BYTES_OUT_TOTAL: &str = "arc_compact_bytes_out_total";
 /// Objects taken out of the catalog by committed jobs, by tier.
 pub const FILES_REMOVED_TOTAL: &str = "arc_compact_files_removed_total";
+/// Swap commits refused because a newer epoch was promoted during the job (then re-committed
+/// under it), by tier.
+pub const SWAPS_FENCED_TOTAL: &str = "arc_compact_swaps_fenced_total";
 /// Objects deleted by the garbage collector.
 pub const GC_OBJECTS_DELETED_TOTAL: &str = "arc_compact_gc_objects_deleted_total";
 /// Bytes deleted by the garbage collector.
@@ -68,6 +71,11 @@ pub fn describe() {
         "objects swapped out of the catalog by compaction"
     );
     describe_counter!(
+        SWAPS_FENCED_TOTAL,
+        Unit::Count,
+        "compaction swap commits fenced by a newer epoch (a failover during the job) and retried under it"
+    );
+    describe_counter!(
         GC_OBJECTS_DELETED_TOTAL,
         Unit::Count,
         "unreferenced objects deleted by the garbage collector"
@@ -95,6 +103,10 @@ pub(crate) fn record_job(report: &JobReport) {
 pub(crate) fn record_job_error(tier: Tier, elapsed: Duration) {
     counter!(JOBS_TOTAL, "tier" => tier.as_str(), "outcome" => "error").increment(1);
     histogram!(JOB_SECONDS, "tier" => tier.as_str()).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn record_swap_fenced(tier: Tier) {
+    counter!(SWAPS_FENCED_TOTAL, "tier" => tier.as_str()).increment(1);
 }
 
 pub(crate) fn record_gc(objects: u64, bytes: u64) {

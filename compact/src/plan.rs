@@ -35,16 +35,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arc_storage::paths::{self, CompactionPeriod};
+use arc_storage::paths::{self, CompactionPeriod, parse_compacted_object_path};
 use arc_storage::{CatalogState, DataObject, TableId};
+use object_store::path::Path;
 
 use crate::error::CompactError;
 
 pub(crate) const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 pub(crate) const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
-
-/// File name prefix of compacted objects (see `arc_storage::paths::compacted_object_path`).
-const COMPACTED_PREFIX: &str = "compacted-";
 
 /// The tier a job writes: one object per hour or per day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,21 +95,15 @@ pub enum ObjectKind {
     Raw,
 }
 
-/// Classifies a live object's key. The layout is `arc_storage::paths`'; it exports no parser
-/// for compacted keys, so the file name prefix and the folder depth decide here.
+/// Classifies a live object's key by `arc_storage::paths`' own parser of compacted keys.
 pub fn object_kind(key: &str) -> ObjectKind {
-    let parts: Vec<&str> = key.split('/').collect();
-    let Some(name) = parts.last() else {
+    let Ok(path) = Path::parse(key) else {
         return ObjectKind::Raw;
     };
-    if !name.starts_with(COMPACTED_PREFIX) {
-        return ObjectKind::Raw;
-    }
-    // {db}/{m}/{YYYY}/{MM}/{DD}/compacted-… is a day, one folder deeper is an hour.
-    match parts.len() {
-        6 => ObjectKind::Daily,
-        7 => ObjectKind::Hourly,
-        _ => ObjectKind::Raw,
+    match parse_compacted_object_path(&path).map(|key| key.period) {
+        Some(CompactionPeriod::Day) => ObjectKind::Daily,
+        Some(CompactionPeriod::Hour) => ObjectKind::Hourly,
+        None => ObjectKind::Raw,
     }
 }
 

@@ -672,9 +672,10 @@ async fn test_should_recommit_under_a_new_epoch_after_a_failover_mid_job() {
         .await
         .unwrap();
     assert!(
-        matches!(report.outcome, JobOutcome::Committed { .. }),
+        matches!(report.outcome, JobOutcome::Committed { epoch, .. } if epoch == fixture.epoch + 1),
         "{report:?}"
     );
+    assert_eq!(report.fenced_commits, 1, "{report:?}");
     let state = fixture.catalog.snapshot();
     assert_eq!(state.epoch, fixture.epoch + 1);
     assert_eq!(fixture.live().len(), 1);

@@ -106,4 +106,65 @@ async fn test_should_leave_an_orphan_and_an_unchanged_catalog_when_failing_befor
         "{report:?}"
     );
     assert!(configure_failpoints("nonsense").is_err());
+    assert!(configure_failpoints("compact-before-upload=pause:").is_err());
+
+    // A pause holds the job before its commit while a new epoch is promoted; released, the
+    // swap is fenced once, checked against the state after the promote, and committed under
+    // the new epoch.
+    let next_hour = HOUR + 3_600_000_000_000;
+    for lsn in 4..=5u64 {
+        let rows = RecordBatch::try_new(
+            schema_of(&columns),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![next_hour + lsn as i64])) as ArrayRef,
+                Arc::new(Float64Array::from(vec![lsn as f64])),
+            ],
+        )
+        .unwrap();
+        let meta = FlushMeta {
+            epoch,
+            lsn_first: lsn,
+            lsn_last: lsn,
+            node_id: "writer".into(),
+        };
+        let objects = encode_table_objects(&table, &[rows], &meta).unwrap();
+        upload_and_commit(store.as_ref(), &catalog, &table, objects, &meta)
+            .await
+            .unwrap();
+    }
+    let jobs = plan(&catalog.snapshot(), HOUR + 4 * 3_600_000_000_000, &settings);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let release = dir.path().join("release");
+    configure_failpoints(&format!(
+        "compact-after-upload-before-commit=pause:{}",
+        release.display()
+    ))
+    .unwrap();
+    let job = jobs[0].clone();
+    let paused = tokio::spawn({
+        let compactor = compactor.clone();
+        async move { compactor.run_job(&job).await }
+    });
+    let reached = dir
+        .path()
+        .join(format!("release.reached.{}", std::process::id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !reached.exists() {
+        assert!(std::time::Instant::now() < deadline, "the job never paused");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let other_writer = Catalog::open(store.clone(), CatalogSettings::for_test())
+        .await
+        .unwrap();
+    let new_epoch = other_writer.promote("writer-2", 5).await.unwrap();
+    assert_eq!(new_epoch, epoch + 1);
+    assert!(!paused.is_finished(), "held at the failpoint");
+    std::fs::write(&release, b"").unwrap();
+    let report = paused.await.unwrap().unwrap();
+    assert!(
+        matches!(report.outcome, JobOutcome::Committed { epoch, .. } if epoch == new_epoch),
+        "{report:?}"
+    );
+    assert_eq!(report.fenced_commits, 1, "{report:?}");
+    clear_failpoints();
 }

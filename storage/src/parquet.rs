@@ -20,7 +20,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::error::StorageError;
@@ -43,6 +43,23 @@ pub const FOOTER_NODE: &str = "arc.node";
 /// ZSTD level 3 (zstd's own default): most of the ratio of higher levels at a fraction of
 /// their CPU cost, which matters on the flush path.
 const ZSTD_LEVEL: i32 = 3;
+
+/// The writer properties every data object shares, flushed or compacted: ZSTD at `zstd_level`,
+/// page statistics (queries prune pages by time), sorted by `time` (column 0), and the `arc.*`
+/// footer. Callers add their own sizing (row groups, page limits) before `build()`. A level
+/// outside zstd's range falls back to the Parquet crate's default.
+pub fn writer_properties(zstd_level: i32, footer: Vec<KeyValue>) -> WriterPropertiesBuilder {
+    let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_key_value_metadata(Some(footer))
+}
 
 /// Who wrote a set of objects and which WAL entries they hold (goes into the footer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,18 +125,7 @@ pub fn encode_table_objects(
         KeyValue::new(FOOTER_LSN_LAST.to_string(), meta.lsn_last.to_string()),
         KeyValue::new(FOOTER_NODE.to_string(), meta.node_id.clone()),
     ];
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("level 3 is within zstd's range"),
-        ))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        }]))
-        .set_key_value_metadata(Some(footer))
-        .build();
+    let properties = writer_properties(ZSTD_LEVEL, footer).build();
 
     let mut objects = Vec::new();
     let mut start = 0;

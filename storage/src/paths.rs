@@ -7,7 +7,7 @@
 //!   hour, `{database}/{measurement}/{YYYY}/{MM}/{DD}/compacted-{uuid}.parquet` for a day;
 //! - catalog: `_catalog/log/{seq:020}.json` and `_catalog/checkpoint/{seq:020}.json`.
 //!
-//! Names are unique (a UUID v7 in every data name) and never reused, so an object, once
+//! Names are unique (a UUID v7 in every data and compacted name) and never reused, so an object, once
 //! written, never changes: caches never go stale. Sequence numbers are zero-padded to 20 digits
 //! (all of `u64`) so lexicographic listing order is numeric order. Database and measurement
 //! names are validated upstream (`^[A-Za-z][A-Za-z0-9_-]*$`), so they never contain `/` and
@@ -95,6 +95,62 @@ pub fn compacted_object_path(
         }
     };
     Path::from(key)
+}
+
+/// What a compacted object key says (the period's start is its UTC hour or day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactedObjectKey {
+    /// The table the object belongs to.
+    pub table: TableId,
+    /// The period it covers.
+    pub period: CompactionPeriod,
+    /// Start of that period, nanoseconds since the Unix epoch.
+    pub period_start_ns: i64,
+}
+
+/// Parses a key made by [`compacted_object_path`]; returns `None` for any other key (a flush's
+/// object, a catalog key, a name without the UUID).
+pub fn parse_compacted_object_path(path: &Path) -> Option<CompactedObjectKey> {
+    let parts: Vec<_> = path.parts().collect();
+    let (database, measurement, date, hour, name) = match parts.as_slice() {
+        [database, measurement, year, month, day, name] => {
+            (database, measurement, [year, month, day], None, name)
+        }
+        [database, measurement, year, month, day, hour, name] => {
+            (database, measurement, [year, month, day], Some(hour), name)
+        }
+        _ => return None,
+    };
+    let number = |part: &str, len: usize| -> Option<u32> {
+        (part.len() == len && part.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let year = i32::try_from(number(date[0].as_ref(), 4)?).ok()?;
+    let month = number(date[1].as_ref(), 2)?;
+    let day = number(date[2].as_ref(), 2)?;
+    let hour = match hour {
+        Some(hour) => Some(number(hour.as_ref(), 2)?),
+        None => None,
+    };
+    let uuid = name
+        .as_ref()
+        .strip_prefix("compacted-")?
+        .strip_suffix(".parquet")?;
+    Uuid::try_parse(uuid).ok()?;
+    let start = chrono::NaiveDate::from_ymd_opt(year, month, day)?
+        .and_hms_opt(hour.unwrap_or(0), 0, 0)?
+        .and_utc()
+        .timestamp_nanos_opt()?;
+    Some(CompactedObjectKey {
+        table: TableId::new(database.as_ref(), measurement.as_ref()),
+        period: if hour.is_some() {
+            CompactionPeriod::Hour
+        } else {
+            CompactionPeriod::Day
+        },
+        period_start_ns: start,
+    })
 }
 
 /// Returns the prefix under which all objects of `table` live (for orphan collection).
@@ -249,6 +305,45 @@ mod tests {
         let daily = compacted_object_path(&table, CompactionPeriod::Day, HOUR);
         assert!(daily.as_ref().starts_with("db/m/2024/03/05/compacted-"));
         assert!(daily.prefix_matches(&table_prefix(&table)));
+    }
+
+    #[test]
+    fn test_should_parse_compacted_paths_back() {
+        let table = TableId::new("db", "cpu_load-x");
+        let hourly = compacted_object_path(&table, CompactionPeriod::Hour, HOUR + 5);
+        assert_eq!(
+            parse_compacted_object_path(&hourly),
+            Some(CompactedObjectKey {
+                table: table.clone(),
+                period: CompactionPeriod::Hour,
+                period_start_ns: HOUR,
+            })
+        );
+        let daily = compacted_object_path(&table, CompactionPeriod::Day, HOUR);
+        assert_eq!(
+            parse_compacted_object_path(&daily),
+            Some(CompactedObjectKey {
+                table: table.clone(),
+                period: CompactionPeriod::Day,
+                period_start_ns: day_start_ns(HOUR),
+            })
+        );
+        // Before the Unix epoch too.
+        let old = compacted_object_path(&table, CompactionPeriod::Hour, hour_start_ns(-1));
+        assert_eq!(
+            parse_compacted_object_path(&old).map(|key| key.period_start_ns),
+            Some(-NANOS_PER_HOUR)
+        );
+        for other in [
+            data_object_path(&table, HOUR, 1, 1, 1),
+            catalog_log_path(1),
+            Path::from("db/m/2024/03/05/07/compacted-x.parquet"),
+            Path::from("db/m/2024/3/05/compacted-0190b0a0c0d07e008000000000000000.parquet"),
+            Path::from("db/m/2024/02/30/compacted-0190b0a0c0d07e008000000000000000.parquet"),
+            Path::from("db/m/2024/03/05/24/compacted-0190b0a0c0d07e008000000000000000.parquet"),
+        ] {
+            assert_eq!(parse_compacted_object_path(&other), None, "{other}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use arc_storage::model::{FieldType, columns_of};
 use arc_storage::paths::data_object_path;
 use arc_storage::{FlushMeta, encode_table_objects};
 use arrow::array::{Float64Array, Int64Array};
+use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tempfile::TempDir;
 
