@@ -203,6 +203,11 @@ pub struct JobEntry {
     pub bytes_out: u64,
     /// Whether duplicate points were resolved (the inputs named their tags).
     pub deduplicated: bool,
+    /// The epoch the swap was committed under, if it was.
+    pub epoch: Option<u64>,
+    /// Commits of the swap a newer epoch refused (a failover during the job); the swap was
+    /// then re-checked and committed under that epoch, or voided.
+    pub fenced_commits: u32,
     /// Wall time in milliseconds.
     pub elapsed_ms: u64,
     /// When it ended, RFC 3339.
@@ -789,10 +794,10 @@ fn record(
 ) {
     let entry = match result {
         Ok(report) => {
-            let (reason, output) = match &report.outcome {
-                JobOutcome::Committed { output, .. } => (None, output.clone()),
+            let (reason, output, epoch) = match &report.outcome {
+                JobOutcome::Committed { output, epoch, .. } => (None, output.clone(), Some(*epoch)),
                 JobOutcome::Voided { reason } | JobOutcome::Skipped { reason } => {
-                    (Some(reason.clone()), None)
+                    (Some(reason.clone()), None, None)
                 }
             };
             if let JobOutcome::Committed { output, .. } = &report.outcome {
@@ -817,6 +822,8 @@ fn record(
                 rows_out: report.rows_out,
                 bytes_out: report.bytes_out,
                 deduplicated: report.deduplicated,
+                epoch,
+                fenced_commits: report.fenced_commits,
                 elapsed_ms: report.elapsed.as_millis() as u64,
                 finished_at,
             }
@@ -833,6 +840,8 @@ fn record(
             rows_out: 0,
             bytes_out: 0,
             deduplicated: false,
+            epoch: None,
+            fenced_commits: 0,
             elapsed_ms: 0,
             finished_at,
         },

@@ -27,7 +27,8 @@
 //! # Resources
 //!
 //! A job needs scratch disk for its inputs and its output (the planner bounds the inputs'
-//! size), one blocking thread for the merge, and the merge's memory limit. At most
+//! size), one blocking thread for the merge, the merge's memory limit, and the upload's
+//! buffers (`upload_part_bytes × (1 + upload_concurrency)`, 48 MiB by default). At most
 //! [`ExecutorSettings::merge_threads`] merges run at once per [`Compactor`], whatever number
 //! of jobs run concurrently.
 
@@ -73,6 +74,10 @@ pub struct ExecutorSettings {
     /// Upload buffer in bytes; larger outputs are uploaded in parts of this size (default
     /// 16 MiB).
     pub upload_part_bytes: usize,
+    /// Parts of one upload in flight at once (default 2). An upload holds up to
+    /// `upload_part_bytes × (1 + upload_concurrency)` in memory: the file is read faster than a
+    /// remote store takes it, so this, not the merge, would otherwise bound a job's memory.
+    pub upload_concurrency: usize,
     /// Commits of one swap before giving up on a moving epoch (default 3).
     pub max_commit_attempts: u32,
 }
@@ -85,6 +90,7 @@ impl Default for ExecutorSettings {
             merge_threads: 1,
             download_concurrency: 4,
             upload_part_bytes: 16 << 20,
+            upload_concurrency: 2,
             max_commit_attempts: 3,
         }
     }
@@ -116,11 +122,12 @@ impl ExecutorSettings {
         if self.merge_threads == 0
             || self.download_concurrency == 0
             || self.upload_part_bytes == 0
+            || self.upload_concurrency == 0
             || self.max_commit_attempts == 0
         {
             return Err(CompactError::Invalid(
-                "threads, download_concurrency, upload_part_bytes and max_commit_attempts \
-                 must be at least 1"
+                "threads, download_concurrency, upload_part_bytes, upload_concurrency and \
+                 max_commit_attempts must be at least 1"
                     .into(),
             ));
         }
@@ -429,7 +436,8 @@ impl Compactor {
             Arc::clone(&self.inner.store),
             key.clone(),
             self.inner.settings.upload_part_bytes,
-        );
+        )
+        .with_max_concurrency(self.inner.settings.upload_concurrency);
         if let Err(source) = tokio::io::copy(&mut local, &mut remote).await {
             // Abort a started multipart upload rather than leave its parts behind.
             let _ = remote.abort().await;

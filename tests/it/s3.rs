@@ -15,7 +15,8 @@ use crate::harness::TestNode;
 
 const ACCESS_KEY: &str = "arc-test-access";
 const SECRET_KEY: &str = "arc-test-secret-key-0123456789";
-const BUCKET: &str = "arc-data";
+/// The bucket the server serves (a directory of its root).
+pub const BUCKET: &str = "arc-data";
 
 /// An S3 API (s3s-fs) over a directory, served in this process on loopback.
 pub struct S3Server {
