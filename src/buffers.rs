@@ -9,7 +9,8 @@
 //! commits concurrently is seen either as files or as fresh rows, never both, never neither.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_storage::TableId;
@@ -53,7 +54,7 @@ struct TableBuffer {
     /// When the oldest row of `active` arrived.
     active_since: Option<Instant>,
     /// Frozen segments in LSN order, with their ids.
-    frozen: Vec<(u64, Segment)>,
+    frozen: Vec<(u64, Arc<Segment>)>,
     /// A flush task owns this table's frozen segments.
     flushing: bool,
 }
@@ -93,6 +94,9 @@ impl ChunkLimits {
 #[derive(Default)]
 pub struct Buffers {
     state: Mutex<State>,
+    /// Arrow bytes buffered (active and frozen), readable without the lock: every write checks
+    /// it for backpressure.
+    bytes: AtomicU64,
 }
 
 impl Buffers {
@@ -116,8 +120,10 @@ impl Buffers {
                 continue;
             }
             state.total_rows += rows;
+            let bytes = write.batch.get_array_memory_size() as u64;
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
             let buffer = state.tables.entry(write.table.clone()).or_default();
-            buffer.active.bytes += write.batch.get_array_memory_size() as u64;
+            buffer.active.bytes += bytes;
             buffer.active.batches.push((lsn, write.batch));
             buffer.active.rows += rows;
             buffer.active_since.get_or_insert(now);
@@ -195,7 +201,17 @@ impl Buffers {
         let mut state = self.lock();
         let mut next_id = state.next_id;
         let buffer = state.tables.get_mut(table)?;
-        if buffer.active.rows > 0 {
+        let fits_one_chunk =
+            buffer.active.rows <= limits.rows && buffer.active.bytes <= limits.bytes;
+        if buffer.active.rows > 0 && fits_one_chunk {
+            // The usual case, and the one that matters under a flood of small writes: the
+            // writer thread waits on this lock, so no walk over tens of thousands of batches.
+            buffer
+                .frozen
+                .push((next_id, Arc::new(std::mem::take(&mut buffer.active))));
+            buffer.active_since = None;
+            next_id += 1;
+        } else if buffer.active.rows > 0 {
             let active = std::mem::take(&mut buffer.active);
             buffer.active_since = None;
             let mut chunk = Segment::default();
@@ -205,14 +221,16 @@ impl Buffers {
                     && !same_entry
                     && (chunk.rows >= limits.rows || chunk.bytes >= limits.bytes)
                 {
-                    buffer.frozen.push((next_id, std::mem::take(&mut chunk)));
+                    buffer
+                        .frozen
+                        .push((next_id, Arc::new(std::mem::take(&mut chunk))));
                     next_id += 1;
                 }
                 chunk.rows += batch.num_rows() as u64;
                 chunk.bytes += batch.get_array_memory_size() as u64;
                 chunk.batches.push((lsn, batch));
             }
-            buffer.frozen.push((next_id, chunk));
+            buffer.frozen.push((next_id, Arc::new(chunk)));
             next_id += 1;
         }
         let newest = buffer.frozen.last().map(|(id, _)| *id);
@@ -223,11 +241,15 @@ impl Buffers {
     /// Returns the oldest frozen chunk of `table` whose id is at most `up_to` (see
     /// [`Buffers::freeze`]); `None` when there is none.
     pub fn oldest_frozen(&self, table: &TableId, up_to: u64) -> Option<FrozenBatches> {
-        let state = self.lock();
-        let buffer = state.tables.get(table)?;
-        let (id, segment) = buffer.frozen.first().filter(|(id, _)| *id <= up_to)?;
+        let (id, segment) = {
+            let state = self.lock();
+            let buffer = state.tables.get(table)?;
+            let (id, segment) = buffer.frozen.first().filter(|(id, _)| *id <= up_to)?;
+            (*id, Arc::clone(segment))
+        };
+        // Copied outside the lock: a chunk of small writes has tens of thousands of batches.
         Some(FrozenBatches {
-            id: *id,
+            id,
             batches: segment
                 .batches
                 .iter()
@@ -242,20 +264,27 @@ impl Buffers {
     /// Drops a frozen segment whose `flush` record is committed.
     pub fn complete(&self, table: &TableId, id: u64) {
         let mut state = self.lock();
-        let mut removed_rows = 0;
+        let mut removed = None;
+        let mut empty = None;
         if let Some(buffer) = state.tables.get_mut(table) {
             if let Some(position) = buffer
                 .frozen
                 .iter()
                 .position(|(frozen_id, _)| *frozen_id == id)
             {
-                removed_rows = buffer.frozen.remove(position).1.rows;
+                let segment = buffer.frozen.remove(position).1;
+                self.bytes.fetch_sub(segment.bytes, Ordering::Relaxed);
+                removed = Some(segment);
             }
             if buffer.frozen.is_empty() && buffer.active.rows == 0 && !buffer.flushing {
-                state.tables.remove(table);
+                empty = state.tables.remove(table);
             }
         }
-        state.total_rows -= removed_rows;
+        state.total_rows -= removed.as_ref().map_or(0, |segment| segment.rows);
+        // Freeing tens of thousands of small batches takes long enough to stall the WAL
+        // writer, which waits on this lock to apply every write: free them after unlocking.
+        drop(state);
+        drop((removed, empty));
     }
 
     /// Returns the rows of `table` with an LSN above `flushed_lsn`, oldest first. Call it with
@@ -267,7 +296,7 @@ impl Buffers {
         buffer
             .frozen
             .iter()
-            .map(|(_, segment)| segment)
+            .map(|(_, segment)| &**segment)
             .chain(std::iter::once(&buffer.active))
             .flat_map(|segment| segment.batches.iter())
             .filter(|(lsn, _)| *lsn > flushed_lsn)
@@ -298,7 +327,7 @@ impl Buffers {
                 buffer
                     .frozen
                     .iter()
-                    .map(|(_, segment)| segment)
+                    .map(|(_, segment)| &**segment)
                     .chain(std::iter::once(&buffer.active))
                     .filter_map(Segment::lsn_first)
             })
@@ -308,6 +337,11 @@ impl Buffers {
     /// Total rows buffered (active and frozen).
     pub fn total_rows(&self) -> u64 {
         self.lock().total_rows
+    }
+
+    /// Arrow bytes buffered (active and frozen).
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -348,6 +382,28 @@ mod tests {
         buffers.end_flush(&cpu);
         assert_eq!(buffers.low_watermark(), Some(3));
         assert_eq!(buffers.total_rows(), 1);
+    }
+
+    #[test]
+    fn test_should_count_buffered_bytes_until_their_flush_commits() {
+        let buffers = Buffers::default();
+        let cpu = TableId::new("db", "cpu");
+        assert_eq!(buffers.total_bytes(), 0);
+        buffers.apply(1, writes("cpu v=1 1\ncpu v=2 2"), 100);
+        let one = buffers.total_bytes();
+        assert!(one > 0);
+        buffers.apply(2, writes("cpu v=3 3"), 100);
+        let two = buffers.total_bytes();
+        assert!(two > one);
+        assert!(buffers.begin_flush(&cpu));
+        // Frozen rows still take memory until their flush commits.
+        let newest = buffers.freeze(&cpu, ChunkLimits::rows(1)).unwrap();
+        assert_eq!(buffers.total_bytes(), two);
+        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+            buffers.complete(&cpu, frozen.id);
+        }
+        buffers.end_flush(&cpu);
+        assert_eq!(buffers.total_bytes(), 0);
     }
 
     #[test]

@@ -114,7 +114,24 @@ pub struct ServerSettings {
     /// If set, the bound API address (`host:port`) is written here once listening: lets tests
     /// and scripts use port 0.
     pub port_file: Option<PathBuf>,
+    /// Most connections served at once. Past it, [`RESERVED_CONNECTIONS`] more are accepted for
+    /// `/health`, `/ready` and `/metrics` only (so probes and scrapes still get through a flood),
+    /// and any beyond those are closed at once. Default 10000; lowered at start to what the
+    /// process's file-descriptor limit leaves room for.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, from their first byte.
+    /// Default 10s.
+    pub header_read_timeout: HumanDuration,
+    /// How long a request may take to send its whole body (408 past it). Default 60s.
+    pub body_read_timeout: HumanDuration,
+    /// How long a connection with no request in flight may stay silent before it is closed.
+    /// Default 60s.
+    pub idle_timeout: HumanDuration,
 }
+
+/// Connections accepted past `server.max_connections` for the health, readiness and metrics
+/// routes only.
+pub const RESERVED_CONNECTIONS: usize = 64;
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -126,6 +143,10 @@ impl Default for ServerSettings {
             tls_key_file: None,
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             port_file: None,
+            max_connections: 10_000,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(60)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -169,6 +190,11 @@ pub struct IngestSettings {
     /// burst of large or compressed writes within a quarter to a third of a 24 GiB node. A
     /// write past it gets 503 with `Retry-After`; one larger than all of it, 413.
     pub max_inflight_bytes: ByteSize,
+    /// Arrow bytes of acknowledged rows that may wait in memory for a flush. Default `4GB`.
+    /// Past it (the object store is slow or down) writes get 503 with `Retry-After` until
+    /// flushes catch up: what cannot be kept is never acknowledged, and the node never grows
+    /// until the kernel kills it. A start whose WAL replay holds more flushes during replay.
+    pub max_buffered_bytes: ByteSize,
 }
 
 impl Default for IngestSettings {
@@ -177,6 +203,7 @@ impl Default for IngestSettings {
             max_buffer_size: 50_000,
             max_buffer_age_ms: 5_000,
             max_inflight_bytes: ByteSize(2 * 1024 * 1024 * 1024),
+            max_buffered_bytes: ByteSize(4 * 1024 * 1024 * 1024),
         }
     }
 }
@@ -199,6 +226,12 @@ pub struct WalConfig {
     /// damaged segments are copied aside first either way; set this only once you have decided
     /// that what follows the damage is gone, and unset it after that start.
     pub truncate_corrupt: bool,
+    /// Bytes the WAL's segments may take on disk (they are deleted as flushes commit). Default
+    /// `16GB`. Past it writes get 503 with `Retry-After` until flushes catch up.
+    pub max_total_size: ByteSize,
+    /// Free space the WAL's filesystem must keep. Default `512MB`. Below it writes get 503
+    /// with `Retry-After` (naming the directory) rather than failing the log on a full disk.
+    pub min_free_space: ByteSize,
 }
 
 impl Default for WalConfig {
@@ -208,6 +241,8 @@ impl Default for WalConfig {
             sync_mode: SyncMode::Fdatasync,
             max_size_mb: 64,
             truncate_corrupt: false,
+            max_total_size: ByteSize(16 * 1024 * 1024 * 1024),
+            min_free_space: ByteSize(512 * 1024 * 1024),
         }
     }
 }
@@ -237,16 +272,23 @@ pub struct QueryConfig {
     pub cache_dir: PathBuf,
     /// DuckDB worker threads. Default: DuckDB's choice (one per core).
     pub threads: Option<usize>,
-    /// DuckDB memory limit, e.g. `4GB`. Default: DuckDB's choice (80% of RAM).
+    /// DuckDB memory limit, e.g. `4GB`. Default: DuckDB's choice (80% of RAM). It bounds
+    /// DuckDB's operators (hash tables, sorts) for all queries together; answers are streamed
+    /// as they are produced, so a query's result adds only a few MiB on top.
     pub memory_limit: Option<String>,
     /// Longest a query may run before it is stopped (503 naming this key). Default `300s`,
     /// as long as a forwarded request may take. A query is also stopped when its client
     /// disconnects and when the node stops.
     pub timeout: HumanDuration,
-    /// Largest result a query may build (Arrow bytes; the JSON answer is larger). Default
-    /// `512MB`. Results are held whole before they are encoded, so this bounds a query's memory
-    /// on top of DuckDB's own `memory_limit`; past it the query gets a 400 naming this key.
+    /// Largest answer a query may send (encoded bytes). Default `512MB`. Answers are streamed,
+    /// so this bounds what a client receives, not memory: past it within the first 1 MiB the
+    /// query gets a 400 naming this key; after that the body is cut short (the client sees an
+    /// incomplete response) and the node logs why.
     pub max_result_bytes: ByteSize,
+    /// Most rows one answer may hold. Default: no limit (`max_result_bytes` bounds it).
+    /// Past it, as past `max_result_bytes`: a 400 naming this key within the first 1 MiB,
+    /// else the body is cut short.
+    pub max_result_rows: Option<u64>,
     /// Queries that may run at once; more get 503 with `Retry-After` at once instead of
     /// queueing. Default 16. Each holds a blocking thread (shared with write decoding) and
     /// DuckDB memory, so this keeps a burst of slow queries from starving ingest.
@@ -261,6 +303,7 @@ impl Default for QueryConfig {
             memory_limit: None,
             timeout: HumanDuration(Duration::from_secs(300)),
             max_result_bytes: ByteSize(512 * 1024 * 1024),
+            max_result_rows: None,
             max_concurrent: 16,
         }
     }
@@ -882,6 +925,25 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections",
+                0,
+                "must be greater than 0",
+            ));
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.body_read_timeout", self.server.body_read_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err(invalid(key, value, "must be greater than 0"));
+            }
+        }
         if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
             return Err(invalid(
                 "server.tls_cert_file",
@@ -929,6 +991,20 @@ impl Config {
         }
         if self.wal.max_size_mb == 0 {
             return Err(invalid("wal.max_size_mb", 0, "must be greater than 0"));
+        }
+        if self.wal.max_total_size.0 < self.wal.max_size_mb.saturating_mul(2 << 20) {
+            return Err(invalid(
+                "wal.max_total_size",
+                self.wal.max_total_size,
+                "must hold at least two segments (2 × wal.max_size_mb)",
+            ));
+        }
+        if self.ingest.max_buffered_bytes.0 == 0 {
+            return Err(invalid(
+                "ingest.max_buffered_bytes",
+                self.ingest.max_buffered_bytes,
+                "must be greater than 0",
+            ));
         }
         if let Some(token) = &self.auth.bootstrap_token
             && token.len() < 32

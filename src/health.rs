@@ -192,7 +192,8 @@ pub async fn measure(
     }
 }
 
-fn disk_space(dir: &Path) -> Result<(u64, u64), String> {
+/// Free and total bytes of the filesystem holding `dir`.
+pub(crate) fn disk_space(dir: &Path) -> Result<(u64, u64), String> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| format!("{} contains a NUL byte", dir.display()))?;

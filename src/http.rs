@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_auth::Permission;
-use arc_query::{Analysis, QueryError, QueryResult};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Query, Request, State};
@@ -24,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
@@ -40,7 +38,7 @@ use crate::writer::WriteError;
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 
 /// The header naming the database of a write or the default database of a query.
-const DATABASE_HEADER: &str = "x-arc-database";
+pub(crate) const DATABASE_HEADER: &str = "x-arc-database";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,14 +122,14 @@ fn table() -> Vec<Route> {
             "POST",
             "/api/v1/query",
             Requires(Permission::Read),
-            post(query_json),
+            post(crate::query_api::query_json),
         )
         .forwarded(Need::Query),
         route(
             "POST",
             "/api/v1/query/arrow",
             Requires(Permission::Read),
-            post(query_arrow),
+            post(crate::query_api::query_arrow),
         )
         .forwarded(Need::Query),
         route(
@@ -297,7 +295,14 @@ pub(crate) async fn proxy(
     mut forwarded_by: Vec<String>,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body(&parts.headers, body, node.max_payload_size()).await {
+    let body = match read_body(
+        &parts.headers,
+        body,
+        node.max_payload_size(),
+        node.body_read_timeout(),
+    )
+    .await
+    {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -420,6 +425,7 @@ async fn ready(State(node): State<AppState>) -> Response {
 
 async fn metrics_text(State(node): State<AppState>) -> Response {
     m::set_buffer_rows(node.buffers.total_rows());
+    m::set_buffer_bytes(node.buffers.total_bytes());
     let text = node
         .metrics
         .as_ref()
@@ -444,8 +450,16 @@ const OVERSIZE_DRAIN_BYTES: usize = 64 * 1024 * 1024;
 /// How long draining an oversize body may take.
 const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them, and a
+/// body not complete within `timeout` of the handler's start (408: a client sending a byte
+/// now and then must not hold the request, its memory and its connection for good).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Response> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let too_large = || {
         let mut response = error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -470,7 +484,23 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         return Err(too_large());
     }
     let mut buffer = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
+            m::record_rejected("body_timeout");
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body was not complete within server.body_read_timeout ({} s; {} bytes received)",
+                    timeout.as_secs_f64(),
+                    buffer.len()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(response);
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|error| {
             error_response(
                 StatusCode::BAD_REQUEST,
@@ -518,7 +548,7 @@ fn ingest_error(error: IngestError) -> Response {
     }
 }
 
-fn header_database(headers: &HeaderMap) -> Result<Option<String>, Response> {
+pub(crate) fn header_database(headers: &HeaderMap) -> Result<Option<String>, Response> {
     match headers.get(DATABASE_HEADER) {
         None => Ok(None),
         Some(value) => value
@@ -573,13 +603,18 @@ async fn ingest(
         return unavailable(node.not_ready_reason());
     }
     let limit = node.max_payload_size();
-    let raw = match read_body(&headers, body, limit).await {
+    let raw = match read_body(&headers, body, limit, node.body_read_timeout()).await {
         Ok(raw) => raw,
         Err(response) => {
             m::record_rejected("too_large");
             return response;
         }
     };
+    // Checked once the body is read, so the client surely sees the answer.
+    if let Some(reason) = node.backpressure() {
+        m::record_rejected("backpressure");
+        return unavailable(reason);
+    }
     let received = raw.len() as u64;
     let inline = raw.len() < INLINE_DECODE_LIMIT && !ingest::is_compressed(&raw);
     // Held until the rows are in the WAL (see ingest/admission.rs).
@@ -723,160 +758,5 @@ async fn flush(State(node): State<AppState>) -> Response {
         }))
         .into_response(),
         Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-    }
-}
-
-#[derive(Deserialize)]
-struct QueryRequest {
-    sql: String,
-}
-
-fn query_error(error: &QueryError) -> Response {
-    let status =
-        StatusCode::from_u16(error.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        axum::Json(arc_query::error_json(&error.to_string())),
-    )
-        .into_response()
-}
-
-fn parse_query_request(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Response> {
-    let request: QueryRequest = serde_json::from_slice(body).map_err(|error| {
-        query_error(&QueryError::Invalid(format!(
-            "request body must be JSON {{\"sql\": \"...\"}}: {error}"
-        )))
-    })?;
-    let database = match header_database(headers) {
-        Ok(Some(database)) => database,
-        Ok(None) => "default".to_string(),
-        Err(response) => return Err(response),
-    };
-    if ingest::validate_database_name(&database).is_err() {
-        return Err(query_error(&QueryError::Invalid(format!(
-            "invalid database name {database:?} in {DATABASE_HEADER}"
-        ))));
-    }
-    Ok((request.sql, database))
-}
-
-/// Interrupts a query when the request that runs it is dropped (the client disconnected);
-/// after the query finished, interrupting it does nothing.
-struct InterruptOnDrop(arc_query::QueryInterrupt);
-
-impl Drop for InterruptOnDrop {
-    fn drop(&mut self) {
-        self.0.interrupt("the client went away");
-    }
-}
-
-/// Runs a query end to end and returns its result and how long it took.
-async fn run_query(
-    node: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(QueryResult, Instant), Response> {
-    if !node.is_ready() {
-        return Err(unavailable(node.not_ready_reason()));
-    }
-    // Refused at once rather than queued: a queue of slow queries would hold their clients'
-    // connections and the blocking threads write decoding needs.
-    let Ok(permit) = node.query_permits.clone().try_acquire_owned() else {
-        m::record_query_refused("concurrency");
-        return Err(unavailable(format!(
-            "{} queries are running, the most query.max_concurrent allows; retry shortly",
-            node.config.query.max_concurrent
-        )));
-    };
-    let _running = m::RunningQuery::start(permit);
-    let started = Instant::now();
-    // The statement is bounded (arc_query::MAX_SQL_BYTES); its JSON body may escape every
-    // character (`\u0000`), so allow six bytes per SQL byte, and never more than the server's
-    // own limit.
-    let limit = node
-        .max_payload_size()
-        .min(arc_query::MAX_SQL_BYTES * 6 + 64 * 1024);
-    let body = read_body(headers, body, limit).await?;
-    let (sql, database) = parse_query_request(headers, &body)?;
-    node.sync_catalog()
-        .await
-        .map_err(|error| query_error(&error))?;
-    let analysis =
-        arc_query::analyze(&sql, &database, node.now_ns()).map_err(|error| query_error(&error))?;
-    let result = match analysis {
-        Analysis::ShowDatabases => QueryResult::from_names("name", node.databases()),
-        Analysis::ShowTables { database } => {
-            QueryResult::from_names("name", node.tables_of(&database))
-        }
-        Analysis::Select(plan) => {
-            let resolved = node
-                .resolve_tables(&plan.tables)
-                .await
-                .map_err(|error| query_error(&error))?;
-            let engine = node.engine.clone();
-            let interrupt = arc_query::QueryInterrupt::new();
-            // Dropped with this future when the client goes away: the query stops too.
-            let _interrupt_on_drop = InterruptOnDrop(interrupt.clone());
-            let running = interrupt.clone();
-            let mut task =
-                tokio::task::spawn_blocking(move || engine.execute(&plan, &resolved, &running));
-            let timeout = node.config.query.timeout.0;
-            let joined = tokio::select! {
-                joined = &mut task => joined,
-                () = tokio::time::sleep(timeout) => {
-                    interrupt.interrupt(format!(
-                        "it ran longer than query.timeout ({})",
-                        node.config.query.timeout
-                    ));
-                    task.await
-                }
-                () = node.stopping() => {
-                    interrupt.interrupt("the node is stopping");
-                    task.await
-                }
-            };
-            joined
-                .map_err(|error| {
-                    query_error(&QueryError::Execution(format!(
-                        "query task failed: {error}"
-                    )))
-                })?
-                .map_err(|error| query_error(&error))?
-        }
-    };
-    Ok((result, started))
-}
-
-async fn query_json(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let (result, started) = match run_query(&node, &headers, body).await {
-        Ok(done) => done,
-        Err(response) => return response,
-    };
-    // Written straight to bytes in COMPAT.md's key order, without a `serde_json::Value` tree.
-    let now = node.clock.now();
-    let encoded = tokio::task::spawn_blocking(move || {
-        let elapsed = started.elapsed().as_millis() as u64;
-        arc_query::to_json_bytes(&result, elapsed, now)
-    })
-    .await;
-    match encoded {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(error) => query_error(&QueryError::Execution(format!("encoding task: {error}"))),
-    }
-}
-
-async fn query_arrow(State(node): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let (result, _) = match run_query(&node, &headers, body).await {
-        Ok(done) => done,
-        Err(response) => return response,
-    };
-    match tokio::task::spawn_blocking(move || arc_query::to_arrow_ipc(&result)).await {
-        Ok(Ok(bytes)) => (
-            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-            bytes,
-        )
-            .into_response(),
-        Ok(Err(error)) => query_error(&error),
-        Err(error) => query_error(&QueryError::Execution(format!("encoding task: {error}"))),
     }
 }

@@ -35,8 +35,11 @@ mod ingest;
 mod metrics;
 mod node;
 mod payload;
+mod query_api;
 pub mod sdnotify;
+mod server;
 mod tls;
+pub mod wal_dump;
 mod wal_owner;
 mod writer;
 

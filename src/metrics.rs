@@ -63,6 +63,10 @@ fn describe() {
     describe_histogram!("arc_flush_seconds", "Duration of one table flush");
     describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
     describe_gauge!(
+        "arc_buffer_bytes",
+        "Arrow bytes of acknowledged rows not yet flushed (writes get 503 past ingest.max_buffered_bytes)"
+    );
+    describe_gauge!(
         "arc_queries_running",
         "Queries running now (at most query.max_concurrent)"
     );
@@ -75,6 +79,15 @@ fn describe() {
         "Entry bytes in a standby writer's own write-ahead log at start (kept untouched; may hold acknowledged rows no flush covers)"
     );
     describe_gauge!("arc_build_info", "Build information");
+    describe_gauge!("arc_http_connections", "Open HTTP API connections");
+    describe_counter!(
+        "arc_http_connections_refused_total",
+        "Connections closed at once because server.max_connections and the probe reserve were full"
+    );
+    describe_counter!(
+        "arc_http_connections_timed_out_total",
+        "Connections closed by a timeout, by reason (idle_timeout, header_read_timeout)"
+    );
     describe_counter!(
         "arc_forward_requests_total",
         "Requests forwarded to another node, by need (write, query, compaction) and outcome"
@@ -221,4 +234,24 @@ pub fn record_standby_wal_bytes(bytes: u64) {
 /// Sets the buffered-rows gauge.
 pub fn set_buffer_rows(rows: u64) {
     gauge!("arc_buffer_rows").set(rows as f64);
+}
+
+/// Sets the buffered-bytes gauge.
+pub fn set_buffer_bytes(bytes: u64) {
+    gauge!("arc_buffer_bytes").set(bytes as f64);
+}
+
+/// Sets the number of open HTTP API connections.
+pub fn set_connections(open: usize) {
+    gauge!("arc_http_connections").set(open as f64);
+}
+
+/// Counts a connection closed at once because the connection limit was reached.
+pub fn record_connection_refused() {
+    counter!("arc_http_connections_refused_total").increment(1);
+}
+
+/// Counts a connection closed by one of the server's timeouts.
+pub fn record_connection_timeout(reason: &'static str) {
+    counter!("arc_http_connections_timed_out_total", "reason" => reason).increment(1);
 }

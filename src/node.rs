@@ -137,10 +137,9 @@ impl NodeInner {
             .map_err(|error| QueryError::Execution(format!("reading the catalog log: {error}")))
     }
 
-    /// Resolves when the node begins to stop (a signal or a fatal error): running queries
-    /// are interrupted then, so the stop never waits for them.
-    pub async fn stopping(&self) {
-        self.stop.cancelled().await;
+    /// A token cancelled when the node begins to stop, for work on blocking threads.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// Why the node is not ready (for 503 bodies).
@@ -152,6 +151,11 @@ impl NodeInner {
         }
     }
 
+    /// `server.body_read_timeout`.
+    pub fn body_read_timeout(&self) -> Duration {
+        self.config.server.body_read_timeout.0
+    }
+
     /// `server.max_payload_size` in bytes.
     pub fn max_payload_size(&self) -> usize {
         usize::try_from(self.config.server.max_payload_size.0).unwrap_or(usize::MAX)
@@ -160,6 +164,41 @@ impl NodeInner {
     /// Nanoseconds since the Unix epoch, for rows without a timestamp and `now()` in queries.
     pub fn now_ns(&self) -> i64 {
         self.clock.now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+    }
+
+    /// Why writes are refused for now, if they are: acknowledged rows waiting for flushes
+    /// past `ingest.max_buffered_bytes`, WAL segments past `wal.max_total_size`, or the WAL's
+    /// filesystem below `wal.min_free_space`. Each clears by itself once flushes catch up (or
+    /// space is freed), so the answer is 503 with `Retry-After`.
+    pub fn backpressure(&self) -> Option<String> {
+        let buffered = self.buffers.total_bytes();
+        let max_buffered = self.config.ingest.max_buffered_bytes;
+        if buffered >= max_buffered.0 {
+            return Some(format!(
+                "{buffered} bytes of acknowledged rows are waiting for a flush, the most \
+                 ingest.max_buffered_bytes ({max_buffered}) allows; flushes to the object store \
+                 are slow or failing"
+            ));
+        }
+        let writer = self.writer.get()?;
+        let wal_bytes = writer.wal_bytes();
+        let max_wal = self.config.wal.max_total_size;
+        if wal_bytes >= max_wal.0 {
+            return Some(format!(
+                "the write-ahead log holds {wal_bytes} bytes, the most wal.max_total_size \
+                 ({max_wal}) allows; flushes to the object store are slow or failing"
+            ));
+        }
+        let dir = &self.config.wal.directory;
+        let min_free = self.config.wal.min_free_space;
+        match crate::health::disk_space(dir) {
+            Ok((free, _)) if free < min_free.0 => Some(format!(
+                "the write-ahead log's filesystem ({}) has {free} bytes free, less than \
+                 wal.min_free_space ({min_free})",
+                dir.display()
+            )),
+            _ => None,
+        }
     }
 
     /// Makes writes durable and visible; returns the LSN.
@@ -524,14 +563,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let http_task = {
         let app = crate::http::router(inner.clone());
         let http_stop = http_stop.clone();
-        match tls {
-            Some(acceptor) => tokio::spawn(crate::tls::serve(listener, acceptor, app, http_stop)),
-            None => tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(http_stop.cancelled_owned())
-                    .await
-            }),
-        }
+        let limits = crate::server::Limits::from_settings(&inner.config.server);
+        tokio::spawn(crate::server::serve(listener, tls, app, limits, http_stop))
     };
 
     let writer_thread = match start_role(&inner).await {
@@ -1007,6 +1040,22 @@ fn replay(
         inner
             .buffers
             .apply(lsn, pending, inner.config.ingest.max_buffer_size);
+        // A WAL larger than the buffer bound (left by a long store outage) drains in bounded
+        // chunks: flush what replay holds before reading on, so the start never needs memory
+        // for the whole log. Half the bound leaves room for the writes that follow the start.
+        if inner.buffers.total_bytes() >= inner.config.ingest.max_buffered_bytes.0 / 2 {
+            let buffered = inner.buffers.total_bytes();
+            info!(
+                lsn,
+                buffered,
+                "replay holds half of ingest.max_buffered_bytes; flushing before reading on"
+            );
+            tokio::runtime::Handle::current()
+                .block_on(inner.flush_all())
+                .with_context(|| {
+                    format!("flushing replayed rows up to lsn {lsn} (the write-ahead log holds more than ingest.max_buffered_bytes)")
+                })?;
+        }
     }
     Ok((wal, schemas, replayed))
 }

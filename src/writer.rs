@@ -81,6 +81,8 @@ struct Shared {
     /// The thread ended without being asked to (a panic): nothing will answer writes again.
     died: AtomicBool,
     next_lsn: AtomicU64,
+    /// Bytes the WAL's segments take on disk, as of the last group commit or truncation.
+    wal_bytes: AtomicU64,
     /// Wakes the flusher when a table's buffer is full.
     flush_wanted: Notify,
 }
@@ -109,6 +111,7 @@ pub fn start(parts: WriterParts) -> std::io::Result<(WriterHandle, JoinHandle<()
         poisoned: AtomicBool::new(false),
         died: AtomicBool::new(false),
         next_lsn: AtomicU64::new(parts.wal.next_lsn().0),
+        wal_bytes: AtomicU64::new(parts.wal.disk_usage_bytes()),
         flush_wanted: Notify::new(),
     });
     let thread_shared = shared.clone();
@@ -166,6 +169,11 @@ impl WriterHandle {
     /// get [`WriteError::Unavailable`].
     pub async fn stop(&self) {
         let _ = self.tx.send(Command::Stop).await;
+    }
+
+    /// Bytes the WAL's segments take on disk (as of the last group commit or truncation).
+    pub fn wal_bytes(&self) -> u64 {
+        self.shared.wal_bytes.load(Ordering::Relaxed)
     }
 
     /// Returns the LSN the next write will get.
@@ -358,6 +366,9 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
                         let _ = reply.send(Ok(lsn));
                     }
                     shared.next_lsn.store(wal.next_lsn().0, Ordering::Release);
+                    shared
+                        .wal_bytes
+                        .store(wal.disk_usage_bytes(), Ordering::Relaxed);
                     if wake_flusher {
                         shared.flush_wanted.notify_one();
                     }
@@ -379,6 +390,9 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
                 Ok(_) => {}
                 Err(error) => warn!(%error, below_lsn = lsn, "wal segment removal failed"),
             }
+            shared
+                .wal_bytes
+                .store(wal.disk_usage_bytes(), Ordering::Relaxed);
         }
         if stop {
             break;

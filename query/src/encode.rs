@@ -19,7 +19,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray, UInt64Array,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -59,41 +59,74 @@ pub fn to_json(result: &QueryResult, execution_time_ms: u64, now: DateTime<Utc>)
 /// serializing [`to_json`]'s value: no per-cell allocation.
 pub fn to_json_bytes(result: &QueryResult, execution_time_ms: u64, now: DateTime<Utc>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + result.row_count() * 16 * result.schema.fields().len());
-    let mut scratch = String::new();
-    out.extend_from_slice(b"{\"success\":true,\"columns\":[");
-    for (index, field) in result.schema.fields().iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_json_string(&mut out, field.name());
-    }
-    out.extend_from_slice(b"],\"data\":[");
-    let mut first_row = true;
+    let mut encoder = JsonEncoder::begin(&result.schema, &mut out);
     for batch in &result.batches {
-        let columns = prepare_columns(batch);
-        for row in 0..batch.num_rows() {
-            if !first_row {
+        encoder.batch(batch, &mut out);
+    }
+    encoder.finish(execution_time_ms, now, &mut out);
+    out
+}
+
+/// Writes Arc's JSON document piece by piece, so a result can be sent while it is produced:
+/// the columns first, then the rows of each batch, then the row count and timings (which
+/// Arc's document puts after the rows).
+#[derive(Debug)]
+pub struct JsonEncoder {
+    rows: u64,
+    scratch: String,
+}
+
+impl JsonEncoder {
+    /// Writes the document's start and the column names of `schema` to `out`.
+    pub fn begin(schema: &Schema, out: &mut Vec<u8>) -> Self {
+        out.extend_from_slice(b"{\"success\":true,\"columns\":[");
+        for (index, field) in schema.fields().iter().enumerate() {
+            if index > 0 {
                 out.push(b',');
             }
-            first_row = false;
+            write_json_string(out, field.name());
+        }
+        out.extend_from_slice(b"],\"data\":[");
+        Self {
+            rows: 0,
+            scratch: String::new(),
+        }
+    }
+
+    /// Writes the rows of `batch` to `out`.
+    pub fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) {
+        let columns = prepare_columns(batch);
+        for row in 0..batch.num_rows() {
+            if self.rows > 0 {
+                out.push(b',');
+            }
+            self.rows += 1;
             out.push(b'[');
             for (index, column) in columns.iter().enumerate() {
                 if index > 0 {
                     out.push(b',');
                 }
-                column.write(row, &mut out, &mut scratch);
+                column.write(row, out, &mut self.scratch);
             }
             out.push(b']');
         }
     }
-    out.extend_from_slice(b"],\"row_count\":");
-    write_u64(&mut out, result.row_count() as u64);
-    out.extend_from_slice(b",\"execution_time_ms\":");
-    write_u64(&mut out, execution_time_ms);
-    out.extend_from_slice(b",\"timestamp\":");
-    write_json_string(&mut out, &rfc3339_of(now));
-    out.push(b'}');
-    out
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the document's end: the row count, the execution time and the timestamp.
+    pub fn finish(self, execution_time_ms: u64, now: DateTime<Utc>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"],\"row_count\":");
+        write_u64(out, self.rows);
+        out.extend_from_slice(b",\"execution_time_ms\":");
+        write_u64(out, execution_time_ms);
+        out.extend_from_slice(b",\"timestamp\":");
+        write_json_string(out, &rfc3339_of(now));
+        out.push(b'}');
+    }
 }
 
 /// Builds Arc's error document:
@@ -113,14 +146,60 @@ pub fn error_json(message: &str) -> Value {
 /// # Errors
 /// [`QueryError::Execution`] when Arrow cannot encode a batch.
 pub fn to_arrow_ipc(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
-    let encode_error = |error: arrow::error::ArrowError| {
-        QueryError::Execution(format!("encoding arrow ipc stream: {error}"))
-    };
-    let mut writer = StreamWriter::try_new(Vec::new(), &result.schema).map_err(encode_error)?;
+    let mut out = Vec::new();
+    let mut encoder = ArrowIpcEncoder::begin(&result.schema, &mut out)?;
     for batch in &result.batches {
-        writer.write(batch).map_err(encode_error)?;
+        encoder.batch(batch, &mut out)?;
     }
-    writer.into_inner().map_err(encode_error)
+    encoder.finish(&mut out)?;
+    Ok(out)
+}
+
+/// Writes an Arrow IPC stream piece by piece, so a result can be sent while it is produced.
+pub struct ArrowIpcEncoder {
+    writer: StreamWriter<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ArrowIpcEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrowIpcEncoder").finish_non_exhaustive()
+    }
+}
+
+fn ipc_error(error: arrow::error::ArrowError) -> QueryError {
+    QueryError::Execution(format!("encoding arrow ipc stream: {error}"))
+}
+
+impl ArrowIpcEncoder {
+    /// Writes the stream's schema message to `out`.
+    ///
+    /// # Errors
+    /// [`QueryError::Execution`] when Arrow cannot encode the schema.
+    pub fn begin(schema: &Schema, out: &mut Vec<u8>) -> Result<Self, QueryError> {
+        let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(ipc_error)?;
+        out.append(writer.get_mut());
+        Ok(Self { writer })
+    }
+
+    /// Writes one batch message to `out`.
+    ///
+    /// # Errors
+    /// [`QueryError::Execution`] when Arrow cannot encode the batch.
+    pub fn batch(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), QueryError> {
+        self.writer.write(batch).map_err(ipc_error)?;
+        out.append(self.writer.get_mut());
+        Ok(())
+    }
+
+    /// Writes the end-of-stream marker to `out`.
+    ///
+    /// # Errors
+    /// [`QueryError::Execution`] when Arrow cannot finish the stream.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), QueryError> {
+        self.writer.finish().map_err(ipc_error)?;
+        out.append(self.writer.get_mut());
+        Ok(())
+    }
 }
 
 fn column_names(result: &QueryResult) -> Vec<Value> {

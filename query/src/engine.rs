@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QueryError;
 use crate::metrics;
-use crate::result::QueryResult;
+use crate::result::{QueryResult, ResultSink};
 use crate::sql::SelectPlan;
 
 /// Name under which the Arrow table function is registered; phase 1 denies it in user SQL.
@@ -224,12 +224,62 @@ impl QueryEngine {
         result
     }
 
+    /// Runs a plan like [`QueryEngine::execute`], handing the schema and each batch to `sink`
+    /// as DuckDB produces them instead of collecting them; returns the number of rows. The
+    /// sink decides about size limits (`max_result_bytes` is not applied here).
+    ///
+    /// # Errors
+    /// As [`QueryEngine::execute`], and any error the sink returns.
+    pub fn execute_into(
+        &self,
+        plan: &SelectPlan,
+        tables: &HashMap<TableId, ResolvedTable>,
+        interrupt: &QueryInterrupt,
+        sink: &mut dyn ResultSink,
+    ) -> Result<u64, QueryError> {
+        let started = Instant::now();
+        let result = self.run(plan, tables, interrupt, sink);
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(rows) => metrics::record_success(elapsed, *rows as usize),
+            Err(error) => {
+                metrics::record_failure(error);
+                metrics::record_execution_time(elapsed);
+            }
+        }
+        result
+    }
+
     fn execute_unrecorded(
         &self,
         plan: &SelectPlan,
         tables: &HashMap<TableId, ResolvedTable>,
         interrupt: &QueryInterrupt,
     ) -> Result<QueryResult, QueryError> {
+        let mut collected = Collect {
+            schema: None,
+            batches: Vec::new(),
+            bytes: 0,
+            rows: 0,
+            limit: self.max_result_bytes,
+        };
+        self.run(plan, tables, interrupt, &mut collected)?;
+        let schema = collected
+            .schema
+            .ok_or_else(|| QueryError::Execution("the query produced no schema".into()))?;
+        Ok(QueryResult {
+            schema,
+            batches: collected.batches,
+        })
+    }
+
+    fn run(
+        &self,
+        plan: &SelectPlan,
+        tables: &HashMap<TableId, ResolvedTable>,
+        interrupt: &QueryInterrupt,
+        sink: &mut dyn ResultSink,
+    ) -> Result<u64, QueryError> {
         interrupt.check()?;
         let mut registrations = Vec::with_capacity(plan.tables.len());
         let mut cte_bodies = Vec::with_capacity(plan.tables.len());
@@ -257,29 +307,22 @@ impl QueryEngine {
             Ok(()) => classify(error),
         };
         let mut statement = connection.prepare(&sql).map_err(classify)?;
+        // Streaming execution: DuckDB produces chunks as they are fetched instead of
+        // materializing the whole result first (which held a 400M-row answer in memory).
         let schema = statement
-            .query_arrow(params_from_iter(registrations.iter()))
+            .stream_arrow(params_from_iter(registrations.iter()))
             .map_err(classify)?
             .get_schema();
+        sink.schema(&schema)?;
         // `Arrow`'s iterator panics on a fetch error; stepping by hand returns it instead.
-        let mut batches = Vec::new();
-        let mut bytes = 0u64;
+        let mut rows = 0u64;
         while let Some(array) = statement.step().map_err(classify)? {
             let batch = RecordBatch::from(&array);
-            bytes += batch.get_array_memory_size() as u64;
-            if let Some(limit) = self.max_result_bytes
-                && bytes > limit
-            {
-                return Err(QueryError::Limit(format!(
-                    "the result passed query.max_result_bytes ({limit} bytes) after {} rows; \
-                     add a LIMIT, filter, or aggregate",
-                    batches.iter().map(RecordBatch::num_rows).sum::<usize>() + batch.num_rows()
-                )));
-            }
+            rows += batch.num_rows() as u64;
             interrupt.check()?;
-            batches.push(batch);
+            sink.batch(batch)?;
         }
-        Ok(QueryResult { schema, batches })
+        Ok(rows)
     }
 
     /// Runs raw SQL on a fresh clone of the connection, bypassing phase 1. Tests use it to
@@ -437,6 +480,38 @@ fn classify(error: duckdb::Error) -> QueryError {
         QueryError::Forbidden(message)
     } else {
         QueryError::Execution(message)
+    }
+}
+
+/// The sink behind [`QueryEngine::execute`]: keeps every batch, up to `max_result_bytes`.
+struct Collect {
+    schema: Option<SchemaRef>,
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+    rows: u64,
+    limit: Option<u64>,
+}
+
+impl ResultSink for Collect {
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), QueryError> {
+        self.schema = Some(schema.clone());
+        Ok(())
+    }
+
+    fn batch(&mut self, batch: RecordBatch) -> Result<(), QueryError> {
+        self.bytes += batch.get_array_memory_size() as u64;
+        self.rows += batch.num_rows() as u64;
+        if let Some(limit) = self.limit
+            && self.bytes > limit
+        {
+            return Err(QueryError::Limit(format!(
+                "the result passed query.max_result_bytes ({limit} bytes) after {} rows; \
+                 add a LIMIT, filter, or aggregate",
+                self.rows
+            )));
+        }
+        self.batches.push(batch);
+        Ok(())
     }
 }
 

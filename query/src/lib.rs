@@ -33,12 +33,14 @@ mod error;
 mod limits;
 mod metrics;
 mod result;
+#[cfg(test)]
+mod scoping_tests;
 mod sql;
 
-pub use encode::{error_json, to_arrow_ipc, to_json, to_json_bytes};
+pub use encode::{ArrowIpcEncoder, JsonEncoder, error_json, to_arrow_ipc, to_json, to_json_bytes};
 pub use engine::{QueryEngine, QueryInterrupt, QuerySettings, ResolvedTable};
 pub use error::QueryError;
 pub use limits::{MAX_EXPRESSION_DEPTH, MAX_SQL_BYTES, check_bounds};
 pub use metrics::describe_metrics;
-pub use result::QueryResult;
+pub use result::{QueryResult, ResultSink};
 pub use sql::{Analysis, SelectPlan, analyze};

@@ -37,6 +37,24 @@ impl QueryResult {
     }
 }
 
+/// Receives a query's rows as DuckDB produces them (see
+/// [`crate::QueryEngine::execute_into`]), so they can be encoded and sent without the whole
+/// result ever being held in memory.
+pub trait ResultSink {
+    /// The result's schema, given once before any batch.
+    ///
+    /// # Errors
+    /// Any error stops the query and is returned by `execute_into`.
+    fn schema(&mut self, schema: &SchemaRef) -> Result<(), crate::QueryError>;
+
+    /// One batch of rows, in order.
+    ///
+    /// # Errors
+    /// Any error (the client went away, a size limit) stops the query and is returned by
+    /// `execute_into`.
+    fn batch(&mut self, batch: RecordBatch) -> Result<(), crate::QueryError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,8 +33,8 @@ use arc_storage::model::{TIME_COLUMN, TableId, TimeRange};
 use chrono::NaiveDate;
 use sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr, Function, Ident, JoinOperator, ObjectName,
-    ObjectNamePart, Query, Select, SetExpr, Statement, TableAlias, TableFactor, TableWithJoins,
-    Value, ValueWithSpan, VisitMut, VisitorMut, With,
+    ObjectNamePart, Query, Select, SetExpr, SetOperator, Statement, TableAlias, TableFactor,
+    TableWithJoins, Value, ValueWithSpan, VisitMut, VisitorMut, With,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -76,6 +76,7 @@ const DENIED_PREFIXES: &[&str] = &[
     "postgres_",
     "mysql_",
     "duckdb_",
+    "pg_",
     "pragma_",
     "http",
     "json_execute",
@@ -305,6 +306,16 @@ fn statement_kind(statement: &Statement) -> String {
 }
 
 /// Returns whether `name` is a valid database name (`^[A-Za-z][A-Za-z0-9_-]{0,63}$`).
+/// Whether a table-name part belongs to DuckDB's own catalog (`pg_settings`,
+/// `duckdb_tables()`'s views, `information_schema.*`): never a database or measurement here.
+fn is_system_name(part: &str) -> bool {
+    let lower = part.to_ascii_lowercase();
+    lower.starts_with("pg_")
+        || lower.starts_with("duckdb_")
+        || lower == "information_schema"
+        || lower == "sqlite_master"
+}
+
 fn is_valid_database_name(name: &str) -> bool {
     is_valid_name(name, 64)
 }
@@ -354,6 +365,9 @@ struct Analyzer<'a> {
     scopes: Vec<CteScope>,
     /// CTE bodies not yet visited, by the address of their `Query`.
     cte_bodies: HashMap<usize, CteBody>,
+    /// The right arms of recursive CTEs (a UNION's right SELECT), by address: inside them the
+    /// CTE also sees itself.
+    recursive_arms: HashMap<usize, CteBody>,
     /// Time range of each table reference, by the address of its `TableFactor`; filled when
     /// the enclosing SELECT is entered, read when the reference itself is visited.
     reference_ranges: HashMap<usize, TimeRange>,
@@ -370,6 +384,7 @@ impl<'a> Analyzer<'a> {
             now_ns,
             scopes: Vec::new(),
             cte_bodies: HashMap::new(),
+            recursive_arms: HashMap::new(),
             reference_ranges: HashMap::new(),
             tables: Vec::new(),
             expecting_relation: false,
@@ -431,6 +446,12 @@ impl<'a> Analyzer<'a> {
             && self.is_cte_in_scope(&single.value)
         {
             return Ok(());
+        }
+        if let Some(part) = parts.iter().find(|ident| is_system_name(&ident.value)) {
+            return Err(QueryError::Forbidden(format!(
+                "{name} names DuckDB's catalog ({}); only database.measurement tables can be read",
+                part.value
+            )));
         }
         let table = match parts.as_slice() {
             [measurement] => TableId::new(self.default_database, measurement.value.as_str()),
@@ -660,13 +681,40 @@ impl VisitorMut for Analyzer<'_> {
             }
             let frame = self.scopes.len();
             for (index, cte) in with.cte_tables.iter().enumerate() {
-                let visible = if with.recursive {
-                    with.cte_tables.len()
-                } else {
-                    index
-                };
-                self.cte_bodies
-                    .insert(address_of(cte.query.as_ref()), CteBody { frame, visible });
+                // DuckDB binds a name inside CTE `i` only against the CTEs before it (and, under
+                // RECURSIVE, itself), never against later ones: a later CTE's name there is a
+                // table, and an unknown table can be a file path DuckDB scans. Treating a name
+                // as a CTE where DuckDB does not would leave that path unrewritten, so this
+                // must never see more than DuckDB does (tested against DuckDB itself).
+                //
+                // Under RECURSIVE, DuckDB makes a CTE recursive only when its body is a UNION
+                // (ALL); then only the UNION's right arm reads the CTE itself. Any other body
+                // is an ordinary CTE that does not see its own name. Seeing less than DuckDB
+                // is harmless (the name is read as a table, through the rewrite), so a right
+                // arm that is not a plain SELECT simply does not see itself.
+                self.cte_bodies.insert(
+                    address_of(cte.query.as_ref()),
+                    CteBody {
+                        frame,
+                        visible: index,
+                    },
+                );
+                if with.recursive
+                    && let SetExpr::SetOperation {
+                        op: SetOperator::Union,
+                        right,
+                        ..
+                    } = cte.query.body.as_ref()
+                    && let SetExpr::Select(select) = right.as_ref()
+                {
+                    self.recursive_arms.insert(
+                        address_of(select.as_ref()),
+                        CteBody {
+                            frame,
+                            visible: index + 1,
+                        },
+                    );
+                }
             }
         }
         let visible = names.len();
@@ -684,12 +732,23 @@ impl VisitorMut for Analyzer<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<QueryError> {
+        if let Some(arm) = self.recursive_arms.get(&address_of(select)).copied() {
+            self.scopes[arm.frame].visible = arm.visible;
+        }
         if select.into.is_some() {
             return ControlFlow::Break(QueryError::Forbidden(
                 "SELECT INTO creates a table; only queries can run".to_string(),
             ));
         }
         self.record_reference_ranges(select);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, select: &mut Select) -> ControlFlow<QueryError> {
+        if let Some(arm) = self.recursive_arms.remove(&address_of(select)) {
+            // Back to the rest of the CTE's body, which does not see the CTE itself.
+            self.scopes[arm.frame].visible = arm.visible - 1;
+        }
         ControlFlow::Continue(())
     }
 

@@ -59,6 +59,13 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         payloads: usize,
     },
+    /// Measures the disk: appends 4 KiB to a file in `--dir` and calls fdatasync, repeatedly
+    /// (what one WAL group commit costs at least). Sends no request.
+    Fsync {
+        /// Directory on the disk to measure (the WAL's).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
     /// Runs a query repeatedly.
     Query {
         /// The SQL statement.
@@ -106,7 +113,55 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli))
 }
 
+/// Appends 4 KiB and fdatasyncs in a loop for `duration`; reports the latency of each sync.
+fn fsync_bench(dir: &std::path::Path, duration: f64, json: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".arc-bench-fsync");
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let block = vec![0x5au8; 4096];
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < duration {
+        let sync_started = Instant::now();
+        file.write_all(&block)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.sync_data()
+            .with_context(|| format!("fdatasync {}", path.display()))?;
+        latencies.push(sync_started.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    latencies.sort();
+    let percentile = |p: f64| -> f64 {
+        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
+        latencies[rank - 1].as_secs_f64() * 1000.0
+    };
+    let report = serde_json::json!({
+        "mode": "fsync",
+        "syncs": latencies.len(),
+        "p50_ms": percentile(0.50),
+        "p99_ms": percentile(0.99),
+        "max_ms": percentile(1.0),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} fdatasyncs of 4 KiB appends: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len(),
+            percentile(0.50),
+            percentile(0.99),
+            percentile(1.0)
+        );
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Fsync { dir } = &cli.command {
+        return fsync_bench(dir, cli.duration, cli.json);
+    }
     let base = cli.url.trim_end_matches('/').to_string();
     let requests: Vec<Request> = match &cli.command {
         Command::Write {
@@ -139,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect()
         }
+        Command::Fsync { .. } => unreachable!("measured above"),
         Command::Query { sql, format, .. } => {
             let path = match format {
                 QueryFormat::Json => "/api/v1/query",
@@ -154,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let database = match &cli.command {
         Command::Write { database, .. } | Command::Query { database, .. } => database.clone(),
+        Command::Fsync { .. } => unreachable!("measured above"),
     };
     let is_query = matches!(cli.command, Command::Query { .. });
     let arrow_query = matches!(
@@ -261,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "rows_per_s": rows / elapsed,
         "p50_ms": percentile(0.50),
         "p99_ms": percentile(0.99),
+        "max_ms": percentile(1.0),
         "errors": error_count,
         "first_error": first_error,
     });
@@ -268,13 +326,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{} requests in {:.1}s ({:.0}/s), {:.0} rows/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            "{} requests in {:.1}s ({:.0}/s), {:.0} rows/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
             requests_ok,
             elapsed,
             requests_ok / elapsed,
             rows / elapsed,
             percentile(0.50),
             percentile(0.99),
+            percentile(1.0),
             error_count
         );
         if let Some(message) = report["first_error"].as_str() {

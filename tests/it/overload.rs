@@ -39,17 +39,73 @@ async fn still_serves(node: &TestNode) {
     );
 }
 
+/// A result past `query.max_result_bytes` ends the answer: it is streamed, so the error comes
+/// after the answer started and cuts the body short (the client cannot mistake it for a whole
+/// result), the node says why in its log, and the node never held the result in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_should_refuse_a_result_past_max_result_bytes_and_keep_serving() {
+async fn test_should_cut_a_result_past_max_result_bytes_and_keep_serving() {
     let node = TestNode::start(&[("ARC_QUERY_MAX_RESULT_BYTES", "64MB")]).await;
-    let (status, body) = node.query_raw("SELECT * FROM range(400000000)").await;
-    assert_eq!(status, 400, "{body}");
+    let pid = node.pid().expect("node runs");
+    let response = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": "SELECT * FROM range(400000000)" }))
+        .send()
+        .await
+        .expect("an answer starts");
+    let status = response.status().as_u16();
+    let body = response.bytes().await;
+    match status {
+        400 => {}
+        200 => assert!(body.is_err(), "a result past the limit arrived whole"),
+        other => panic!("unexpected status {other}"),
+    }
+    wait_for("the reason in the log", Duration::from_secs(10), || async {
+        node.log().contains("query.max_result_bytes").then_some(())
+    })
+    .await;
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("max_result_bytes"),
-        "{body}"
+        peak_rss(pid) < 1 << 30,
+        "peak RSS {} bytes: the result was held in memory",
+        peak_rss(pid)
+    );
+    still_serves(&node).await;
+}
+
+/// A large result is streamed as DuckDB produces it: the node's memory stays far below the
+/// result's size, and the document arrives whole and correct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_stream_a_large_result_in_bounded_memory() {
+    const ROWS: u64 = 20_000_000;
+    let node = TestNode::start(&[]).await;
+    let pid = node.pid().expect("node runs");
+    let baseline = peak_rss(pid);
+    let mut response = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({ROWS})") }))
+        .send()
+        .await
+        .expect("an answer starts");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut bytes = 0u64;
+    let mut tail = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("the whole body") {
+        bytes += chunk.len() as u64;
+        tail.extend_from_slice(&chunk);
+        if tail.len() > 4096 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains(&format!("\"row_count\":{ROWS},")),
+        "the document's end: {tail}"
+    );
+    let grown = peak_rss(pid).saturating_sub(baseline);
+    assert!(
+        grown < bytes / 2,
+        "the node grew by {grown} bytes for a {bytes}-byte answer: it was not streamed"
     );
     still_serves(&node).await;
 }
@@ -257,4 +313,322 @@ async fn test_should_bound_the_bytes_inflated_by_concurrent_writes() {
         grown >> 20
     );
     still_serves(&node).await;
+}
+
+/// Reads one unlabelled gauge from the node's `/metrics`.
+async fn gauge(node: &TestNode, name: &str) -> Option<f64> {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Bytes of the files directly in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|metadata| metadata.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// What the load writers saw: ids acknowledged, and 503s with `Retry-After`.
+#[derive(Default)]
+struct LoadOutcome {
+    acknowledged: std::collections::BTreeSet<u64>,
+    refused: u64,
+}
+
+/// Four writers sending 2,000 rows per request, each row with a unique id, until `stop`.
+fn start_load(
+    node: &TestNode,
+    outcome: std::sync::Arc<std::sync::Mutex<LoadOutcome>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..4u64 {
+        let (client, url) = (node.client.clone(), node.url("/api/v1/write/line-protocol"));
+        let (outcome, stop) = (outcome.clone(), stop.clone());
+        writers.spawn(async move {
+            let mut next = writer << 40;
+            while !stop.is_cancelled() {
+                let ids: Vec<u64> = (next..next + 2000).collect();
+                next += 2000;
+                let body: String = ids
+                    .iter()
+                    .map(|id| format!("load,writer={writer} id={id}i,pad=\"{:0>64}\" {id}\n", id))
+                    .collect();
+                let Ok(response) = client
+                    .post(&url)
+                    .header("x-arc-database", "pressure")
+                    .body(body)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                match status {
+                    204 => outcome.lock().unwrap().acknowledged.extend(ids),
+                    503 => {
+                        assert!(retry_after, "a 503 without Retry-After");
+                        outcome.lock().unwrap().refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("unexpected status {other} under load"),
+                }
+            }
+        });
+    }
+    writers
+}
+
+/// The object store goes away under load: buffered bytes and WAL bytes stay within their
+/// bounds, writes past them get 503 with Retry-After (never an acknowledgement for what could
+/// not be kept), and once the store is back ingest resumes by itself and every acknowledged
+/// row is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_push_back_while_the_store_is_down_and_resume_when_it_returns() {
+    use crate::s3::S3Server;
+    const BUFFER_BOUND: u64 = 24 << 20;
+    const WAL_BOUND: u64 = 48 << 20;
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(s3_root.path()).await;
+    let addr = server.addr;
+    let mut env = server.node_env();
+    env.extend(
+        [
+            ("ARC_INGEST_MAX_BUFFERED_BYTES", "24MB"),
+            ("ARC_INGEST_MAX_BUFFER_AGE_MS", "200"),
+            ("ARC_WAL_MAX_SIZE_MB", "4"),
+            ("ARC_WAL_MAX_TOTAL_SIZE", "48MB"),
+        ]
+        .map(|(key, value)| (key.to_string(), value.to_string())),
+    );
+    let mut node = TestNode::prepare_owned(env);
+    node.spawn().await;
+    let outcome = std::sync::Arc::new(std::sync::Mutex::new(LoadOutcome::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = start_load(&node, outcome.clone(), stop.clone());
+    wait_for("writes acknowledged", Duration::from_secs(30), || async {
+        (outcome.lock().unwrap().acknowledged.len() > 50_000).then_some(())
+    })
+    .await;
+
+    server.stop().await;
+    let wal_dir = node.dir.join("wal");
+    let mut peak_buffered = 0f64;
+    let mut peak_wal = 0u64;
+    let refusing_by = Instant::now() + Duration::from_secs(60);
+    while outcome.lock().unwrap().refused < 20 {
+        assert!(
+            Instant::now() < refusing_by,
+            "writes were not refused within 60 s of the store going down"
+        );
+        peak_buffered = peak_buffered.max(gauge(&node, "arc_buffer_bytes").await.unwrap_or(0.0));
+        peak_wal = peak_wal.max(dir_bytes(&wal_dir));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Refusals go on while the store stays down; the bounds hold throughout.
+    let refused_at = outcome.lock().unwrap().refused;
+    let acknowledged_at = outcome.lock().unwrap().acknowledged.len();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        peak_buffered = peak_buffered.max(gauge(&node, "arc_buffer_bytes").await.unwrap_or(0.0));
+        peak_wal = peak_wal.max(dir_bytes(&wal_dir));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        outcome.lock().unwrap().refused > refused_at,
+        "refusals stopped while the store was down"
+    );
+    // A request admitted just under the bound may carry it over by one request's rows.
+    let slack = 4u64 << 20;
+    assert!(
+        peak_buffered <= (BUFFER_BOUND + slack) as f64,
+        "buffered bytes reached {peak_buffered}, past ingest.max_buffered_bytes ({BUFFER_BOUND})"
+    );
+    assert!(
+        peak_wal <= WAL_BOUND + slack,
+        "the WAL reached {peak_wal} bytes, past wal.max_total_size ({WAL_BOUND})"
+    );
+    assert!(
+        outcome.lock().unwrap().acknowledged.len() - acknowledged_at < 20_000,
+        "writes went on being acknowledged while nothing could be flushed"
+    );
+
+    let _server = S3Server::start_on(s3_root.path(), addr).await;
+    let resumed_from = outcome.lock().unwrap().acknowledged.len();
+    wait_for(
+        "ingest resumed by itself",
+        Duration::from_secs(90),
+        || async {
+            (outcome.lock().unwrap().acknowledged.len() > resumed_from + 20_000).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    while writers.join_next().await.is_some() {}
+    node.flush().await;
+    let acknowledged = outcome.lock().unwrap().acknowledged.len() as u64;
+    let rows = node
+        .query("SELECT count(*), count(DISTINCT id) FROM pressure.load")
+        .await;
+    // Rows refused with 503 may have been kept too (never acknowledged, never lost) only if
+    // the node answered 503 after storing them, which it must not.
+    assert_eq!(rows[0][0], serde_json::json!(acknowledged), "rows stored");
+    assert_eq!(rows[0][1], serde_json::json!(acknowledged), "distinct ids");
+    node.stop().await;
+}
+
+/// The WAL's filesystem fills up (a 64 MB tmpfs, mostly taken by another file): writes get 503
+/// naming the directory instead of failing the log and stopping the node; once space is freed,
+/// writes succeed again. Needs root for the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_refuse_writes_on_a_full_wal_disk_and_recover() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        crate::harness::skip(
+            "overload::test_should_refuse_writes_on_a_full_wal_disk_and_recover",
+            "mounting a small tmpfs needs root",
+        );
+        return;
+    }
+    let mut node = TestNode::prepare(&[]);
+    let wal_fs = node.dir.join("walfs");
+    std::fs::create_dir_all(&wal_fs).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&wal_fs)
+        .status()
+        .expect("running mount");
+    assert!(mounted.success(), "mount tmpfs on {}", wal_fs.display());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(wal_fs.clone());
+    let wal_dir = wal_fs.join("wal");
+    node.set_env(&[
+        ("ARC_WAL_DIRECTORY", wal_dir.to_str().unwrap()),
+        ("ARC_WAL_MIN_FREE_SPACE", "16MB"),
+        ("ARC_WAL_MAX_SIZE_MB", "1"),
+    ]);
+    node.spawn().await;
+    // Leave 24 MB free: a few writes fit, then the 16 MB floor is reached.
+    let ballast = wal_fs.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 40 << 20]).unwrap();
+    let line = format!("disk,host=a pad=\"{}\"", "p".repeat(1000));
+    let body: String = (0..1000).map(|i| format!("{line} {i}\n")).collect();
+    let mut refusal = None;
+    for _ in 0..40 {
+        let (status, text) = node
+            .post(
+                "/api/v1/write/line-protocol",
+                &[("x-arc-database", "full")],
+                body.clone().into_bytes(),
+            )
+            .await;
+        match status {
+            204 => {}
+            503 => {
+                refusal = Some(text);
+                break;
+            }
+            other => panic!("unexpected status {other}: {text}"),
+        }
+    }
+    let refusal = refusal.expect("writes were still taken with the WAL's disk full");
+    assert!(refusal.contains("wal.min_free_space"), "{refusal}");
+    assert!(refusal.contains(wal_dir.to_str().unwrap()), "{refusal}");
+    let health = reqwest::get(node.url("/health")).await.unwrap().status();
+    assert_eq!(
+        health, 200,
+        "the node must keep running with a full WAL disk"
+    );
+    assert!(node.pid().is_some());
+    std::fs::remove_file(&ballast).unwrap();
+    node.write_lp("full", "disk,host=a v=1 1").await;
+    node.stop().await;
+}
+
+/// A WAL far larger than `ingest.max_buffered_bytes` (left by a node that could not flush)
+/// replays in bounded chunks: the start flushes as it goes, its memory stays bounded, and every
+/// row is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_replay_a_wal_larger_than_the_buffer_bound_in_bounded_chunks() {
+    const ROWS: u64 = 3_000_000;
+    let mut node = TestNode::start(&[
+        // Nothing is flushed while the WAL fills.
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000"),
+        ("ARC_INGEST_MAX_BUFFER_SIZE", "100000000"),
+        ("ARC_INGEST_MAX_BUFFERED_BYTES", "4GB"),
+    ])
+    .await;
+    let pad = "q".repeat(100);
+    let mut requests = tokio::task::JoinSet::new();
+    for chunk in 0..(ROWS / 100_000) {
+        let (client, url) = (node.client.clone(), node.url("/api/v1/write/line-protocol"));
+        let body: String = (chunk * 100_000..(chunk + 1) * 100_000)
+            .map(|id| format!("big,host=h{} id={id}i,pad=\"{pad}\" {id}\n", id % 7))
+            .collect();
+        requests.spawn(async move {
+            let response = client
+                .post(url)
+                .header("x-arc-database", "replay")
+                .body(body)
+                .send()
+                .await
+                .expect("write");
+            assert_eq!(response.status().as_u16(), 204);
+        });
+        // Two at a time keeps the test's own memory small.
+        if requests.len() >= 2 {
+            requests.join_next().await;
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    let wal_bytes = dir_bytes(&node.dir.join("wal"));
+    assert!(
+        wal_bytes > 300 << 20,
+        "the WAL holds only {wal_bytes} bytes"
+    );
+    node.kill9();
+
+    node.set_env(&[("ARC_INGEST_MAX_BUFFERED_BYTES", "16MB")]);
+    node.spawn_only();
+    let pid = node.pid().expect("node runs");
+    node.wait_ready().await;
+    // VmHWM is the process's peak since it started: replay included.
+    let peak = peak_rss(pid);
+    eprintln!("replay: WAL {wal_bytes} bytes, peak RSS {peak} bytes");
+    assert!(
+        node.log().contains("flushing before reading on"),
+        "replay did not flush in chunks"
+    );
+    assert!(
+        peak < wal_bytes,
+        "peak RSS during replay {peak} bytes: not bounded below the WAL's {wal_bytes} bytes"
+    );
+    let rows = node
+        .query("SELECT count(*), count(DISTINCT id) FROM replay.big")
+        .await;
+    assert_eq!(rows[0][0], serde_json::json!(ROWS));
+    assert_eq!(rows[0][1], serde_json::json!(ROWS));
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Acknowledgement latency of 1-line writes at 1, 8 and 64 connections, beside the disk's own
+# fdatasync latency measured in the same run on the same directory. One fresh node with every
+# default (fdatasync, port 18100), 15 s per concurrency.
+#   scripts/bench-latency.sh [ARC_NODE_BINARY] [ARC_BENCH_BINARY]
+set -u
+TARGET=${CARGO_TARGET_DIR:-target}
+NODE=${1:-$TARGET/release/arc-node}
+B=${2:-$TARGET/release/arc-bench}
+T=bench-token-0123456789abcdefghijklmnopqrstuv
+export ARC_BENCH_TOKEN=$T
+work=$(mktemp -d)
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+mkdir -p "$work/node/data/wal" && cd "$work/node" || exit 1
+echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"
+ARC_SERVER_PORT=18100 ARC_AUTH_BOOTSTRAP_TOKEN=$T RUST_LOG=warn "$NODE" > node.log 2>&1 &
+pid=$!
+for i in $(seq 300); do curl -sf localhost:18100/ready >/dev/null && break; sleep 0.1; done
+for connections in 1 8 64; do
+  echo "c=$connections :: $($B --url http://127.0.0.1:18100 --concurrency $connections --duration 15 \
+    write --format lp --batch-size 1 --payloads 4096 2>&1 | tail -1)"
+done
+echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"
