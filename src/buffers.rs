@@ -66,6 +66,13 @@ struct State {
     total_rows: u64,
 }
 
+/// Rows a committed flush released from the buffers (see [`Buffers::complete`]); dropping it
+/// frees them.
+pub struct Released {
+    _segment: Option<Arc<Segment>>,
+    _buffer: Option<TableBuffer>,
+}
+
 /// Bounds of one frozen chunk (the rows one flush encodes into Parquet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLimits {
@@ -262,7 +269,13 @@ impl Buffers {
     }
 
     /// Drops a frozen segment whose `flush` record is committed.
-    pub fn complete(&self, table: &TableId, id: u64) {
+    ///
+    /// Returns the rows it released: drop them off the async runtime. A chunk of small writes
+    /// is tens of thousands of batches, and freeing them takes long enough (100 ms and more
+    /// with glibc's malloc) to stall whichever thread does it; under the lock that was the WAL
+    /// writer, on a runtime worker it is every request queued there.
+    #[must_use = "drop the released rows on a blocking thread"]
+    pub fn complete(&self, table: &TableId, id: u64) -> Released {
         let mut state = self.lock();
         let mut removed = None;
         let mut empty = None;
@@ -281,10 +294,10 @@ impl Buffers {
             }
         }
         state.total_rows -= removed.as_ref().map_or(0, |segment| segment.rows);
-        // Freeing tens of thousands of small batches takes long enough to stall the WAL
-        // writer, which waits on this lock to apply every write: free them after unlocking.
-        drop(state);
-        drop((removed, empty));
+        Released {
+            _segment: removed,
+            _buffer: empty,
+        }
     }
 
     /// Returns the rows of `table` with an LSN above `flushed_lsn`, oldest first. Call it with
@@ -378,7 +391,7 @@ mod tests {
         };
         assert_eq!(rows(0), 4);
         assert_eq!(rows(2), 1);
-        buffers.complete(&cpu, frozen.id);
+        let _ = buffers.complete(&cpu, frozen.id);
         buffers.end_flush(&cpu);
         assert_eq!(buffers.low_watermark(), Some(3));
         assert_eq!(buffers.total_rows(), 1);
@@ -400,7 +413,7 @@ mod tests {
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(1)).unwrap();
         assert_eq!(buffers.total_bytes(), two);
         while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
-            buffers.complete(&cpu, frozen.id);
+            let _ = buffers.complete(&cpu, frozen.id);
         }
         buffers.end_flush(&cpu);
         assert_eq!(buffers.total_bytes(), 0);
@@ -430,7 +443,7 @@ mod tests {
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(7)).unwrap();
         let mut chunks = Vec::new();
         while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
-            buffers.complete(&cpu, frozen.id);
+            let _ = buffers.complete(&cpu, frozen.id);
             chunks.push((frozen.lsn_first, frozen.lsn_last, frozen.rows));
         }
         // Each chunk closes at the first entry that reaches the bound; LSN 10's two batches
@@ -449,7 +462,7 @@ mod tests {
         let mut count = 0;
         while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
             assert_eq!(frozen.lsn_first, frozen.lsn_last);
-            buffers.complete(&cpu, frozen.id);
+            let _ = buffers.complete(&cpu, frozen.id);
             count += 1;
         }
         assert_eq!(count, 3);
@@ -463,7 +476,7 @@ mod tests {
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
         let first = buffers.oldest_frozen(&cpu, newest).unwrap();
         buffers.apply(2, writes("cpu v=2 2"), 100);
-        buffers.complete(&cpu, first.id);
+        let _ = buffers.complete(&cpu, first.id);
         assert!(buffers.oldest_frozen(&cpu, newest).is_none(), "round ends");
         assert_eq!(buffers.total_rows(), 1);
         let next = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();

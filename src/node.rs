@@ -308,7 +308,9 @@ impl NodeInner {
                 }
             }
             failpoints::hit("flush-after-commit");
-            self.buffers.complete(table, frozen.id);
+            let released = self.buffers.complete(table, frozen.id);
+            // Bounded work (freeing one chunk); nothing waits for it.
+            drop(tokio::task::spawn_blocking(move || drop(released)));
             if let Some(writer) = self.writer.get() {
                 let low = self
                     .buffers
