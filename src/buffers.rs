@@ -33,9 +33,30 @@ pub struct FrozenBatches {
     pub rows: u64,
 }
 
+/// Batches of at most this many rows are merged with their neighbours in the active buffer.
+const SMALL_BATCH_ROWS: usize = 256;
+
+/// How many consecutive small batches of one schema are merged into one.
+///
+/// A flood of 1-line writes otherwise leaves tens of thousands of one-row batches per flush:
+/// cloning, encoding and freeing them one by one cost more than their rows, and stalled
+/// acknowledgements (BENCHMARKS.md, issue 9). Merging 64 at a time copies each row once more,
+/// on the WAL writer's thread, for a few microseconds per merge.
+const MERGE_RUN: usize = 64;
+
+/// One buffered batch and the WAL entries its rows came from (several once merged).
+struct Stored {
+    first_lsn: u64,
+    last_lsn: u64,
+    batch: RecordBatch,
+}
+
 #[derive(Default)]
 struct Segment {
-    batches: Vec<(u64, RecordBatch)>,
+    batches: Vec<Stored>,
+    /// Where the run of small batches of one schema that the next small batch may join
+    /// starts (active buffer only).
+    run_start: usize,
     rows: u64,
     /// Arrow memory of the batches: what a frozen chunk is bounded by besides rows, so that
     /// no chunk outgrows what one Parquet encoding (32-bit string offsets) can take.
@@ -44,7 +65,59 @@ struct Segment {
 
 impl Segment {
     fn lsn_first(&self) -> Option<u64> {
-        self.batches.first().map(|(lsn, _)| *lsn)
+        self.batches.first().map(|stored| stored.first_lsn)
+    }
+
+    /// Appends `batch` of WAL entry `lsn`, merging it with the small batches before it once
+    /// they make a run of [`MERGE_RUN`]. Returns by how much the segment's bytes changed.
+    fn push(&mut self, lsn: u64, batch: RecordBatch) -> i64 {
+        let before = self.bytes;
+        let small = batch.num_rows() <= SMALL_BATCH_ROWS;
+        let joins_run = small
+            && self.batches.get(self.run_start).is_some_and(|head| {
+                let (a, b) = (head.batch.schema(), batch.schema());
+                Arc::ptr_eq(&a, &b) || a == b
+            });
+        if !joins_run {
+            self.run_start = self.batches.len() + usize::from(!small);
+        }
+        self.rows += batch.num_rows() as u64;
+        self.bytes += batch.get_array_memory_size() as u64;
+        self.batches.push(Stored {
+            first_lsn: lsn,
+            last_lsn: lsn,
+            batch,
+        });
+        if self.batches.len() - self.run_start >= MERGE_RUN {
+            self.merge_run();
+        }
+        self.bytes as i64 - before as i64
+    }
+
+    fn merge_run(&mut self) {
+        let run = &self.batches[self.run_start..];
+        let schema = run[0].batch.schema();
+        // Same schema throughout, so this cannot fail; if it did, the run stays as it is.
+        let Ok(merged) =
+            arrow::compute::concat_batches(&schema, run.iter().map(|stored| &stored.batch))
+        else {
+            self.run_start = self.batches.len();
+            return;
+        };
+        let old_bytes: u64 = run
+            .iter()
+            .map(|stored| stored.batch.get_array_memory_size() as u64)
+            .sum();
+        let first_lsn = run[0].first_lsn;
+        let last_lsn = run[run.len() - 1].last_lsn;
+        self.batches.truncate(self.run_start);
+        self.bytes = self.bytes - old_bytes + merged.get_array_memory_size() as u64;
+        self.batches.push(Stored {
+            first_lsn,
+            last_lsn,
+            batch: merged,
+        });
+        self.run_start = self.batches.len();
     }
 }
 
@@ -127,12 +200,14 @@ impl Buffers {
                 continue;
             }
             state.total_rows += rows;
-            let bytes = write.batch.get_array_memory_size() as u64;
-            self.bytes.fetch_add(bytes, Ordering::Relaxed);
             let buffer = state.tables.entry(write.table.clone()).or_default();
-            buffer.active.bytes += bytes;
-            buffer.active.batches.push((lsn, write.batch));
-            buffer.active.rows += rows;
+            let delta = buffer.active.push(lsn, write.batch);
+            if delta >= 0 {
+                self.bytes.fetch_add(delta as u64, Ordering::Relaxed);
+            } else {
+                self.bytes
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
             buffer.active_since.get_or_insert(now);
             if buffer.active.rows >= max_rows {
                 full.push(write.table);
@@ -222,8 +297,11 @@ impl Buffers {
             let active = std::mem::take(&mut buffer.active);
             buffer.active_since = None;
             let mut chunk = Segment::default();
-            for (lsn, batch) in active.batches {
-                let same_entry = chunk.batches.last().is_some_and(|(last, _)| *last == lsn);
+            for stored in active.batches {
+                let same_entry = chunk
+                    .batches
+                    .last()
+                    .is_some_and(|last| last.last_lsn == stored.first_lsn);
                 if !chunk.batches.is_empty()
                     && !same_entry
                     && (chunk.rows >= limits.rows || chunk.bytes >= limits.bytes)
@@ -233,9 +311,9 @@ impl Buffers {
                         .push((next_id, Arc::new(std::mem::take(&mut chunk))));
                     next_id += 1;
                 }
-                chunk.rows += batch.num_rows() as u64;
-                chunk.bytes += batch.get_array_memory_size() as u64;
-                chunk.batches.push((lsn, batch));
+                chunk.rows += stored.batch.num_rows() as u64;
+                chunk.bytes += stored.batch.get_array_memory_size() as u64;
+                chunk.batches.push(stored);
             }
             buffer.frozen.push((next_id, Arc::new(chunk)));
             next_id += 1;
@@ -260,10 +338,10 @@ impl Buffers {
             batches: segment
                 .batches
                 .iter()
-                .map(|(_, batch)| batch.clone())
+                .map(|stored| stored.batch.clone())
                 .collect(),
             lsn_first: segment.lsn_first().unwrap_or(0),
-            lsn_last: segment.batches.last().map(|(lsn, _)| *lsn).unwrap_or(0),
+            lsn_last: segment.batches.last().map_or(0, |stored| stored.last_lsn),
             rows: segment.rows,
         })
     }
@@ -312,8 +390,10 @@ impl Buffers {
             .map(|(_, segment)| &**segment)
             .chain(std::iter::once(&buffer.active))
             .flat_map(|segment| segment.batches.iter())
-            .filter(|(lsn, _)| *lsn > flushed_lsn)
-            .map(|(_, batch)| batch.clone())
+            // A merged batch never straddles a flushed chunk's end (merging happens before a
+            // freeze, and chunks close between stored batches), so its last LSN decides.
+            .filter(|stored| stored.last_lsn > flushed_lsn)
+            .map(|stored| stored.batch.clone())
             .collect()
     }
 
@@ -466,6 +546,47 @@ mod tests {
             count += 1;
         }
         assert_eq!(count, 3);
+    }
+
+    #[test]
+    fn test_should_merge_small_writes_and_keep_their_lsns_rows_and_bytes() {
+        let buffers = Buffers::default();
+        let cpu = TableId::new("db", "cpu");
+        for lsn in 1..=1000 {
+            buffers.apply(lsn, writes(&format!("cpu v={lsn} {lsn}")), u64::MAX);
+            // Another schema in between ends a run without losing anything.
+            if lsn == 500 {
+                buffers.apply(lsn, writes("cpu w=1i 1"), u64::MAX);
+            }
+        }
+        let batches = buffers.with_lock(|fresh| fresh(&cpu, 0));
+        // Two runs (the other schema splits them) of 7 merged batches and 52 left unmerged,
+        // and the other schema's batch: 119 instead of 1001.
+        assert_eq!(batches.len(), 119);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1001);
+        let bytes: u64 = batches
+            .iter()
+            .map(|batch| batch.get_array_memory_size() as u64)
+            .sum();
+        assert_eq!(buffers.total_bytes(), bytes);
+        // A watermark inside the buffer drops exactly the merged batches at or below it.
+        let above = buffers.with_lock(|fresh| fresh(&cpu, 64));
+        assert_eq!(above.iter().map(|b| b.num_rows()).sum::<usize>(), 1001 - 64);
+
+        let newest = buffers.freeze(&cpu, ChunkLimits::rows(300)).unwrap();
+        let mut chunks = Vec::new();
+        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+            chunks.push((frozen.lsn_first, frozen.lsn_last, frozen.rows));
+            let _ = buffers.complete(&cpu, frozen.id);
+        }
+        assert_eq!(chunks.first().map(|c| c.0), Some(1));
+        assert_eq!(chunks.last().map(|c| c.1), Some(1000));
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0, "chunks {chunks:?} leave no gap");
+        }
+        assert_eq!(chunks.iter().map(|c| c.2).sum::<u64>(), 1001);
+        assert_eq!(buffers.total_bytes(), 0);
+        assert_eq!(buffers.total_rows(), 0);
     }
 
     #[test]
