@@ -15,10 +15,10 @@
 //! - The checks are a deny-list of function names plus an allow-list of table functions. They
 //!   are the first line of defence only: the engine also locks DuckDB down (no external
 //!   access outside the data directories, no extension loading, locked configuration).
-//! - CTE scoping follows SQL: a non-recursive CTE sees only the CTEs defined before it, a
-//!   recursive `WITH` sees all of its CTEs, and an inner query's CTEs shadow outer ones. A
-//!   name wrongly taken for a CTE would reach DuckDB unrewritten, so scoping is tracked
-//!   exactly rather than by "any CTE name anywhere".
+//! - CTE scoping follows DuckDB's binder: a CTE sees only the CTEs defined before it (under
+//!   RECURSIVE, also itself in the right arm of a UNION body), and an inner query's CTEs
+//!   shadow outer ones. A name wrongly taken for a CTE would reach DuckDB unrewritten, so
+//!   scoping is tracked exactly rather than by "any CTE name anywhere".
 //! - Time pruning must never drop a row the query could return. Bounds come only from
 //!   top-level AND-conjuncts of the WHERE of the SELECT whose FROM holds the reference,
 //!   compare the table's own `time` column with a constant we can evaluate, and are widened by
