@@ -75,4 +75,4 @@ pub use crate::reader::Entries;
 pub use crate::recovery::{RecoveryReport, TruncationInfo};
 pub use crate::segment::{WalSummary, inspect};
 pub use crate::settings::{DEFAULT_SEGMENT_SIZE_BYTES, ParseSyncModeError, SyncMode, WalSettings};
-pub use crate::wal::Wal;
+pub use crate::wal::{DetachedSegments, Wal};

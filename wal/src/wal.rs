@@ -359,39 +359,43 @@ impl Wal {
     ///
     /// # Errors
     /// `Io` if a deletion or directory sync fails; segments deleted before the failure stay
-    /// deleted and are no longer listed.
+    /// deleted and are no longer listed, the others stay listed.
     pub fn remove_segments_below(&mut self, lsn: Lsn) -> Result<usize, WalError> {
-        let sealed = self.segments.len() - 1;
-        let mut removed = 0;
-        let mut failure = None;
-        while removed < sealed {
-            let segment = &self.segments[removed];
-            // A sealed segment without entries covers nothing and is removable.
-            if segment.last_lsn.is_some_and(|last| last >= lsn) {
-                break;
-            }
-            if let Err(source) = self.fs.remove_file(&segment.path) {
-                failure = Some(WalError::Io {
-                    path: segment.path.clone(),
-                    source,
-                });
-                break;
-            }
-            removed += 1;
-            // Each deletion is durable before the next one starts, so a crash leaves a suffix.
-            if let Err(error) = sync_dir(&*self.fs, &self.settings.dir) {
-                failure = Some(error);
-                break;
-            }
+        let detached = self.detach_segments_below(lsn);
+        let (removed, failure) = detached.remove_counting();
+        if failure.is_some() {
+            // Put back what is still on disk, so it is listed (and retried) as before.
+            let kept: Vec<SegmentMeta> = detached_rest(detached, removed);
+            self.segments.splice(0..0, kept);
+            self.metrics.segments.set(self.segments.len() as f64);
         }
-        self.segments.drain(..removed);
-        self.metrics.segments.set(self.segments.len() as f64);
         if removed > 0 {
             debug!(removed, below_lsn = lsn.0, "wal segments removed");
         }
         match failure {
             Some(error) => Err(error),
             None => Ok(removed),
+        }
+    }
+
+    /// Takes the sealed segments whose every entry has an LSN below `lsn` out of the log
+    /// (never the active segment) without touching the disk, so that a thread other than the
+    /// writer's can delete them with [`DetachedSegments::remove`]: deleting a 64 MiB file and
+    /// syncing the directory takes tens of milliseconds, which every write would wait for.
+    /// Until they are deleted they stay on disk below the log; a restart lists them again.
+    pub fn detach_segments_below(&mut self, lsn: Lsn) -> DetachedSegments {
+        let sealed = self.segments.len() - 1;
+        let count = self.segments[..sealed]
+            .iter()
+            // A sealed segment without entries covers nothing and is removable.
+            .take_while(|segment| segment.last_lsn.is_none_or(|last| last < lsn))
+            .count();
+        let segments: Vec<SegmentMeta> = self.segments.drain(..count).collect();
+        self.metrics.segments.set(self.segments.len() as f64);
+        DetachedSegments {
+            fs: self.fs.clone(),
+            dir: self.settings.dir.clone(),
+            segments,
         }
     }
 
@@ -426,6 +430,59 @@ impl fmt::Debug for Wal {
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
+}
+
+/// Sealed segments taken out of a [`Wal`] by [`Wal::detach_segments_below`], to delete.
+pub struct DetachedSegments {
+    fs: Arc<dyn WalFs>,
+    dir: std::path::PathBuf,
+    /// Oldest first.
+    segments: Vec<SegmentMeta>,
+}
+
+impl DetachedSegments {
+    /// Whether there is nothing to delete.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Deletes the segments oldest first, syncing the directory after each, so a crash leaves
+    /// a suffix of the log and never a hole. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// `Io` for the first deletion or directory sync that failed; nothing after it is deleted.
+    /// A caller that deletes later batches must stop after an error too, or the segments left
+    /// here would become a hole in the log.
+    pub fn remove(self) -> Result<usize, WalError> {
+        let (removed, failure) = self.remove_counting();
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(removed),
+        }
+    }
+
+    fn remove_counting(&self) -> (usize, Option<WalError>) {
+        let mut removed = 0;
+        for segment in &self.segments {
+            if let Err(source) = self.fs.remove_file(&segment.path) {
+                let error = WalError::Io {
+                    path: segment.path.clone(),
+                    source,
+                };
+                return (removed, Some(error));
+            }
+            removed += 1;
+            if let Err(error) = sync_dir(&*self.fs, &self.dir) {
+                return (removed, Some(error));
+            }
+        }
+        (removed, None)
+    }
+}
+
+/// The segments of `detached` after the first `removed`.
+fn detached_rest(detached: DetachedSegments, removed: usize) -> Vec<SegmentMeta> {
+    detached.segments.into_iter().skip(removed).collect()
 }
 
 #[cfg(test)]
@@ -636,6 +693,37 @@ mod tests {
         assert_eq!(read_all(&wal, Lsn(0)), expected((1..=5).chain(100..=101)));
         assert_eq!(read_all(&wal, Lsn(50)), expected(100..=101));
         assert_eq!(wal.next_lsn(), Lsn(102));
+    }
+
+    #[test]
+    fn test_should_detach_segments_that_another_thread_deletes_and_reopen_either_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path(), 100);
+        append_entries(&mut wal, 20, 1);
+        let segments = segment_paths(dir.path());
+        let keep_from = first_lsn_of(&segments[3]);
+        let detached = wal.detach_segments_below(Lsn(keep_from));
+        // Out of the log at once, still on disk until deleted.
+        assert_eq!(wal.first_lsn(), Some(Lsn(keep_from)));
+        assert_eq!(read_all(&wal, Lsn(0)), expected(keep_from..=20));
+        assert_eq!(segment_paths(dir.path()), segments);
+        // A crash now: the detached segments are an older suffix of the same log.
+        drop(wal);
+        let (wal, report) = open(dir.path(), 100);
+        assert_eq!(report.truncated, None);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(1..=20));
+        drop(wal);
+
+        let deleted = std::thread::spawn(move || detached.remove())
+            .join()
+            .expect("deleter")
+            .expect("remove");
+        assert_eq!(deleted, 3);
+        assert_eq!(segment_paths(dir.path()), segments[3..]);
+        let (mut wal, report) = open(dir.path(), 100);
+        assert_eq!(report.truncated, None);
+        assert_eq!(read_all(&wal, Lsn(0)), expected(keep_from..=20));
+        assert!(wal.detach_segments_below(Lsn(0)).is_empty());
     }
 
     #[test]
