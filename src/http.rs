@@ -664,9 +664,14 @@ async fn ingest(
         Ok(lsn) => {
             m::record_ingest(label, rows, received);
             let mut response = StatusCode::NO_CONTENT.into_response();
-            if let Ok(value) = HeaderValue::from_str(&lsn.to_string()) {
-                response.headers_mut().insert("x-arc-lsn", value);
+            let headers = response.headers_mut();
+            headers.insert("x-arc-lsn", HeaderValue::from(lsn));
+            if let Some(epoch) = node.write_epoch() {
+                headers.insert("x-arc-epoch", HeaderValue::from(epoch));
             }
+            // Where the write is durable: this node's WAL only, until WAL replication
+            // (issue 10) can say `replicated:N`.
+            headers.insert("x-arc-durability", HeaderValue::from_static("local"));
             response
         }
         Err(WriteError::Conflict(message)) => {

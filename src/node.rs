@@ -93,6 +93,11 @@ pub struct NodeInner {
 }
 
 impl NodeInner {
+    /// The epoch this node writes under, once it has promoted itself (or was elected).
+    pub fn write_epoch(&self) -> Option<u64> {
+        self.epoch.get().copied()
+    }
+
     /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
     pub fn is_ready(&self) -> bool {
         self.duty.get().is_some()

@@ -362,3 +362,51 @@ async fn test_should_answer_bare_names_from_default_database_and_prune_by_time()
     assert_eq!(body["success"], false);
     assert!(body["error"].as_str().unwrap().contains("nosuch"), "{body}");
 }
+
+/// Every 204 says what it got: the WAL entry's LSN, the epoch it was written under (the same
+/// until the node starts again, then higher), and where it is durable (`local` until WAL
+/// replication).
+#[tokio::test]
+async fn test_should_tell_the_lsn_epoch_and_durability_of_every_write() {
+    async fn write(node: &TestNode) -> (u64, u64, String) {
+        let response = node
+            .client
+            .post(node.url("/api/v1/write/line-protocol"))
+            .header("x-arc-database", "acks")
+            .body("acks v=1 1")
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(response.status().as_u16(), 204);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+                .to_str()
+                .expect("ascii")
+                .to_string()
+        };
+        let number = |name: &str| header(name).parse::<u64>().expect("a number");
+        (
+            number("x-arc-lsn"),
+            number("x-arc-epoch"),
+            header("x-arc-durability"),
+        )
+    }
+    let mut node = TestNode::start(&[]).await;
+    let (lsn1, epoch1, durability) = write(&node).await;
+    let (lsn2, epoch2, _) = write(&node).await;
+    assert_eq!(durability, "local");
+    assert!(lsn2 > lsn1, "{lsn1} then {lsn2}");
+    assert_eq!(epoch1, epoch2);
+    assert!(epoch1 >= 1);
+    node.stop().await;
+    node.spawn().await;
+    let (lsn3, epoch3, _) = write(&node).await;
+    assert!(lsn3 > lsn2, "{lsn2} then {lsn3}");
+    assert!(
+        epoch3 > epoch2,
+        "epoch {epoch2} then {epoch3} after a restart"
+    );
+}
