@@ -86,7 +86,7 @@ fn describe() {
     );
     describe_counter!(
         "arc_http_connections_timed_out_total",
-        "Connections closed by a timeout, by reason (idle_timeout, header_read_timeout)"
+        "Connections closed by the server, by reason (idle_timeout, header_read_timeout, tls_handshake_timeout, evicted: an idle one closed to make room past server.max_connections)"
     );
     describe_counter!(
         "arc_forward_requests_total",

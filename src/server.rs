@@ -227,13 +227,16 @@ impl Registry {
     }
 
     /// Closes one connection with no request in flight (and not already being closed);
-    /// returns whether there was one.
+    /// returns whether there was one. A connection that never sent a byte goes before one that
+    /// is sending a request, and the longest idle first: a client that has just connected
+    /// (its request not read yet) is the last to go.
     fn evict_one_idle(&self) -> bool {
         let mut inner = self.lock();
         let idle = inner
             .open
             .iter()
-            .find(|(_, (activity, evict))| activity.is_idle() && !evict.is_cancelled())
+            .filter(|(_, (activity, evict))| activity.is_idle() && !evict.is_cancelled())
+            .min_by_key(|(_, (activity, _))| (activity.is_reading(), activity.idle_since()))
             .map(|(id, _)| *id);
         match idle.and_then(|id| inner.open.remove(&id)) {
             Some((_, evict)) => {
@@ -429,6 +432,16 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed) == 0
     }
 
+    /// Bytes of a request's head have arrived and it is not being served yet.
+    fn is_reading(&self) -> bool {
+        self.head_started.load(Ordering::Relaxed) != NONE
+    }
+
+    /// Since when the connection has had no request in flight.
+    fn idle_since(&self) -> Instant {
+        self.born + Duration::from_millis(self.idle_since.load(Ordering::Relaxed))
+    }
+
     fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(NONE, Ordering::Relaxed);
@@ -580,6 +593,36 @@ mod tests {
             activity.expired(Instant::now() + Duration::from_secs(61), limits()),
             Some("idle_timeout")
         );
+    }
+
+    #[test]
+    fn test_should_evict_the_longest_silent_connection_first_and_never_a_busy_one() {
+        let registry = Registry::default();
+        let (_, oldest, oldest_evict) = registry.add();
+        let (_, reading, reading_evict) = registry.add();
+        let (_, busy, busy_evict) = registry.add();
+        let (_, newest, newest_evict) = registry.add();
+        // Same millisecond clock: make the order of idleness explicit.
+        oldest.idle_since.store(0, Ordering::Relaxed);
+        newest.idle_since.store(50, Ordering::Relaxed);
+        reading.read();
+        let _request = busy.request_started();
+
+        assert!(registry.evict_one_idle());
+        assert!(oldest_evict.is_cancelled());
+        assert!(registry.evict_one_idle());
+        assert!(
+            newest_evict.is_cancelled(),
+            "a silent one before one sending a request"
+        );
+        assert!(registry.evict_one_idle());
+        assert!(reading_evict.is_cancelled());
+        assert!(
+            !registry.evict_one_idle(),
+            "the one with a request in flight stays"
+        );
+        assert!(!busy_evict.is_cancelled());
+        drop((newest, oldest));
     }
 
     #[test]
