@@ -486,7 +486,6 @@ pub(crate) async fn read_body(
     let mut buffer = BytesMut::new();
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
-            m::record_rejected("body_timeout");
             let mut response = error_response(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
@@ -606,7 +605,12 @@ async fn ingest(
     let raw = match read_body(&headers, body, limit, node.body_read_timeout()).await {
         Ok(raw) => raw,
         Err(response) => {
-            m::record_rejected("too_large");
+            // read_body serves the query and forwarding routes too: the write is counted here.
+            m::record_rejected(match response.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                StatusCode::REQUEST_TIMEOUT => "body_timeout",
+                _ => "unreadable_body",
+            });
             return response;
         }
     };

@@ -243,42 +243,40 @@ fn scan_segment(
         end: SegmentStatus::Clean,
     };
     let mut payload_bytes = 0u64;
-    let mut scan = match reader.scan_segment(file) {
-        Ok(scan) => scan,
-        Err(error) => {
-            dump.end = SegmentStatus::Unreadable {
-                detail: error_chain(&error),
-            };
-            return Scanned {
-                dump,
-                payload_bytes,
-            };
-        }
+    let unreadable = |error: &dyn std::error::Error| SegmentStatus::Unreadable {
+        detail: error_chain(error),
     };
-    dump.size_bytes = scan.size_bytes();
-    dump.starts_after_gap = scan.starts_after_gap();
-    for item in scan.by_ref() {
-        match item {
-            Ok((offset, entry)) => {
-                dump.entries += 1;
-                dump.last_lsn = Some(entry.lsn.0);
-                payload_bytes += entry.payload.len() as u64;
-                if let Some(entries) = entries.as_mut() {
-                    entries.push(describe_entry(&name, offset, &entry));
+    dump.end = 'scan: {
+        let mut scan = match reader.scan_segment(file) {
+            Ok(scan) => scan,
+            Err(error) => break 'scan unreadable(&error),
+        };
+        dump.size_bytes = scan.size_bytes();
+        dump.starts_after_gap = scan.starts_after_gap();
+        for item in scan.by_ref() {
+            match item {
+                Ok((offset, entry)) => {
+                    dump.entries += 1;
+                    dump.last_lsn = Some(entry.lsn.0);
+                    payload_bytes += entry.payload.len() as u64;
+                    if let Some(entries) = entries.as_mut() {
+                        entries.push(describe_entry(&name, offset, &entry));
+                    }
                 }
-            }
-            Err(error) => {
-                dump.end = SegmentStatus::Unreadable {
-                    detail: error_chain(&error),
-                };
-                return Scanned {
-                    dump,
-                    payload_bytes,
-                };
+                Err(error) => break 'scan unreadable(&error),
             }
         }
+        segment_status(scan.end())
+    };
+    Scanned {
+        dump,
+        payload_bytes,
     }
-    dump.end = match scan.end() {
+}
+
+/// How a scan that read to its end says the segment ends.
+fn segment_status(end: Option<SegmentEnd>) -> SegmentStatus {
+    match end {
         None | Some(SegmentEnd::Clean) => SegmentStatus::Clean,
         Some(SegmentEnd::Defect { offset, kind }) if kind.is_torn() => SegmentStatus::Torn {
             offset,
@@ -292,10 +290,6 @@ fn scan_segment(
             SegmentStatus::Unsupported { version, flags }
         }
         Some(SegmentEnd::Vanished) => SegmentStatus::Vanished,
-    };
-    Scanned {
-        dump,
-        payload_bytes,
     }
 }
 

@@ -211,17 +211,21 @@ impl QueryEngine {
         tables: &HashMap<TableId, ResolvedTable>,
         interrupt: &QueryInterrupt,
     ) -> Result<QueryResult, QueryError> {
-        let started = Instant::now();
-        let result = self.execute_unrecorded(plan, tables, interrupt);
-        let elapsed = started.elapsed();
-        match &result {
-            Ok(result) => metrics::record_success(elapsed, result.row_count()),
-            Err(error) => {
-                metrics::record_failure(error);
-                metrics::record_execution_time(elapsed);
-            }
-        }
-        result
+        let mut collected = Collect {
+            schema: None,
+            batches: Vec::new(),
+            bytes: 0,
+            rows: 0,
+            limit: self.max_result_bytes,
+        };
+        self.execute_into(plan, tables, interrupt, &mut collected)?;
+        let schema = collected
+            .schema
+            .ok_or_else(|| QueryError::Execution("the query produced no schema".into()))?;
+        Ok(QueryResult {
+            schema,
+            batches: collected.batches,
+        })
     }
 
     /// Runs a plan like [`QueryEngine::execute`], handing the schema and each batch to `sink`
@@ -248,29 +252,6 @@ impl QueryEngine {
             }
         }
         result
-    }
-
-    fn execute_unrecorded(
-        &self,
-        plan: &SelectPlan,
-        tables: &HashMap<TableId, ResolvedTable>,
-        interrupt: &QueryInterrupt,
-    ) -> Result<QueryResult, QueryError> {
-        let mut collected = Collect {
-            schema: None,
-            batches: Vec::new(),
-            bytes: 0,
-            rows: 0,
-            limit: self.max_result_bytes,
-        };
-        self.run(plan, tables, interrupt, &mut collected)?;
-        let schema = collected
-            .schema
-            .ok_or_else(|| QueryError::Execution("the query produced no schema".into()))?;
-        Ok(QueryResult {
-            schema,
-            batches: collected.batches,
-        })
     }
 
     fn run(

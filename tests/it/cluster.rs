@@ -172,19 +172,29 @@ fn expect(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// The value of a counter (summed over label sets matching `label`) in `/metrics`.
 pub async fn metric_sum(node: &TestNode, name: &str, label: &str) -> f64 {
+    try_metric_sum(node, name, label)
+        .await
+        .unwrap_or_else(|| panic!("scraping /metrics of {} failed", node.url("")))
+}
+
+/// [`metric_sum`], or `None` when `/metrics` could not be scraped (for polling a node that may
+/// refuse or close connections).
+pub async fn try_metric_sum(node: &TestNode, name: &str, label: &str) -> Option<f64> {
     let text = node
         .client
         .get(node.url("/metrics"))
         .send()
         .await
-        .expect("scraping metrics")
+        .ok()?
         .text()
         .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|line| line.starts_with(name) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|line| line.starts_with(name) && line.contains(label))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

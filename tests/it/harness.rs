@@ -411,20 +411,27 @@ impl TestNode {
 
 /// Counts the files with `extension` under `dir`, recursively.
 pub fn count_files(dir: &Path, extension: &str) -> usize {
+    files_with(dir, extension).len()
+}
+
+/// The files with `extension` under `dir`, recursively.
+pub fn files_with(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
     entries
         .filter_map(Result::ok)
-        .map(|entry| {
+        .flat_map(|entry| {
             let path = entry.path();
             if path.is_dir() {
-                count_files(&path, extension)
+                files_with(&path, extension)
+            } else if path.extension().is_some_and(|ext| ext == extension) {
+                vec![path]
             } else {
-                usize::from(path.extension().is_some_and(|ext| ext == extension))
+                Vec::new()
             }
         })
-        .sum()
+        .collect()
 }
 
 impl Drop for TestNode {

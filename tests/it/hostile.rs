@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{TestNode, wait_for};
+use crate::cluster::{metric_sum, try_metric_sum};
+use crate::harness::{TestNode, files_with, wait_for};
 
 /// Connections the tests' nodes serve in full (`server.max_connections`).
 const MAX_CONNECTIONS: usize = 100;
@@ -76,20 +77,13 @@ async fn test_should_serve_probes_and_clients_through_a_flood_of_idle_connection
     // (the kernel completes the connects before the server accepts them): from then on the
     // limit is full of idle connections and each client below has to take one's place.
     wait_for("the flood accepted", Duration::from_secs(10), || async {
-        let metrics = reqwest::get(node.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let value = |prefix: &str| {
-            metrics
-                .lines()
-                .find(|line| line.starts_with(prefix))
-                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        };
-        let open = value("arc_http_connections ")?;
-        let evicted = value("arc_http_connections_timed_out_total{reason=\"evicted\"}")?;
+        let open = try_metric_sum(&node, "arc_http_connections ", "").await?;
+        let evicted = try_metric_sum(
+            &node,
+            "arc_http_connections_timed_out_total",
+            "reason=\"evicted\"",
+        )
+        .await?;
         (open >= MAX_CONNECTIONS as f64 && evicted >= (FLOOD - MAX_CONNECTIONS) as f64)
             .then_some(())
     })
@@ -188,6 +182,14 @@ async fn test_should_answer_408_to_a_body_sent_slowly() {
             started.elapsed()
         );
     }
+    // Only the write counts as a rejected write, and as a timeout, not as too large.
+    let rejected = |reason: &'static str| {
+        let label = format!("reason=\"{reason}\"");
+        let node = &node;
+        async move { metric_sum(node, "arc_ingest_rejected_total", &label).await }
+    };
+    assert_eq!(rejected("body_timeout").await, 1.0);
+    assert_eq!(rejected("too_large").await, 0.0);
     serves_everyone(&node).await;
 }
 
@@ -199,7 +201,10 @@ async fn test_should_not_read_files_or_catalog_views_through_cte_scoping() {
     let node = TestNode::start(&[]).await;
     node.write_lp("hostile", "secret,host=a v=42 1").await;
     node.flush().await;
-    let parquet = find_file(&node.dir.join("storage"), "parquet").expect("a flushed object");
+    let parquet = files_with(&node.dir.join("storage"), "parquet")
+        .into_iter()
+        .next()
+        .expect("a flushed object");
     let path = parquet.display().to_string();
     for target in [
         path.as_str(),
@@ -243,18 +248,4 @@ async fn test_should_refuse_a_result_past_max_result_rows() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("query.max_result_rows"), "{body}");
     assert_eq!(node.query("SELECT * FROM range(1000)").await.len(), 1000);
-}
-
-fn find_file(dir: &std::path::Path, extension: &str) -> Option<std::path::PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = find_file(&path, extension) {
-                return Some(found);
-            }
-        } else if path.extension().is_some_and(|ext| ext == extension) {
-            return Some(path);
-        }
-    }
-    None
 }

@@ -316,18 +316,6 @@ async fn test_should_bound_the_bytes_inflated_by_concurrent_writes() {
 }
 
 /// Reads one unlabelled gauge from the node's `/metrics`.
-async fn gauge(node: &TestNode, name: &str) -> Option<f64> {
-    let text = reqwest::get(node.url("/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 /// Bytes of the files directly in `dir`.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -436,7 +424,8 @@ async fn test_should_push_back_while_the_store_is_down_and_resume_when_it_return
             Instant::now() < refusing_by,
             "writes were not refused within 60 s of the store going down"
         );
-        peak_buffered = peak_buffered.max(gauge(&node, "arc_buffer_bytes").await.unwrap_or(0.0));
+        peak_buffered =
+            peak_buffered.max(crate::cluster::metric_sum(&node, "arc_buffer_bytes ", "").await);
         peak_wal = peak_wal.max(dir_bytes(&wal_dir));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -445,7 +434,8 @@ async fn test_should_push_back_while_the_store_is_down_and_resume_when_it_return
     let acknowledged_at = outcome.lock().unwrap().acknowledged.len();
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
-        peak_buffered = peak_buffered.max(gauge(&node, "arc_buffer_bytes").await.unwrap_or(0.0));
+        peak_buffered =
+            peak_buffered.max(crate::cluster::metric_sum(&node, "arc_buffer_bytes ", "").await);
         peak_wal = peak_wal.max(dir_bytes(&wal_dir));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

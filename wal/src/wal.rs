@@ -365,8 +365,8 @@ impl Wal {
         let (removed, failure) = detached.remove_counting();
         if failure.is_some() {
             // Put back what is still on disk, so it is listed (and retried) as before.
-            let kept: Vec<SegmentMeta> = detached_rest(detached, removed);
-            self.segments.splice(0..0, kept);
+            self.segments
+                .splice(0..0, detached.segments.into_iter().skip(removed));
             self.metrics.segments.set(self.segments.len() as f64);
         }
         if removed > 0 {
@@ -478,11 +478,6 @@ impl DetachedSegments {
         }
         (removed, None)
     }
-}
-
-/// The segments of `detached` after the first `removed`.
-fn detached_rest(detached: DetachedSegments, removed: usize) -> Vec<SegmentMeta> {
-    detached.segments.into_iter().skip(removed).collect()
 }
 
 #[cfg(test)]
