@@ -69,10 +69,11 @@ impl Segment {
     }
 
     /// Appends `batch` of WAL entry `lsn`, merging it with the small batches before it once
-    /// they make a run of [`MERGE_RUN`]. Returns by how much the segment's bytes changed.
-    fn push(&mut self, lsn: u64, batch: RecordBatch) -> i64 {
+    /// they make a run of [`MERGE_RUN`] (if `merge`). Returns by how much the segment's bytes
+    /// changed.
+    fn push(&mut self, lsn: u64, batch: RecordBatch, merge: bool) -> i64 {
         let before = self.bytes;
-        let small = batch.num_rows() <= SMALL_BATCH_ROWS;
+        let small = merge && batch.num_rows() <= SMALL_BATCH_ROWS;
         let joins_run = small
             && self.batches.get(self.run_start).is_some_and(|head| {
                 let (a, b) = (head.batch.schema(), batch.schema());
@@ -180,6 +181,48 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// Drops the rows of every table at or below its flushed LSN (`flushed`, from a catalog
+    /// snapshot that includes the flushes): a reader's rows once Parquet objects hold them.
+    /// Returns what was dropped; free it off the async runtime.
+    #[must_use = "drop the released rows on a blocking thread"]
+    pub fn discard_flushed(&self, flushed: impl Fn(&TableId) -> u64) -> Vec<RecordBatch> {
+        let mut state = self.lock();
+        let mut released = Vec::new();
+        let mut released_rows = 0;
+        let mut released_bytes = 0;
+        state.tables.retain(|table, buffer| {
+            let watermark = flushed(table);
+            if buffer
+                .active
+                .lsn_first()
+                .is_some_and(|first| first <= watermark)
+            {
+                let keep_from = buffer
+                    .active
+                    .batches
+                    .partition_point(|stored| stored.last_lsn <= watermark);
+                let kept = buffer.active.batches.split_off(keep_from);
+                for stored in std::mem::replace(&mut buffer.active.batches, kept) {
+                    let rows = stored.batch.num_rows() as u64;
+                    let bytes = stored.batch.get_array_memory_size() as u64;
+                    buffer.active.rows -= rows;
+                    buffer.active.bytes -= bytes;
+                    released_rows += rows;
+                    released_bytes += bytes;
+                    released.push(stored.batch);
+                }
+                buffer.active.run_start = buffer.active.batches.len();
+                if buffer.active.batches.is_empty() {
+                    buffer.active_since = None;
+                }
+            }
+            buffer.active.rows > 0 || !buffer.frozen.is_empty() || buffer.flushing
+        });
+        state.total_rows -= released_rows;
+        self.bytes.fetch_sub(released_bytes, Ordering::Relaxed);
+        released
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // loses rows (every mutation is a push or a move), so poisoning is ignored.
@@ -191,6 +234,24 @@ impl Buffers {
     /// Appends the writes of one WAL entry; returns the tables whose active buffer now holds
     /// at least `max_rows` rows.
     pub fn apply(&self, lsn: u64, writes: Vec<TableWrite>, max_rows: u64) -> Vec<TableId> {
+        self.apply_inner(lsn, writes, max_rows, true)
+    }
+
+    /// Appends the writes of one entry of the primary's WAL on a follower, never merging it
+    /// with other entries' batches: a follower drops rows by LSN as the primary's flushes
+    /// commit ([`Buffers::discard_flushed`]), at the primary's chunk ends, which a merged
+    /// batch could straddle.
+    pub fn apply_followed(&self, lsn: u64, writes: Vec<TableWrite>) {
+        self.apply_inner(lsn, writes, u64::MAX, false);
+    }
+
+    fn apply_inner(
+        &self,
+        lsn: u64,
+        writes: Vec<TableWrite>,
+        max_rows: u64,
+        merge: bool,
+    ) -> Vec<TableId> {
         let mut state = self.lock();
         let mut full = Vec::new();
         let now = Instant::now();
@@ -201,7 +262,7 @@ impl Buffers {
             }
             state.total_rows += rows;
             let buffer = state.tables.entry(write.table.clone()).or_default();
-            let delta = buffer.active.push(lsn, write.batch);
+            let delta = buffer.active.push(lsn, write.batch, merge);
             if delta >= 0 {
                 self.bytes.fetch_add(delta as u64, Ordering::Relaxed);
             } else {

@@ -336,6 +336,21 @@ fn resolve_ip(host: &str) -> anyhow::Result<IpAddr> {
         .context("no address found")
 }
 
+/// Advertises the port the replication server really bound (`cluster.replication_addr` may
+/// name port 0: any free port).
+pub(crate) fn advertise_replication_port(cluster: &Cluster, port: u16) {
+    cluster.update(|info| {
+        let host = info
+            .replication_addr
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        info.replication_addr = join_host_port(&host, port);
+    });
+}
+
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")

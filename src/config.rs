@@ -463,8 +463,15 @@ pub struct ClusterSettings {
     pub shared_secret: Option<String>,
     /// Replication listen address (QUIC). Default `:9100`.
     pub replication_addr: String,
-    /// Standby acks a write waits for. Default 1.
+    /// The least number of in-sync standbys a write needs: with fewer, writes get 503. Every
+    /// in-sync standby acknowledges every write whatever this says. Default 0, so a cluster
+    /// without standby writers takes writes.
     pub replication_ack: u32,
+    /// A standby whose oldest unacknowledged entry is older than this is removed from the
+    /// in-sync set (an `isr` record) so writes go on without it; it is added back once its lag
+    /// is at most half of it. This is also the longest a stalled standby holds writes up.
+    /// Default 5s.
+    pub replication_lag_limit: HumanDuration,
     /// Whether standbys take over a failed primary. Default true.
     pub failover_enabled: bool,
     /// Least time between two health-triggered failovers. Default 60s.
@@ -478,6 +485,12 @@ pub struct ClusterSettings {
     /// PEM file of CA certificates trusted, in addition to the platform's roots, when this
     /// node forwards a request to another node over HTTPS (a cluster on a private CA).
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM certificate chain this node presents to replication peers (mTLS, with
+    /// `tls_key_file` and `tls_ca_file`, which signs every node's certificate). Unset (the
+    /// default): peers prove `shared_secret` instead, bound to each TLS session.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ClusterSettings {
@@ -494,12 +507,15 @@ impl Default for ClusterSettings {
             replication_enabled: true,
             shared_secret: None,
             replication_addr: ":9100".into(),
-            replication_ack: 1,
+            replication_ack: 0,
+            replication_lag_limit: HumanDuration(Duration::from_secs(5)),
             failover_enabled: true,
             failover_cooldown: HumanDuration(Duration::from_secs(60)),
             unhealthy_threshold: 3,
             advertise_host: None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -588,6 +604,40 @@ impl ClusterSettings {
                 "cluster.tls_ca_file",
                 path.display(),
                 "no such file",
+            ));
+        }
+        for (key, path) in [
+            ("cluster.tls_cert_file", &self.tls_cert_file),
+            ("cluster.tls_key_file", &self.tls_key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(invalid(key, path.display(), "no such file"));
+            }
+        }
+        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
+            (None, None, _) | (Some(_), Some(_), Some(_)) => {}
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(invalid(
+                    "cluster.tls_cert_file",
+                    "<partial>",
+                    "cluster.tls_cert_file and cluster.tls_key_file are set together",
+                ));
+            }
+            (Some(_), Some(_), None) => {
+                return Err(invalid(
+                    "cluster.tls_ca_file",
+                    "<unset>",
+                    "required with cluster.tls_cert_file: it verifies the replication peers' certificates",
+                ));
+            }
+        }
+        if self.replication_lag_limit.0 < Duration::from_millis(100) {
+            return Err(invalid(
+                "cluster.replication_lag_limit",
+                self.replication_lag_limit,
+                "must be at least 100ms",
             ));
         }
         if let Some(host) = &self.advertise_host
@@ -897,6 +947,8 @@ impl Config {
             ("server.tls_key_file", &mut self.server.tls_key_file),
             ("server.port_file", &mut self.server.port_file),
             ("cluster.tls_ca_file", &mut self.cluster.tls_ca_file),
+            ("cluster.tls_cert_file", &mut self.cluster.tls_cert_file),
+            ("cluster.tls_key_file", &mut self.cluster.tls_key_file),
         ] {
             if let Some(path) = path {
                 absolute(key, path)?;

@@ -413,6 +413,13 @@ async fn health() -> Response {
 
 async fn ready(State(node): State<AppState>) -> Response {
     if node.is_ready() {
+        if let Some(reason) = node.replication_lag_reason() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "not ready", "reason": reason })),
+            )
+                .into_response();
+        }
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {
         (
@@ -665,17 +672,23 @@ async fn ingest(
         return error_response(StatusCode::BAD_REQUEST, "request contains no rows");
     }
     match node.write(writes).await {
-        Ok(lsn) => {
+        Ok(written) => {
             m::record_ingest(label, rows, received);
             let mut response = StatusCode::NO_CONTENT.into_response();
             let headers = response.headers_mut();
-            headers.insert("x-arc-lsn", HeaderValue::from(lsn));
+            headers.insert("x-arc-lsn", HeaderValue::from(written.lsn));
             if let Some(epoch) = node.write_epoch() {
                 headers.insert("x-arc-epoch", HeaderValue::from(epoch));
             }
-            // Where the write is durable: this node's WAL only, until WAL replication
-            // (issue 10) can say `replicated:N`.
-            headers.insert("x-arc-durability", HeaderValue::from_static("local"));
+            // Where the write is durable: this node's WAL, and every in-sync standby's.
+            let durability = match written.replicas {
+                Some(replicas) if replicas > 0 => {
+                    HeaderValue::try_from(format!("replicated:{replicas}"))
+                        .unwrap_or_else(|_| HeaderValue::from_static("local"))
+                }
+                _ => HeaderValue::from_static("local"),
+            };
+            headers.insert("x-arc-durability", durability);
             response
         }
         Err(WriteError::Conflict(message)) => {

@@ -36,6 +36,7 @@ mod metrics;
 mod node;
 mod payload;
 mod query_api;
+mod replication;
 pub mod sdnotify;
 mod server;
 mod tls;

@@ -76,7 +76,47 @@ fn describe() {
     );
     describe_gauge!(
         "arc_standby_wal_bytes",
-        "Entry bytes in a standby writer's own write-ahead log at start (kept untouched; may hold acknowledged rows no flush covers)"
+        "Entry bytes in a standby writer's own write-ahead log at start (may hold acknowledged rows no flush covers)"
+    );
+    describe_histogram!(
+        "arc_replication_ack_wait_seconds",
+        "Primary: how long a group commit waited after its local sync until every in-sync standby had it, by outcome (ok, timeout)"
+    );
+    describe_gauge!(
+        "arc_replication_isr_size",
+        "Primary: standbys in the committed in-sync set"
+    );
+    describe_counter!(
+        "arc_replication_isr_changes_total",
+        "Primary: isr records committed, by change (add, remove)"
+    );
+    describe_gauge!(
+        "arc_replication_follower_lag_lsns",
+        "Primary: LSNs a follower is behind the local durable LSN, by node and role"
+    );
+    describe_gauge!(
+        "arc_replication_follower_lag_seconds",
+        "Primary: age of the oldest entry a follower has not confirmed, by node and role"
+    );
+    describe_gauge!(
+        "arc_replication_follower_connected",
+        "Primary: 1 while a follower's stream is up, by node and role"
+    );
+    describe_counter!(
+        "arc_replication_reconnects_total",
+        "Follower: streams (re)subscribed to the primary, by how the previous one ended"
+    );
+    describe_gauge!(
+        "arc_replication_applied_lsn",
+        "Follower: highest LSN whose rows are visible here"
+    );
+    describe_gauge!(
+        "arc_replication_received_lsn",
+        "Follower: highest LSN received from the primary (acknowledged or not)"
+    );
+    describe_gauge!(
+        "arc_replication_commit_lsn",
+        "Follower: the primary's acknowledged LSN as last heard"
     );
     describe_gauge!("arc_build_info", "Build information");
     describe_gauge!("arc_http_connections", "Open HTTP API connections");
@@ -229,6 +269,43 @@ pub fn record_flush(outcome: &'static str, rows: u64, bytes: u64, elapsed: Durat
 /// Sets the gauge of entry bytes found in a standby writer's WAL at start.
 pub fn record_standby_wal_bytes(bytes: u64) {
     gauge!("arc_standby_wal_bytes").set(bytes as f64);
+}
+
+/// Records how long a group commit waited for its acknowledgement.
+pub fn record_ack_wait(outcome: &'static str, elapsed: Duration) {
+    histogram!("arc_replication_ack_wait_seconds", "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records a committed ISR change and the new size.
+pub fn record_isr_change(change: &'static str, size: usize) {
+    counter!("arc_replication_isr_changes_total", "change" => change).increment(1);
+    set_isr_size(size);
+}
+
+/// Sets the ISR size gauge.
+pub fn set_isr_size(size: usize) {
+    gauge!("arc_replication_isr_size").set(size as f64);
+}
+
+/// Sets one follower's lag and connection gauges (primary).
+pub fn set_follower(node: &str, role: &'static str, lag_lsns: u64, lag_ms: u64, connected: bool) {
+    let labels = [("node", node.to_string()), ("role", role.to_string())];
+    gauge!("arc_replication_follower_lag_lsns", &labels).set(lag_lsns as f64);
+    gauge!("arc_replication_follower_lag_seconds", &labels).set(lag_ms as f64 / 1000.0);
+    gauge!("arc_replication_follower_connected", &labels).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// Counts a follower's (re)subscription, by how the previous stream ended.
+pub fn record_reconnect(previous_end: &'static str) {
+    counter!("arc_replication_reconnects_total", "previous_end" => previous_end).increment(1);
+}
+
+/// Sets a follower's received, visible and commit LSN gauges.
+pub fn set_follower_lsns(received: u64, visible: u64, commit: u64) {
+    gauge!("arc_replication_received_lsn").set(received as f64);
+    gauge!("arc_replication_applied_lsn").set(visible as f64);
+    gauge!("arc_replication_commit_lsn").set(commit as f64);
 }
 
 /// Sets the buffered-rows gauge.

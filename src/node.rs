@@ -28,6 +28,7 @@ use arc_storage::{
     Catalog, CatalogError, CatalogSettings, CatalogState, FlushMeta, FlushOutcome, ObjectCache,
     ObjectStorage, StorageError, TableId, TimeRange,
 };
+use arc_wal::replication::{FlushNotice, ReplicationHandle};
 use arc_wal::{Lsn, Wal, WalSettings};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -44,7 +45,7 @@ use crate::metrics as m;
 use crate::payload;
 use crate::sdnotify::Notifier;
 use crate::wal_owner;
-use crate::writer::{self, SchemaRegistry, WriteError, WriterHandle, WriterParts};
+use crate::writer::{self, SchemaRegistry, WriteError, WriterHandle, WriterParts, Written};
 
 /// State shared by the HTTP handlers, the flusher and the stop sequence.
 pub struct NodeInner {
@@ -76,6 +77,8 @@ pub struct NodeInner {
     pub query_permits: Arc<tokio::sync::Semaphore>,
     /// What this node does; set once the role's start-up (WAL replay for a primary) is done.
     duty: OnceLock<Duty>,
+    /// When the node started.
+    started: Instant,
     /// When the last catalog refresh for a query began (see `sync_catalog`).
     catalog_synced_from: AsyncMutex<Option<Instant>>,
     storage: ObjectStorage,
@@ -83,6 +86,10 @@ pub struct NodeInner {
     cache: ObjectCache,
     /// Set once WAL replay is done.
     writer: OnceLock<WriterHandle>,
+    /// The primary's replication server (a clustered primary with replication enabled).
+    replication: OnceLock<ReplicationHandle>,
+    /// A standby's or reader's stream from the primary.
+    follower: OnceLock<crate::replication::Follower>,
     epoch: OnceLock<u64>,
     draining: AtomicBool,
     /// Serializes flush rounds (the background flusher, the flush endpoint, the final flush).
@@ -96,6 +103,58 @@ impl NodeInner {
     /// The epoch this node writes under, once it has promoted itself (or was elected).
     pub fn write_epoch(&self) -> Option<u64> {
         self.epoch.get().copied()
+    }
+
+    /// The catalog.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Why `/ready` must say no although the node serves requests: a follower that has not
+    /// caught up with the primary once since it started (its fresh rows would be missing).
+    /// Only while the primary is alive (or gossip has not had the time to show it): a follower
+    /// whose primary is dead or gone serves the flushed rows it can.
+    pub fn replication_lag_reason(&self) -> Option<String> {
+        let follower = self.follower.get()?;
+        let progress = follower.progress();
+        if progress.caught_up {
+            return None;
+        }
+        let primary = self.catalog.snapshot().primary.clone()?;
+        let alive = match self.cluster.view().get(&primary) {
+            Some(node) => !matches!(
+                node.state,
+                arc_gossip::NodeState::Dead | arc_gossip::NodeState::Left
+            ),
+            None => self.started.elapsed() < self.config.cluster.heartbeat_interval.0 * 3,
+        };
+        alive.then(|| {
+            format!(
+                "catching up with the primary ({primary})'s write-ahead log: visible lsn {}, the primary's commit lsn {}",
+                progress.visible, progress.commit
+            )
+        })
+    }
+
+    /// What a query here sees of the primary's acknowledged writes: the highest LSN whose
+    /// rows are visible, and how stale that is in milliseconds. `None` on a node that sees
+    /// only flushed rows (a compactor; a follower with replication disabled).
+    pub fn freshness(&self) -> Option<(u64, u64)> {
+        if let Some(writer) = self.writer.get() {
+            return Some((writer.unapplied_from().saturating_sub(1), 0));
+        }
+        let progress = self.follower.get()?.progress();
+        Some((progress.visible, progress.freshness_ms()))
+    }
+
+    /// Waits until rows up to `lsn` are visible here (read-your-writes), at most `bound`.
+    /// Returns the visible LSN and staleness as of the end of the wait.
+    pub async fn wait_visible(&self, lsn: u64, bound: Duration) -> Option<(u64, u64)> {
+        if let Some(follower) = self.follower.get() {
+            let progress = follower.wait_visible(lsn, bound).await;
+            return Some((progress.visible, progress.freshness_ms()));
+        }
+        self.freshness()
     }
 
     /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
@@ -124,6 +183,15 @@ impl NodeInner {
     /// read, not one each.
     pub async fn sync_catalog(&self) -> Result<(), QueryError> {
         if matches!(self.duty.get(), Some(Duty::Standalone)) {
+            return Ok(());
+        }
+        // A follower's stream carries flush notices, and a tailer reads the log after each
+        // (and every few seconds): no read per query while the stream is up.
+        if self
+            .follower
+            .get()
+            .is_some_and(|follower| follower.progress().streaming)
+        {
             return Ok(());
         }
         let arrived = Instant::now();
@@ -185,6 +253,17 @@ impl NodeInner {
                  are slow or failing"
             ));
         }
+        if let Some(replication) = self.replication.get()
+            && !replication.writes_available()
+        {
+            let status = replication.status();
+            return Some(format!(
+                "cluster.replication_ack is {} but {} standby writer(s) are in sync ({:?});                  writes resume once a standby has caught up",
+                self.config.cluster.replication_ack,
+                status.committed_isr.len(),
+                status.committed_isr
+            ));
+        }
         let writer = self.writer.get()?;
         let wal_bytes = writer.wal_bytes();
         let max_wal = self.config.wal.max_total_size;
@@ -210,7 +289,7 @@ impl NodeInner {
     ///
     /// # Errors
     /// See [`WriteError`].
-    pub async fn write(&self, writes: Vec<TableWrite>) -> Result<u64, WriteError> {
+    pub async fn write(&self, writes: Vec<TableWrite>) -> Result<Written, WriteError> {
         let Some(writer) = self.writer.get() else {
             return Err(WriteError::Unavailable(self.not_ready_reason().into()));
         };
@@ -251,7 +330,9 @@ impl NodeInner {
 
     /// Flushes the frozen and active rows of one table, oldest first.
     async fn flush_table(&self, table: &TableId) -> Result<(), FlushError> {
-        if !self.buffers.begin_flush(table) {
+        // A follower's buffers hold the primary's rows; the primary's flushes cover them. A
+        // writer flushes once it holds the epoch (replay may flush before the writer runs).
+        if self.epoch.get().is_none() || !self.buffers.begin_flush(table) {
             return Ok(());
         }
         let result = self.flush_table_claimed(table).await;
@@ -297,12 +378,22 @@ impl NodeInner {
                 &meta,
             )
             .await;
+            let notice = |seq| FlushNotice {
+                seq,
+                tables: vec![(table.to_string(), Lsn(frozen.lsn_last))],
+            };
             match committed {
-                Ok(FlushOutcome::Committed { .. }) => {
+                Ok(FlushOutcome::Committed { seq }) => {
+                    if let Some(replication) = self.replication.get() {
+                        replication.flush_committed(notice(seq));
+                    }
                     m::record_flush("ok", frozen.rows, bytes, started.elapsed());
                     info!(%table, rows = frozen.rows, bytes, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, "table flushed");
                 }
                 Ok(FlushOutcome::Covered { flushed_lsn }) => {
+                    if let Some(replication) = self.replication.get() {
+                        replication.flush_committed(notice(self.catalog.snapshot().seq));
+                    }
                     // An earlier attempt whose reply was lost did commit these rows.
                     m::record_flush("covered", frozen.rows, 0, started.elapsed());
                     info!(%table, rows = frozen.rows, lsn_first = frozen.lsn_first, lsn_last = frozen.lsn_last, flushed_lsn, "rows already flushed by an earlier attempt");
@@ -317,17 +408,20 @@ impl NodeInner {
             // Bounded work (freeing one chunk); nothing waits for it.
             drop(tokio::task::spawn_blocking(move || drop(released)));
             if let Some(writer) = self.writer.get() {
+                // Entries waiting for their acknowledgement are in no buffer yet.
+                let unapplied = writer.unapplied_from();
                 let low = self
                     .buffers
                     .low_watermark()
-                    .unwrap_or_else(|| writer.next_lsn());
+                    .map_or(unapplied, |low| low.min(unapplied));
                 writer.truncate_below(low).await;
             }
         }
         Ok(())
     }
 
-    fn fail(&self, message: String) {
+    /// Stops the node with an error (fenced, WAL failure).
+    pub(crate) fn fail(&self, message: String) {
         error!(reason = %message, "node stopping on a fatal error");
         let mut fatal = self
             .fatal
@@ -547,6 +641,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         forward_client,
         tls: tls.is_some(),
         duty: OnceLock::new(),
+        started: Instant::now(),
         catalog_synced_from: AsyncMutex::new(None),
         query_permits: Arc::new(tokio::sync::Semaphore::new(config.query.max_concurrent)),
         compaction: OnceLock::new(),
@@ -555,6 +650,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         catalog,
         cache,
         writer: OnceLock::new(),
+        replication: OnceLock::new(),
+        follower: OnceLock::new(),
         epoch: OnceLock::new(),
         draining: AtomicBool::new(false),
         flush_round: AsyncMutex::new(()),
@@ -574,8 +671,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::spawn(crate::server::serve(listener, tls, app, limits, http_stop))
     };
 
-    let writer_thread = match start_role(&inner).await {
-        Ok(thread) => thread,
+    let started = match start_role(&inner).await {
+        Ok(started) => started,
         Err(error) => {
             http_stop.cancel();
             let _ = http_task.await;
@@ -672,12 +769,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(writer) = inner.writer.get() {
         writer.stop().await;
     }
-    if let Some(writer_thread) = writer_thread
-        && tokio::task::spawn_blocking(move || writer_thread.join())
+    let Started { writer, primary } = started;
+    if let Some(writer) = writer {
+        let thread = writer.thread;
+        if tokio::task::spawn_blocking(move || thread.join())
             .await
             .map_or(true, |joined| joined.is_err())
-    {
-        error!("wal writer thread panicked");
+        {
+            error!("wal writer thread panicked");
+        }
+        // Writes still waiting for their acknowledgement get 503 once the server is down.
+        if let Some(primary) = primary {
+            primary.shutdown().await;
+        }
+        if let Some(acker) = writer.acker
+            && acker.await.is_err()
+        {
+            error!("the write acknowledger panicked");
+        }
+    }
+    if let Some(follower) = inner.follower.get() {
+        follower.wait_stopped().await;
     }
     info!("node stopped");
     match fatal {
@@ -753,34 +865,88 @@ fn forward_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .context("building the http client for forwarded requests")
 }
 
-/// Does what the role needs before the node is ready; returns the WAL writer thread when this
-/// node takes writes.
-async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+/// What a role's start-up leaves running, for the stop sequence.
+#[derive(Default)]
+struct Started {
+    /// The WAL writer thread (and acknowledger), when this node takes writes.
+    writer: Option<writer::WriterTasks>,
+    /// The replication server, on a clustered primary.
+    primary: Option<crate::replication::Primary>,
+}
+
+/// What a writer's start-up decided.
+enum WriterStart {
+    /// This node is primary: the writer runs.
+    Primary(Started),
+    /// Another writer is primary; the WAL (opened and recovered, when this node follows the
+    /// primary's stream) is the standby's own copy.
+    Standby(Option<Wal>),
+}
+
+/// Does what the role needs before the node is ready.
+async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Started> {
     let clustered = inner.cluster.is_clustered();
+    let replicated = clustered && inner.config.cluster.replication_enabled;
     let duty = match inner.config.cluster.role {
         Role::Standalone => Duty::Standalone,
         Role::Writer => Duty::Primary,
         Role::Reader => Duty::Reader,
         Role::Compactor => Duty::Compactor,
     };
-    let thread = match duty {
-        Duty::Standalone | Duty::Primary => start_writer(inner, clustered).await?,
+    let (duty, started) = match duty {
+        Duty::Standalone | Duty::Primary => match start_writer(inner, clustered).await? {
+            WriterStart::Primary(started) => (duty, started),
+            WriterStart::Standby(wal) => {
+                if let Some(wal) = wal.filter(|_| replicated) {
+                    let follower =
+                        crate::replication::Follower::start(inner, Some(wal), &inner.stop);
+                    let _ = inner.follower.set(follower);
+                }
+                (Duty::Standby, Started::default())
+            }
+        },
         _ => {
             inner
                 .catalog
                 .refresh()
                 .await
                 .context("reading the catalog log")?;
-            None
+            if duty == Duty::Reader && replicated {
+                let follower = crate::replication::Follower::start(inner, None, &inner.stop);
+                let _ = inner.follower.set(follower);
+            }
+            (duty, Started::default())
         }
     };
-    let duty = if duty == Duty::Primary && thread.is_none() {
-        Duty::Standby
-    } else {
-        duty
-    };
     let _ = inner.duty.set(duty);
-    Ok(thread)
+    Ok(started)
+}
+
+/// The WAL settings of `[wal]`.
+pub(crate) fn wal_settings(config: &Config) -> WalSettings {
+    WalSettings {
+        dir: config.wal.directory.clone(),
+        sync_mode: config.wal.sync_mode,
+        segment_size_bytes: config.wal.max_size_mb.saturating_mul(1024 * 1024),
+        truncate_corrupt: config.wal.truncate_corrupt,
+    }
+}
+
+/// Opens (and recovers) a standby's WAL, which continues the primary's log at the primary's
+/// LSNs; `None` when replication is off (the WAL is then left untouched).
+async fn open_standby_wal(inner: &NodeInner) -> anyhow::Result<Option<Wal>> {
+    if !inner.config.cluster.replication_enabled {
+        return Ok(None);
+    }
+    let settings = wal_settings(&inner.config);
+    let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(settings, Lsn(1)))
+        .await
+        .context("wal recovery task")?
+        .context("opening the standby's write-ahead log")?;
+    if let Some(truncation) = &report.truncated {
+        warn!(?truncation, "wal recovery truncated a torn or corrupt tail");
+    }
+    Ok(Some(wal))
 }
 
 /// Takes the epoch `claim` asks for; returns `None` when this writer ends up standby (losing a
@@ -863,14 +1029,10 @@ fn claim_for(clustered: bool, epoch: u64, primary: Option<&str>, me: &str) -> Cl
     }
 }
 
-/// Recovers the WAL, claims the epoch, replays, and starts the writer thread; `None` when
-/// this writer is a standby. A writer the catalog already names standby does not open its WAL
-/// at all: recovery may truncate, and what a former primary's WAL holds is failover's to
-/// decide.
-async fn start_writer(
-    inner: &Arc<NodeInner>,
-    clustered: bool,
-) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+/// Recovers the WAL, claims the epoch, replays, and starts the writer thread (and, clustered,
+/// the replication server); or, when another writer is primary, returns the standby's WAL to
+/// follow the primary's stream with.
+async fn start_writer(inner: &Arc<NodeInner>, clustered: bool) -> anyhow::Result<WriterStart> {
     if clustered {
         inner
             .catalog
@@ -905,15 +1067,10 @@ async fn start_writer(
     if let Claim::Standby { primary, epoch } = &claim {
         info!(epoch, %primary, "the catalog names another primary: standby writer");
         report_standby_wal(&wal_dir, marker.as_ref());
-        return Ok(None);
+        return Ok(WriterStart::Standby(open_standby_wal(inner).await?));
     }
     let max_flushed = snapshot.max_flushed_lsn();
-    let wal_settings = WalSettings {
-        dir: inner.config.wal.directory.clone(),
-        sync_mode: inner.config.wal.sync_mode,
-        segment_size_bytes: inner.config.wal.max_size_mb.saturating_mul(1024 * 1024),
-        truncate_corrupt: inner.config.wal.truncate_corrupt,
-    };
+    let wal_settings = wal_settings(&inner.config);
     let (wal, report) =
         tokio::task::spawn_blocking(move || Wal::open(wal_settings, Lsn(max_flushed + 1)))
             .await
@@ -925,7 +1082,8 @@ async fn start_writer(
     let last_lsn = wal.next_lsn().0.saturating_sub(1);
     failpoints::hit("writer-before-promote");
     let Some(epoch) = claim_epoch(inner, &claim, last_lsn).await? else {
-        return Ok(None);
+        let wal = inner.config.cluster.replication_enabled.then_some(wal);
+        return Ok(WriterStart::Standby(wal));
     };
     let _ = inner.epoch.set(epoch);
     let owner = wal_owner::WalOwner {
@@ -967,16 +1125,40 @@ async fn start_writer(
             .context("wal replay task")??;
     info!(replayed, "wal replay done");
 
-    let (handle, thread) = writer::start(WriterParts {
+    let primary = if clustered && inner.config.cluster.replication_enabled {
+        Some(crate::replication::Primary::start(
+            inner,
+            epoch,
+            wal.next_lsn().0,
+        )?)
+    } else {
+        None
+    };
+    let replication = primary.as_ref().map(|primary| {
+        let handle = primary.handle();
+        let _ = inner.replication.set(handle.clone());
+        let lag_limit = inner.config.cluster.replication_lag_limit.0;
+        writer::Replication {
+            handle,
+            // Long enough for a stalled standby to be removed from the in-sync set (one lag
+            // limit, then a catalog commit) and the write acknowledged without it.
+            ack_timeout: (lag_limit * 2).max(Duration::from_secs(10)),
+        }
+    });
+    let (handle, tasks) = writer::start(WriterParts {
         wal,
         epoch,
         schemas,
         buffers: inner.buffers.clone(),
         max_buffer_rows: inner.config.ingest.max_buffer_size,
+        replication,
     })
     .context("starting the wal writer thread")?;
     let _ = inner.writer.set(handle);
-    Ok(Some(thread))
+    Ok(WriterStart::Primary(Started {
+        writer: Some(tasks),
+        primary,
+    }))
 }
 
 /// A standby writer does not open its WAL (recovery may truncate), but entries in it may be
@@ -1121,15 +1303,27 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
                 inner.cluster.update(|info| info.health = report);
             }
             _ = heartbeat.tick() => {
-                if let Some(writer) = inner.writer.get() {
-                    let durable = writer.next_lsn().saturating_sub(1);
-                    if inner.cluster.local_info().durable_lsn != durable {
-                        inner.cluster.update(|info| info.durable_lsn = durable);
+                // A standby gossips what its WAL holds, a reader what it shows.
+                let durable = match (inner.writer.get(), inner.follower.get()) {
+                    (Some(writer), _) => Some(writer.next_lsn().saturating_sub(1)),
+                    (None, Some(follower)) => {
+                        let progress = follower.progress();
+                        Some(if duty_is(&inner, Duty::Standby) { progress.durable } else { progress.visible })
                     }
+                    (None, None) => None,
+                };
+                if let Some(durable) = durable
+                    && inner.cluster.local_info().durable_lsn != durable
+                {
+                    inner.cluster.update(|info| info.durable_lsn = durable);
                 }
             }
         }
     }
+}
+
+fn duty_is(inner: &NodeInner, duty: Duty) -> bool {
+    inner.duty.get() == Some(&duty)
 }
 
 async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {

@@ -179,6 +179,30 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
     Ok(writes)
 }
 
+/// Returns the tables a payload written by [`encode`] holds, without decoding their rows.
+///
+/// # Errors
+/// When the bytes are truncated or hold impossible lengths.
+pub fn tables(bytes: &[u8]) -> Result<Vec<TableId>, PayloadError> {
+    let mut reader = Reader { bytes, offset: 0 };
+    let count = reader.u32()? as usize;
+    if count > bytes.len() / 8 {
+        return Err(PayloadError::Malformed {
+            offset: 0,
+            reason: format!("table count {count} exceeds payload size"),
+        });
+    }
+    let mut tables = Vec::with_capacity(count);
+    for _ in 0..count {
+        let database = reader.string()?;
+        let measurement = reader.string()?;
+        let length = reader.u32()? as usize;
+        reader.take(length)?;
+        tables.push(TableId::new(database, measurement));
+    }
+    Ok(tables)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +215,8 @@ mod tests {
         let bytes = encode(&writes).unwrap();
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.len(), writes.len());
+        let names: Vec<TableId> = writes.iter().map(|write| write.table.clone()).collect();
+        assert_eq!(tables(&bytes).unwrap(), names);
         for (left, right) in writes.iter().zip(&decoded) {
             assert_eq!(left.table, right.table);
             assert_eq!(left.batch, right.batch);
@@ -205,6 +231,7 @@ mod tests {
         let bytes = encode(&writes).unwrap();
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(tables(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         assert!(decode(&[0xff; 64]).is_err());
         let mut extended = bytes.clone();

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_query::{
     Analysis, ArrowIpcEncoder, JsonEncoder, QueryError, QueryInterrupt, QueryResult, ResultSink,
@@ -28,7 +28,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -128,9 +128,71 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+/// The longest a query with `x-arc-min-lsn` waits for this node to have applied that LSN.
+const MIN_LSN_WAIT: Duration = Duration::from_secs(10);
+
 async fn respond(node: &AppState, headers: &HeaderMap, body: Body, encoding: Encoding) -> Response {
-    match run(node, headers, body, encoding).await {
+    let mut freshness = None;
+    let mut response = match run(node, headers, body, encoding, &mut freshness).await {
         Ok(response) | Err(response) => response,
+    };
+    // What the answer saw of the primary's acknowledged writes.
+    if let Some((applied, stale_ms)) = freshness.or_else(|| node.freshness()) {
+        let headers = response.headers_mut();
+        headers.insert("x-arc-applied-lsn", HeaderValue::from(applied));
+        headers.insert("x-arc-freshness-ms", HeaderValue::from(stale_ms));
+    }
+    response
+}
+
+/// Read-your-writes: with `x-arc-min-lsn` (a write's `x-arc-lsn`), waits until this node has
+/// applied that LSN, at most [`MIN_LSN_WAIT`]; 504 naming the applied LSN otherwise. Returns
+/// the freshness the query runs with.
+async fn wait_min_lsn(
+    node: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(u64, u64)>, Response> {
+    let parse = |name: &str| -> Result<Option<u64>, Response> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                query_error(&QueryError::Invalid(format!(
+                    "{name} must be an unsigned integer (a write's x-arc-lsn / x-arc-epoch), got {value:?}"
+                )))
+            })
+    };
+    // LSNs continue across epochs (a new primary continues the log), so the LSN alone
+    // orders writes; the epoch is checked for form only.
+    parse("x-arc-epoch")?;
+    let Some(min_lsn) = parse("x-arc-min-lsn")? else {
+        return Ok(None);
+    };
+    let bound = MIN_LSN_WAIT.min(node.config.query.timeout.0);
+    match node.wait_visible(min_lsn, bound).await {
+        Some((applied, stale_ms)) if applied >= min_lsn => Ok(Some((applied, stale_ms))),
+        Some((applied, _)) => Err(crate::http::error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "this node ({}) has applied the primary's write-ahead log up to lsn {applied}, \
+                 below x-arc-min-lsn {min_lsn}, after waiting {bound:?}; retry, or query another \
+                 node",
+                node.node_id
+            ),
+        )),
+        None => Err(crate::http::error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "this node ({}) serves flushed rows only (no write-ahead log stream), so it \
+                 cannot wait for x-arc-min-lsn {min_lsn}; query a reader or the primary",
+                node.node_id
+            ),
+        )),
     }
 }
 
@@ -139,6 +201,7 @@ async fn run(
     headers: &HeaderMap,
     body: Body,
     encoding: Encoding,
+    freshness: &mut Option<(u64, u64)>,
 ) -> Result<Response, Response> {
     if !node.is_ready() {
         return Err(unavailable(node.not_ready_reason()));
@@ -163,6 +226,7 @@ async fn run(
         .min(arc_query::MAX_SQL_BYTES * 6 + 64 * 1024);
     let body = read_body(headers, body, limit, node.body_read_timeout()).await?;
     let (sql, database) = parse_query_request(headers, &body)?;
+    *freshness = wait_min_lsn(node, headers).await?;
     node.sync_catalog()
         .await
         .map_err(|error| query_error(&error))?;

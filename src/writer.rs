@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arc_storage::{ColumnKind, TableId};
+use arc_wal::replication::ReplicationHandle;
 use arc_wal::{Epoch, Wal};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info};
@@ -28,16 +29,27 @@ use crate::ingest::TableWrite;
 use crate::metrics as m;
 use crate::payload;
 
-/// Most requests one group commit takes.
-/// A write appended to the WAL and waiting for the group's sync: its LSN, its rows, and
-/// where to send the outcome.
-type Accepted = (
-    u64,
-    Vec<TableWrite>,
-    oneshot::Sender<Result<u64, WriteError>>,
-);
+/// A write appended to the WAL and waiting for the group's sync: its LSN, its rows, its WAL
+/// payload (streamed to followers) and where to send the outcome.
+struct Accepted {
+    lsn: u64,
+    writes: Vec<TableWrite>,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<Written, WriteError>>,
+}
 
+/// Most requests one group commit takes.
 const MAX_GROUP: usize = 4096;
+
+/// An acknowledged write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The LSN of its WAL entry.
+    pub lsn: u64,
+    /// How many in-sync standbys had fsynced it when it was acknowledged; `None` when this
+    /// node does not replicate (durable in the local WAL only).
+    pub replicas: Option<usize>,
+}
 
 /// Why a write was not acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +72,7 @@ enum Command {
     Write {
         writes: Vec<TableWrite>,
         payload: Vec<u8>,
-        reply: oneshot::Sender<Result<u64, WriteError>>,
+        reply: oneshot::Sender<Result<Written, WriteError>>,
     },
     Truncate(u64),
     Stop,
@@ -83,6 +95,9 @@ struct Shared {
     next_lsn: AtomicU64,
     /// Bytes the WAL's segments take on disk, as of the last group commit or truncation.
     wal_bytes: AtomicU64,
+    /// The first LSN not yet applied to the buffers: with replication, durable entries wait
+    /// there for their acknowledgement, and the WAL must keep them.
+    unapplied_from: AtomicU64,
     /// Wakes the flusher when a table's buffer is full.
     flush_wanted: Notify,
 }
@@ -99,21 +114,60 @@ pub struct WriterParts {
     pub buffers: Arc<Buffers>,
     /// `ingest.max_buffer_size`.
     pub max_buffer_rows: u64,
+    /// The primary's replication: entries are published to followers after each sync, and
+    /// writes are acknowledged (and applied) once the in-sync standbys have them. `None`:
+    /// acknowledged after the local sync.
+    pub replication: Option<Replication>,
+}
+
+/// What the writer needs of the replication server.
+pub struct Replication {
+    /// The server's handle.
+    pub handle: ReplicationHandle,
+    /// A write not acknowledged within this gets 503 (it stays in the WAL and is applied
+    /// once acknowledged, so a retry may store its rows twice, as with any lost answer).
+    pub ack_timeout: std::time::Duration,
+}
+
+/// The writer thread and, with replication, the task that acknowledges writes.
+pub struct WriterTasks {
+    /// The WAL writer thread.
+    pub thread: JoinHandle<()>,
+    /// Applies and answers writes once acknowledged (replication only); ends after the
+    /// thread, once the replication server has stopped or everything was answered.
+    pub acker: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the writer thread.
 ///
 /// # Errors
 /// When the thread cannot be spawned.
-pub fn start(parts: WriterParts) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+pub fn start(mut parts: WriterParts) -> std::io::Result<(WriterHandle, WriterTasks)> {
     let (tx, rx) = mpsc::channel(8192);
     let shared = Arc::new(Shared {
         poisoned: AtomicBool::new(false),
         died: AtomicBool::new(false),
         next_lsn: AtomicU64::new(parts.wal.next_lsn().0),
         wal_bytes: AtomicU64::new(parts.wal.disk_usage_bytes()),
+        unapplied_from: AtomicU64::new(parts.wal.next_lsn().0),
         flush_wanted: Notify::new(),
     });
+    let acker = parts.replication.take().map(|replication| {
+        let publisher = replication.handle.clone();
+        let (groups_tx, groups_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(acknowledge(
+            groups_rx,
+            replication,
+            parts.buffers.clone(),
+            parts.max_buffer_rows,
+            shared.clone(),
+        ));
+        ((publisher, groups_tx), task)
+    });
+    let (groups, acker) = match acker {
+        Some((groups, task)) => (Some(groups), Some(task)),
+        None => (None, None),
+    };
     let thread_shared = shared.clone();
     let join = std::thread::Builder::new()
         .name("arc-wal-writer".into())
@@ -122,10 +176,92 @@ pub fn start(parts: WriterParts) -> std::io::Result<(WriterHandle, JoinHandle<()
                 shared: thread_shared.clone(),
                 asked: false,
             };
-            run(parts, rx, thread_shared);
+            run(parts, rx, groups, thread_shared);
             exit.asked = true;
         })?;
-    Ok((WriterHandle { tx, shared }, join))
+    Ok((
+        WriterHandle { tx, shared },
+        WriterTasks {
+            thread: join,
+            acker,
+        },
+    ))
+}
+
+/// With replication: waits until each group commit is acknowledged (every in-sync standby
+/// fsynced it), then applies its rows to the buffers in LSN order and answers its writes. A
+/// write is thus visible only once acknowledged, and never before its standbys have it.
+async fn acknowledge(
+    mut groups: mpsc::UnboundedReceiver<Vec<Accepted>>,
+    replication: Replication,
+    buffers: Arc<Buffers>,
+    max_buffer_rows: u64,
+    shared: Arc<Shared>,
+) {
+    let handle = replication.handle;
+    let mut closed = false;
+    while let Some(group) = groups.recv().await {
+        let Some(last) = group.last().map(|accepted| accepted.lsn) else {
+            continue;
+        };
+        let started = Instant::now();
+        let mut replies = Vec::with_capacity(group.len());
+        let mut rows = Vec::with_capacity(group.len());
+        for accepted in group {
+            replies.push((accepted.lsn, accepted.reply));
+            rows.push((accepted.lsn, accepted.writes));
+        }
+        if !closed {
+            let wait = handle.wait_acknowledged(arc_wal::Lsn(last));
+            tokio::pin!(wait);
+            match tokio::time::timeout(replication.ack_timeout, &mut wait).await {
+                Ok(result) => closed = result.is_err(),
+                Err(_) => {
+                    m::record_ack_wait("timeout", started.elapsed());
+                    let message = format!(
+                        "the write is durable on this node but the in-sync standbys did not                          acknowledge it within {:?}; it is kept and may become visible, so a                          retry may store its rows twice",
+                        replication.ack_timeout
+                    );
+                    for (_, reply) in replies.drain(..) {
+                        let _ = reply.send(Err(WriteError::Unavailable(message.clone())));
+                    }
+                    // The rows must still be applied in LSN order once acknowledged.
+                    closed = wait.await.is_err();
+                }
+            }
+        }
+        if closed {
+            // The replication server stopped (the node is stopping): whether these writes
+            // reached the standbys is unknown, so they are not acknowledged. They stay in the
+            // WAL and the next start replays them.
+            for (_, reply) in replies {
+                let _ = reply.send(Err(WriteError::Unavailable(
+                    "the node is stopping; the write was not acknowledged".into(),
+                )));
+            }
+            continue;
+        }
+        if !replies.is_empty() {
+            m::record_ack_wait("ok", started.elapsed());
+        }
+        let replicas = handle.status().committed_isr.len();
+        let mut wake_flusher = false;
+        for (lsn, writes) in rows {
+            wake_flusher |= !buffers.apply(lsn, writes, max_buffer_rows).is_empty();
+        }
+        shared
+            .unapplied_from
+            .store(last.saturating_add(1), Ordering::Release);
+        for (lsn, reply) in replies {
+            let _ = reply.send(Ok(Written {
+                lsn,
+                replicas: Some(replicas),
+            }));
+        }
+        if wake_flusher {
+            shared.flush_wanted.notify_one();
+        }
+    }
 }
 
 impl WriterHandle {
@@ -134,7 +270,7 @@ impl WriterHandle {
     /// # Errors
     /// [`WriteError::Conflict`] for a schema conflict, [`WriteError::Unavailable`] when the WAL
     /// cannot take writes.
-    pub async fn write(&self, writes: Vec<TableWrite>) -> Result<u64, WriteError> {
+    pub async fn write(&self, writes: Vec<TableWrite>) -> Result<Written, WriteError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(WriteError::Unavailable("a previous sync failed".into()));
         }
@@ -179,6 +315,13 @@ impl WriterHandle {
     /// Returns the LSN the next write will get.
     pub fn next_lsn(&self) -> u64 {
         self.shared.next_lsn.load(Ordering::Acquire)
+    }
+
+    /// Returns the first LSN not yet applied to the buffers (durable entries waiting for their
+    /// acknowledgement are not): WAL segments below it and below the buffers' low watermark
+    /// can go.
+    pub fn unapplied_from(&self) -> u64 {
+        self.shared.unapplied_from.load(Ordering::Acquire)
     }
 
     /// Resolves when some table's buffer reached `ingest.max_buffer_size`.
@@ -295,13 +438,19 @@ fn describe(kind: ColumnKind) -> String {
     }
 }
 
-fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>) {
+fn run(
+    parts: WriterParts,
+    mut rx: mpsc::Receiver<Command>,
+    replicate: Option<(ReplicationHandle, mpsc::UnboundedSender<Vec<Accepted>>)>,
+    shared: Arc<Shared>,
+) {
     let WriterParts {
         mut wal,
         epoch,
         mut schemas,
         buffers,
         max_buffer_rows,
+        replication: _,
     } = parts;
     info!(epoch, next_lsn = %wal.next_lsn(), "wal writer started");
     let (deleter, to_delete) = std::sync::mpsc::channel();
@@ -351,7 +500,12 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
                         continue;
                     }
                     match wal.append(Epoch(epoch), &payload) {
-                        Ok(lsn) => accepted.push((lsn.0, writes, reply)),
+                        Ok(lsn) => accepted.push(Accepted {
+                            lsn: lsn.0,
+                            writes,
+                            payload,
+                            reply,
+                        }),
                         // Refused before anything was written: the WAL is as it was.
                         Err(arc_wal::WalError::PayloadTooLarge { len, .. }) => {
                             let _ = reply.send(Err(too_large(len)));
@@ -372,12 +526,37 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
             match synced {
                 Ok(()) => {
                     let mut wake_flusher = false;
-                    for (lsn, writes, reply) in accepted.drain(..) {
-                        let full = buffers.apply(lsn, writes, max_buffer_rows);
-                        wake_flusher |= !full.is_empty();
-                        let _ = reply.send(Ok(lsn));
-                    }
                     shared.next_lsn.store(wal.next_lsn().0, Ordering::Release);
+                    match &replicate {
+                        Some((publisher, groups)) => {
+                            let mut group = std::mem::take(&mut accepted);
+                            let entries = group
+                                .iter_mut()
+                                .map(|accepted| arc_wal::Entry {
+                                    epoch: Epoch(epoch),
+                                    lsn: arc_wal::Lsn(accepted.lsn),
+                                    payload: std::mem::take(&mut accepted.payload),
+                                })
+                                .collect();
+                            publisher.publish(entries);
+                            // The acknowledger ends only after this thread: it cannot be gone.
+                            let _ = groups.send(group);
+                        }
+                        None => {
+                            for accepted in accepted.drain(..) {
+                                let full =
+                                    buffers.apply(accepted.lsn, accepted.writes, max_buffer_rows);
+                                wake_flusher |= !full.is_empty();
+                                let _ = accepted.reply.send(Ok(Written {
+                                    lsn: accepted.lsn,
+                                    replicas: None,
+                                }));
+                            }
+                            shared
+                                .unapplied_from
+                                .store(wal.next_lsn().0, Ordering::Release);
+                        }
+                    }
                     shared
                         .wal_bytes
                         .store(wal.disk_usage_bytes(), Ordering::Relaxed);
@@ -388,8 +567,10 @@ fn run(parts: WriterParts, mut rx: mpsc::Receiver<Command>, shared: Arc<Shared>)
                 Err(error) => {
                     error!(%error, "wal sync failed; refusing writes until restart");
                     shared.poisoned.store(true, Ordering::Release);
-                    for (_, _, reply) in accepted.drain(..) {
-                        let _ = reply.send(Err(WriteError::Unavailable(error.to_string())));
+                    for accepted in accepted.drain(..) {
+                        let _ = accepted
+                            .reply
+                            .send(Err(WriteError::Unavailable(error.to_string())));
                     }
                 }
             }
@@ -465,6 +646,7 @@ mod tests {
             schemas: SchemaRegistry::new(),
             buffers: Arc::new(Buffers::default()),
             max_buffer_rows: u64::MAX,
+            replication: None,
         })
         .expect("writer thread");
         let acked = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
@@ -478,8 +660,8 @@ mod tests {
                         decode_line_protocol(line.as_bytes(), "db", Precision::Ns, 0).unwrap();
                     let payload = payload::encode(&writes).unwrap();
                     match handle.write(writes).await {
-                        Ok(lsn) => {
-                            acked.lock().unwrap().insert(lsn, payload);
+                        Ok(written) => {
+                            acked.lock().unwrap().insert(written.lsn, payload);
                         }
                         // The power is gone: the writer refuses everything after.
                         Err(WriteError::Unavailable(_)) => return,
@@ -499,7 +681,7 @@ mod tests {
         }
         handle.stop().await;
         drop(handle);
-        tokio::task::spawn_blocking(move || thread.join())
+        tokio::task::spawn_blocking(move || thread.thread.join())
             .await
             .unwrap()
             .expect("writer thread ended cleanly");

@@ -1087,6 +1087,10 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
                     "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
                     format!("{link_ip}:{port}"),
                 ),
+                (
+                    "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
+                    format!("{link_ip}:0"),
+                ),
                 ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
             ]);
             TestNode::prepare_owned(env).in_netns(netns, reach_ip)

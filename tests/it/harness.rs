@@ -154,6 +154,8 @@ impl TestNode {
             ("ARC_QUERY_THREADS".into(), "2".into()),
             ("ARC_AUTH_BOOTSTRAP_TOKEN".into(), ADMIN_TOKEN.into()),
             ("ARC_CLUSTER_NODE_ID".into(), "test-node".into()),
+            // Any free port: tests run many clusters at once.
+            ("ARC_CLUSTER_REPLICATION_ADDR".into(), "127.0.0.1:0".into()),
             ("ARC_SERVER_SHUTDOWN_TIMEOUT".into(), "20s".into()),
             ("RUST_LOG".into(), "info".into()),
         ]

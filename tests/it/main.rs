@@ -16,6 +16,7 @@ mod lifecycle;
 mod metrics;
 mod netns;
 mod overload;
+mod replication;
 mod s3;
 mod tls;
 mod wal_dump;

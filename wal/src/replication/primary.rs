@@ -501,7 +501,11 @@ impl PrimaryState {
                 && self.lag_of(confirmed, now_ms) <= self.config.lag_limit_ms;
             if !healthy {
                 self.admitting = None;
-            } else if confirmed.is_some() && confirmed >= self.acknowledged {
+            } else if holds_everything_acknowledged(
+                confirmed,
+                self.acknowledged,
+                self.local_durable,
+            ) {
                 // It holds every acknowledged write, and being in the ack set keeps it so
                 // until the record commits.
                 let mut in_sync = self.committed_isr.clone();
@@ -516,7 +520,7 @@ impl PrimaryState {
         let candidate = self.followers.iter().find(|(node, view)| {
             view.connected
                 && view.role == FollowerRole::Standby
-                && view.confirmed.is_some()
+                && (view.confirmed.is_some() || self.local_durable.is_none())
                 && !self.committed_isr.contains(*node)
                 && self.lag_of(view.confirmed, now_ms) * 2 <= self.config.lag_limit_ms
         });
@@ -564,5 +568,19 @@ impl PrimaryState {
         {
             self.durable_points.pop_front();
         }
+    }
+}
+
+/// Whether a standby that confirmed `confirmed` holds every acknowledged write. A standby that
+/// confirmed nothing holds everything only while the primary has nothing durable (a new
+/// cluster): otherwise a primary whose writes need an in-sync standby could never admit one.
+fn holds_everything_acknowledged(
+    confirmed: Option<Lsn>,
+    acknowledged: Option<Lsn>,
+    local_durable: Option<Lsn>,
+) -> bool {
+    match confirmed {
+        Some(confirmed) => acknowledged.is_none_or(|acknowledged| confirmed >= acknowledged),
+        None => local_durable.is_none(),
     }
 }

@@ -165,6 +165,40 @@ fn test_should_refuse_writes_below_the_required_isr_size() {
     assert_eq!(acks(&drain(&mut state)), [3]);
 }
 
+/// A new cluster whose writes need an in-sync standby: nothing is durable yet, so a standby
+/// that holds nothing holds everything, and is admitted (else no write could ever be taken).
+#[test]
+fn test_should_admit_an_empty_standby_to_an_empty_primary() {
+    let mut state = PrimaryState::new(config(1), None, Vec::<String>::new(), 0);
+    state.subscribed("s1", FollowerRole::Standby, Lsn(1), 0);
+    let actions = drain(&mut state);
+    assert!(
+        actions.iter().any(|action| matches!(
+            action,
+            PrimaryAction::ProposeIsr {
+                change: IsrChange::Add { .. },
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    state.isr_committed(["s1".to_string()], 1);
+    assert!(state.writes_available());
+    state.local_durable_advanced(Lsn(1), 2);
+    assert!(acks(&drain(&mut state)).is_empty(), "waits for the member");
+    state.confirmed("s1", Lsn(1), 3);
+    assert_eq!(acks(&drain(&mut state)), [1]);
+    // Once the primary has something durable, an empty newcomer must confirm first.
+    state.subscribed("s2", FollowerRole::Standby, Lsn(1), 4);
+    let actions = drain(&mut state);
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, PrimaryAction::ProposeIsr { .. })),
+        "{actions:?}"
+    );
+}
+
 #[test]
 fn test_should_cut_a_stalled_reader_whose_backlog_passes_the_bound() {
     let mut state = PrimaryState::new(config(0), None, Vec::<String>::new(), 0);

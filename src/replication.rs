@@ -1,0 +1,825 @@
+//! The node's side of WAL replication (docs/0006-replication.md): the primary's server, the
+//! committer of its `isr` records, and the follower loop of standby writers and readers.
+//!
+//! The protocol itself (frames, the two state machines, QUIC, authentication) lives in
+//! `arc_wal::replication`; this module wires it to the node's WAL, buffers and catalog.
+//!
+//! Followers (standbys and readers alike) keep the primary's acknowledged rows in their own
+//! buffers, applied only once the primary's commit LSN covers them (a row that was never
+//! acknowledged is never shown), and drop them once the catalog holds the flush that covers
+//! them. A standby also appends every entry to its own WAL at the primary's LSN and fsyncs it
+//! before it acknowledges: that is what lets the primary count it in the in-sync set.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_storage::{CatalogError, CatalogState, Isr, RecordBody, TableId};
+use arc_wal::replication::{
+    FollowerAction, FollowerPhase, FollowerRole, FollowerState, IsrChange, IsrProposal,
+    PrimaryConfig, PrimaryStart, ReplicationClient, ReplicationHandle, ReplicationServer,
+    ReplicationSettings, ResubscribeReason, SharedSecret,
+};
+use arc_wal::{Entry, Epoch, Lsn, Wal, WalReader, WalSettings};
+use futures::FutureExt;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::buffers::Buffers;
+use crate::config::Config;
+use crate::ingest::TableWrite;
+use crate::metrics as m;
+use crate::node::NodeInner;
+use crate::payload;
+
+/// How often a follower reads the catalog log even without flush notices: the backstop for a
+/// lost notice, and how compactions (which the primary does not announce) become visible.
+const CATALOG_BACKSTOP: Duration = Duration::from_secs(5);
+/// The longest a follower waits between two attempts to reach the primary.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Frames taken off the stream before the follower acts on them (one fsync for all).
+const MAX_FRAMES_PER_TURN: usize = 1024;
+/// A reader whose applied entries trail the primary by more than this many LSNs, and that
+/// reports no progress for a lag limit, is cut by the primary.
+const MAX_READER_BACKLOG: u64 = 1_000_000;
+
+/// The transport settings of this node, from `[cluster]`.
+pub fn settings(config: &Config) -> ReplicationSettings {
+    let cluster = &config.cluster;
+    let mut settings = ReplicationSettings::new(
+        cluster.node_id.clone(),
+        cluster.shared_secret.as_deref().map(SharedSecret::new),
+    );
+    settings.tls_cert_file = cluster.tls_cert_file.clone();
+    settings.tls_key_file = cluster.tls_key_file.clone();
+    settings.tls_ca_file = cluster.tls_ca_file.clone();
+    settings
+}
+
+/// The primary's replication: the server, and the tasks that commit its ISR changes and keep
+/// its metrics current.
+pub struct Primary {
+    server: ReplicationServer,
+    tasks: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
+impl Primary {
+    /// Binds `cluster.replication_addr` and starts serving followers from `wal_dir`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the TLS settings are unusable.
+    /// It runs until [`Primary::shutdown`], not until the node's stop begins: the final flush
+    /// and the writes still in flight need it.
+    pub fn start(inner: &Arc<NodeInner>, epoch: u64, next_lsn: u64) -> anyhow::Result<Primary> {
+        let config = &inner.config;
+        let addr = crate::config::parse_listen_addr(
+            "cluster.replication_addr",
+            &config.cluster.replication_addr,
+        )?;
+        let snapshot = inner.catalog().snapshot();
+        let committed_isr: Vec<String> = snapshot
+            .in_sync
+            .iter()
+            .filter(|node| **node != inner.node_id)
+            .cloned()
+            .collect();
+        let start = PrimaryStart {
+            epoch: Epoch(epoch),
+            durable_lsn: (next_lsn > 1).then(|| Lsn(next_lsn - 1)),
+            committed_isr: committed_isr.clone(),
+            config: PrimaryConfig {
+                lag_limit_ms: config.cluster.replication_lag_limit.0.as_millis() as u64,
+                min_in_sync: config.cluster.replication_ack as usize,
+                max_reader_backlog: MAX_READER_BACKLOG,
+            },
+        };
+        let cancel = CancellationToken::new();
+        let source = Arc::new(WalReader::new(config.wal.directory.clone()));
+        let (server, proposals) =
+            ReplicationServer::bind(settings(config), addr, start, source, cancel.clone())
+                .with_context(|| {
+                    format!("starting the replication server on cluster.replication_addr {addr}")
+                })?;
+        crate::cluster::advertise_replication_port(&inner.cluster, server.local_addr().port());
+        m::set_isr_size(committed_isr.len());
+        let mut tasks = JoinSet::new();
+        tasks.spawn(commit_isr_changes(
+            inner.clone(),
+            epoch,
+            server.handle(),
+            proposals,
+            cancel.clone(),
+        ));
+        tasks.spawn(publish_follower_metrics(server.handle(), cancel.clone()));
+        if config.cluster.replication_ack > 0 {
+            info!(
+                replication_ack = config.cluster.replication_ack,
+                "writes need in-sync standbys; until one has caught up, writes get 503"
+            );
+        }
+        Ok(Primary {
+            server,
+            tasks,
+            cancel,
+        })
+    }
+
+    /// The server's handle.
+    pub fn handle(&self) -> ReplicationHandle {
+        self.server.handle()
+    }
+
+    /// Stops the server and its tasks (call after the WAL writer stopped: writes still waiting
+    /// for their acknowledgement then get 503).
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.server.shutdown().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Commits each ISR change the primary proposes to the catalog (an `isr` record naming the
+/// primary and its in-sync standbys), one at a time, and reports the outcome. A write is never
+/// acknowledged without a member until its removal is committed here.
+async fn commit_isr_changes(
+    inner: Arc<NodeInner>,
+    epoch: u64,
+    handle: ReplicationHandle,
+    mut proposals: tokio::sync::mpsc::UnboundedReceiver<IsrProposal>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let proposal = tokio::select! {
+            _ = cancel.cancelled() => return,
+            proposal = proposals.recv() => match proposal {
+                Some(proposal) => proposal,
+                None => return,
+            },
+        };
+        let mut in_sync = vec![inner.node_id.clone()];
+        in_sync.extend(proposal.in_sync.iter().cloned());
+        let body = RecordBody::Isr(Isr { in_sync });
+        let label = match &proposal.change {
+            IsrChange::Add { .. } => "add",
+            IsrChange::Remove { .. } => "remove",
+        };
+        match inner.catalog().commit(epoch, &inner.node_id, body).await {
+            Ok(seq) => {
+                info!(seq, change = ?proposal.change, in_sync = ?proposal.in_sync, "isr record committed");
+                m::record_isr_change(label, proposal.in_sync.len());
+                handle.isr_committed(proposal.in_sync);
+            }
+            Err(fenced @ CatalogError::Fenced { .. }) => {
+                inner.fail(format!("fenced while committing an isr record: {fenced}"));
+                return;
+            }
+            Err(error) => {
+                warn!(%error, change = ?proposal.change, "committing an isr record failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                handle.isr_proposal_failed();
+            }
+        }
+    }
+}
+
+/// Keeps the per-follower gauges current.
+async fn publish_follower_metrics(handle: ReplicationHandle, cancel: CancellationToken) {
+    let mut changes = handle.status_changes();
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let status = changes.borrow_and_update().clone();
+        let durable = status.local_durable.map_or(0, |lsn| lsn.0);
+        for follower in &status.followers {
+            let confirmed = follower.confirmed.map_or(0, |lsn| lsn.0);
+            m::set_follower(
+                &follower.node_id,
+                role_label(follower.role),
+                durable.saturating_sub(confirmed),
+                follower.lag_ms,
+                follower.connected,
+            );
+        }
+    }
+}
+
+fn role_label(role: FollowerRole) -> &'static str {
+    match role {
+        FollowerRole::Standby => "standby",
+        FollowerRole::Reader => "reader",
+    }
+}
+
+/// What a follower has, for `/ready`, queries (`x-arc-min-lsn`, freshness headers), gossip
+/// and the cluster API.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Whether a stream from the primary is up.
+    pub streaming: bool,
+    /// Highest LSN whose rows are visible here (applied and acknowledged by the primary).
+    pub visible: u64,
+    /// Standby: highest LSN fsynced in its own WAL.
+    pub durable: u64,
+    /// The primary's acknowledged LSN as last heard.
+    pub commit: u64,
+    /// Whether this node has caught up with the primary at least once since it started.
+    pub caught_up: bool,
+    /// Since when visible rows trail the primary's commit LSN (or the stream is down).
+    pub behind_since: Option<Instant>,
+}
+
+impl Progress {
+    /// How stale this node's rows may be, in milliseconds: 0 when everything the primary
+    /// acknowledged is visible here.
+    pub fn freshness_ms(&self) -> u64 {
+        self.behind_since
+            .map_or(0, |since| since.elapsed().as_millis() as u64)
+    }
+}
+
+/// A running follower: its progress and the task that streams.
+pub struct Follower {
+    progress: watch::Receiver<Progress>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Follower {
+    /// Starts following the primary the catalog names. `wal` is a standby's own WAL (opened
+    /// and recovered); `None` makes this a reader.
+    pub fn start(inner: &Arc<NodeInner>, wal: Option<Wal>, stop: &CancellationToken) -> Follower {
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let task = tokio::spawn(follow(inner.clone(), wal, progress_tx, stop.child_token()));
+        Follower {
+            progress,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// What this follower has now.
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until rows up to `lsn` are visible here, at most `bound`. Returns the progress
+    /// at the end either way.
+    pub async fn wait_visible(&self, lsn: u64, bound: Duration) -> Progress {
+        let mut progress = self.progress.clone();
+        let _ = tokio::time::timeout(bound, progress.wait_for(|progress| progress.visible >= lsn))
+            .await;
+        progress.borrow().clone()
+    }
+
+    /// Waits for the follower's task (after the node's stop token was cancelled).
+    pub async fn wait_stopped(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A standby's own copy of the primary's WAL, and what it needs to delete segments once the
+/// primary's flushes cover them.
+struct StandbyWal {
+    wal: Option<Wal>,
+    settings: WalSettings,
+    /// Appended entries not yet covered by a flush of every table they hold, oldest first.
+    unflushed: VecDeque<(u64, Vec<String>)>,
+    /// Flushed LSN per table (`database.measurement`), from the catalog and flush notices.
+    flushed: HashMap<String, u64>,
+}
+
+impl StandbyWal {
+    fn open(wal: Wal, settings: WalSettings, snapshot: &CatalogState) -> anyhow::Result<Self> {
+        let mut unflushed = VecDeque::new();
+        for entry in wal.read_from(Lsn(0)).context("reading the standby's wal")? {
+            let entry = entry.context("reading an entry of the standby's wal")?;
+            let tables = payload::tables(&entry.payload)
+                .with_context(|| format!("decoding standby wal entry lsn {}", entry.lsn))?;
+            unflushed.push_back((entry.lsn.0, table_names(&tables)));
+        }
+        let mut standby = StandbyWal {
+            wal: Some(wal),
+            settings,
+            unflushed,
+            flushed: HashMap::new(),
+        };
+        standby.catalog_flushed(snapshot);
+        Ok(standby)
+    }
+
+    fn next_lsn(&self) -> Lsn {
+        self.wal.as_ref().map_or(Lsn(1), Wal::next_lsn)
+    }
+
+    fn catalog_flushed(&mut self, snapshot: &CatalogState) {
+        for (table, state) in &snapshot.tables {
+            let known = self.flushed.entry(table.to_string()).or_default();
+            *known = (*known).max(state.flushed_lsn);
+        }
+    }
+
+    /// Appends `entries`, syncs, notes `notices`, and deletes the segments every flush covers;
+    /// on a blocking thread. Returns the durable LSN.
+    async fn append(
+        &mut self,
+        entries: Vec<Entry>,
+        notices: Vec<(String, u64)>,
+    ) -> anyhow::Result<Option<Lsn>> {
+        let mut wal = self.wal.take().context("the standby's wal is closed")?;
+        let mut unflushed = std::mem::take(&mut self.unflushed);
+        let mut flushed = std::mem::take(&mut self.flushed);
+        let (wal, unflushed, flushed, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| -> anyhow::Result<Option<Lsn>> {
+                let mut last = None;
+                for entry in &entries {
+                    wal.append_at(entry.epoch, entry.lsn, &entry.payload)
+                        .with_context(|| {
+                            format!("appending lsn {} to the standby's wal", entry.lsn)
+                        })?;
+                    let tables = payload::tables(&entry.payload).unwrap_or_default();
+                    unflushed.push_back((entry.lsn.0, table_names(&tables)));
+                    last = Some(entry.lsn);
+                }
+                wal.sync().context("syncing the standby's wal")?;
+                for (table, lsn) in notices {
+                    let known = flushed.entry(table).or_default();
+                    *known = (*known).max(lsn);
+                }
+                while unflushed.front().is_some_and(|(lsn, tables)| {
+                    tables
+                        .iter()
+                        .all(|table| flushed.get(table).is_some_and(|done| done >= lsn))
+                }) {
+                    unflushed.pop_front();
+                }
+                let keep_from = unflushed
+                    .front()
+                    .map_or(wal.next_lsn(), |(lsn, _)| Lsn(*lsn));
+                let detached = wal.detach_segments_below(keep_from);
+                if !detached.is_empty() {
+                    let removed = detached
+                        .remove()
+                        .context("removing flushed segments of the standby's wal")?;
+                    debug!(removed, below = %keep_from, "standby wal segments removed");
+                }
+                Ok(last)
+            })();
+            (wal, unflushed, flushed, result)
+        })
+        .await
+        .context("the standby's wal task")?;
+        self.wal = Some(wal);
+        self.unflushed = unflushed;
+        self.flushed = flushed;
+        result
+    }
+
+    /// Restarts the WAL at `lsn`: the primary no longer keeps the entries in between, and the
+    /// catalog's flushes cover them.
+    async fn skip_to(&mut self, lsn: Lsn) -> anyhow::Result<()> {
+        drop(self.wal.take());
+        let settings = self.settings.clone();
+        let (wal, _) = tokio::task::spawn_blocking(move || Wal::open(settings, lsn))
+            .await
+            .context("the standby's wal task")?
+            .with_context(|| format!("reopening the standby's wal at lsn {lsn}"))?;
+        anyhow::ensure!(
+            wal.next_lsn() == lsn,
+            "the standby's wal continues at lsn {} after skipping to lsn {lsn}: it holds \
+             entries the primary does not",
+            wal.next_lsn()
+        );
+        self.wal = Some(wal);
+        Ok(())
+    }
+}
+
+fn table_names(tables: &[TableId]) -> Vec<String> {
+    tables.iter().map(TableId::to_string).collect()
+}
+
+/// Where the primary is, from the catalog (who) and gossip (the address).
+async fn find_primary(inner: &NodeInner) -> Option<(String, SocketAddr, String)> {
+    let primary = inner.catalog().snapshot().primary.clone()?;
+    if primary == inner.node_id {
+        return None;
+    }
+    let view = inner.cluster.view();
+    let advertised = view.get(&primary)?.info.replication_addr.clone();
+    if advertised.is_empty() {
+        return None;
+    }
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = tokio::net::lookup_host(&advertised).await.ok()?.next()?;
+    Some((primary, addr, host))
+}
+
+/// Everything the follower loop works with.
+struct Stream {
+    inner: Arc<NodeInner>,
+    state: FollowerState,
+    standby: Option<StandbyWal>,
+    /// Decoded entries waiting for the primary's commit LSN to reach them.
+    pending: VecDeque<(u64, Vec<TableWrite>)>,
+    progress: watch::Sender<Progress>,
+    /// Wakes the catalog tailer (a flush notice, a skip).
+    tail: Arc<Notify>,
+}
+
+async fn follow(
+    inner: Arc<NodeInner>,
+    wal: Option<Wal>,
+    progress: watch::Sender<Progress>,
+    stop: CancellationToken,
+) {
+    let role = if wal.is_some() {
+        FollowerRole::Standby
+    } else {
+        FollowerRole::Reader
+    };
+    let settings = settings(&inner.config);
+    let snapshot = inner.catalog().snapshot();
+    let standby = match wal {
+        Some(wal) => {
+            let wal_settings = crate::node::wal_settings(&inner.config);
+            match StandbyWal::open(wal, wal_settings, &snapshot) {
+                Ok(standby) => Some(standby),
+                Err(error) => {
+                    inner.fail(format!("opening the standby's wal: {error:#}"));
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
+    let next = standby.as_ref().map_or(Lsn(1), StandbyWal::next_lsn);
+    let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
+    let state = FollowerState::new(
+        inner.node_id.clone(),
+        role,
+        (Epoch(snapshot.epoch), Lsn(fence)),
+        next,
+        settings.silence_timeout.as_millis() as u64,
+    );
+    if let Some(standby) = &standby {
+        progress.send_modify(|progress| {
+            progress.durable = standby.next_lsn().0.saturating_sub(1);
+        });
+    }
+    let tail = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(tail_catalog(inner.clone(), tail.clone(), stop.clone()));
+    let mut stream = Stream {
+        inner,
+        state,
+        standby,
+        pending: VecDeque::new(),
+        progress,
+        tail,
+    };
+    stream.run(&settings, &stop).await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+impl Stream {
+    async fn run(&mut self, settings: &ReplicationSettings, stop: &CancellationToken) {
+        let origin = Instant::now();
+        let now_ms = move || origin.elapsed().as_millis() as u64;
+        let mut backoff = Duration::from_millis(50);
+        let mut ended = "start";
+        let mut last_warning: Option<Instant> = None;
+        while !stop.is_cancelled() {
+            self.set_streaming(false);
+            let Some((primary, addr, host)) = find_primary(&self.inner).await else {
+                if tokio::time::timeout(backoff, stop.cancelled())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            self.catalog_news();
+            self.state.subscribe(now_ms());
+            let Some(FollowerAction::Subscribe(subscribe)) = self.state.poll_action() else {
+                continue;
+            };
+            let connected =
+                ReplicationClient::connect(settings, addr, &host, subscribe, stop.clone()).await;
+            let mut client = match connected {
+                Ok(client) => client,
+                Err(error) => {
+                    self.state.stream_ended();
+                    if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        warn!(%primary, %addr, %error, "cannot reach the primary's replication stream; retrying");
+                        last_warning = Some(Instant::now());
+                    }
+                    if tokio::time::timeout(backoff, stop.cancelled())
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            m::record_reconnect(ended);
+            let role = if self.standby.is_some() {
+                "standby"
+            } else {
+                "reader"
+            };
+            info!(%primary, %addr, role, from_lsn = %self.state.next_lsn(), "following the primary");
+            let mut ticks = tokio::time::interval(settings.keepalive_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ended = loop {
+                let first = tokio::select! {
+                    _ = stop.cancelled() => break "stop",
+                    frame = client.next_frame() => frame,
+                    _ = ticks.tick() => {
+                        self.state.tick(now_ms());
+                        self.catalog_news();
+                        match self.act(&client).await {
+                            Ok(None) => continue,
+                            Ok(Some(reason)) => break reason,
+                            Err(error) => {
+                                self.inner.fail(format!("standby replication: {error:#}"));
+                                break "error";
+                            }
+                        }
+                    }
+                };
+                let mut frames = vec![first];
+                while frames.len() < MAX_FRAMES_PER_TURN {
+                    match client.next_frame().now_or_never() {
+                        Some(frame) => frames.push(frame),
+                        None => break,
+                    }
+                }
+                let now = now_ms();
+                let mut closed = None;
+                for frame in frames {
+                    match frame {
+                        Some(Ok(frame)) => self.state.frame_received(frame, now),
+                        Some(Err(error)) => {
+                            debug!(%error, "replication stream ended");
+                            closed = Some("stream_error");
+                            break;
+                        }
+                        None => {
+                            closed = Some("closed");
+                            break;
+                        }
+                    }
+                }
+                match self.act(&client).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => break reason,
+                    Err(error) => {
+                        self.inner.fail(format!("standby replication: {error:#}"));
+                        break "error";
+                    }
+                }
+                if let Some(reason) = closed {
+                    self.state.stream_ended();
+                    break reason;
+                }
+                backoff = Duration::from_millis(50);
+            };
+            client.close().await;
+            if ended == "stop" || ended == "error" {
+                return;
+            }
+            if self.state.phase() != FollowerPhase::Idle {
+                self.state.stream_ended();
+            }
+            info!(%primary, reason = ended, "replication stream ended; subscribing again");
+            if tokio::time::timeout(backoff, stop.cancelled())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Tells the state machine about the catalog's newest promote.
+    fn catalog_news(&mut self) {
+        let snapshot = self.inner.catalog().snapshot();
+        if let Some(fence) = &snapshot.fence {
+            self.state
+                .promote_seen(Epoch(snapshot.epoch), Lsn(fence.last_lsn));
+        }
+    }
+
+    fn set_streaming(&self, streaming: bool) {
+        self.progress.send_if_modified(|progress| {
+            let changed = progress.streaming != streaming;
+            progress.streaming = streaming;
+            if !streaming && progress.behind_since.is_none() {
+                progress.behind_since = Some(Instant::now());
+            }
+            changed
+        });
+    }
+
+    /// Carries out the state machine's actions; returns why the stream must end, if it must.
+    async fn act(&mut self, client: &ReplicationClient) -> anyhow::Result<Option<&'static str>> {
+        let mut end = None;
+        loop {
+            let mut appends = Vec::new();
+            let mut notices = Vec::new();
+            while let Some(action) = self.state.poll_action() {
+                match action {
+                    FollowerAction::Subscribe(_) => {}
+                    FollowerAction::SkipTo { lsn } => {
+                        info!(lsn = %lsn, "the primary no longer keeps older entries; its flushes cover them");
+                        if let Err(error) = self.inner.catalog().refresh().await {
+                            warn!(%error, "reading the catalog log after a skip");
+                        }
+                        if let Some(standby) = &mut self.standby {
+                            standby.catalog_flushed(&self.inner.catalog().snapshot());
+                            standby.skip_to(lsn).await?;
+                        }
+                        self.tail.notify_one();
+                    }
+                    FollowerAction::Append(entry) => {
+                        self.receive(&entry);
+                        appends.push(entry);
+                    }
+                    FollowerAction::Apply(entry) => {
+                        self.receive(&entry);
+                        self.state.applied(entry.lsn);
+                    }
+                    FollowerAction::SendAck { durable_lsn } => client.send_ack(durable_lsn),
+                    FollowerAction::SendApplied { applied_lsn } => {
+                        client.send_applied(applied_lsn);
+                    }
+                    FollowerAction::CommitAdvanced { .. } => {}
+                    FollowerAction::Flushed(notice) => {
+                        notices
+                            .extend(notice.tables.into_iter().map(|(table, lsn)| (table, lsn.0)));
+                        self.tail.notify_one();
+                    }
+                    FollowerAction::Resubscribe { reason } => {
+                        warn!(?reason, "dropping the replication stream");
+                        end = Some(resubscribe_label(&reason));
+                    }
+                }
+            }
+            let Some(standby) = self.standby.as_mut() else {
+                break;
+            };
+            if appends.is_empty() && notices.is_empty() {
+                break;
+            }
+            if let Some(durable) = standby.append(appends, notices).await? {
+                self.progress
+                    .send_modify(|progress| progress.durable = durable.0);
+                self.state.durable(durable);
+            }
+        }
+        self.expose();
+        if end.is_none() {
+            self.set_streaming(matches!(
+                self.state.phase(),
+                FollowerPhase::Streaming { .. }
+            ));
+        }
+        Ok(end)
+    }
+
+    /// Decodes an entry's rows (those of tables whose flushes do not cover it yet) and queues
+    /// them until the primary's commit LSN reaches them.
+    fn receive(&mut self, entry: &Entry) {
+        let lsn = entry.lsn.0;
+        let writes = match payload::decode(&entry.payload) {
+            Ok(writes) => writes,
+            Err(error) => {
+                // Nothing to show from it; a standby still keeps the bytes in its WAL.
+                warn!(lsn, %error, "undecodable wal entry from the primary; its rows are not shown here");
+                Vec::new()
+            }
+        };
+        let snapshot = self.inner.catalog().snapshot();
+        let writes: Vec<TableWrite> = writes
+            .into_iter()
+            .filter(|write| {
+                snapshot
+                    .tables
+                    .get(&write.table)
+                    .is_none_or(|state| state.flushed_lsn < lsn)
+            })
+            .collect();
+        self.pending.push_back((lsn, writes));
+    }
+
+    /// Applies queued rows up to the primary's commit LSN to the buffers.
+    fn expose(&mut self) {
+        let commit = self.state.commit_lsn().map_or(0, |lsn| lsn.0);
+        let mut visible = None;
+        while self.pending.front().is_some_and(|(lsn, _)| *lsn <= commit) {
+            let Some((lsn, writes)) = self.pending.pop_front() else {
+                break;
+            };
+            if !writes.is_empty() {
+                self.inner.buffers.apply_followed(lsn, writes);
+            }
+            visible = Some(lsn);
+        }
+        let received = self.state.next_lsn().0.saturating_sub(1);
+        let streaming = matches!(self.state.phase(), FollowerPhase::Streaming { .. });
+        self.progress.send_if_modified(|progress| {
+            let before = (progress.visible, progress.commit, progress.caught_up);
+            if let Some(lsn) = visible {
+                progress.visible = progress.visible.max(lsn);
+            }
+            // Everything received is acknowledged and applied: visible up to the commit LSN
+            // even when the entries up to it held no rows for this node.
+            if self.pending.is_empty() && received >= commit {
+                progress.visible = progress.visible.max(commit);
+            }
+            progress.commit = progress.commit.max(commit);
+            let current = progress.visible >= progress.commit;
+            if streaming && current {
+                progress.caught_up = true;
+                progress.behind_since = None;
+            } else if progress.behind_since.is_none() {
+                progress.behind_since = Some(Instant::now());
+            }
+            m::set_follower_lsns(received, progress.visible, progress.commit);
+            before != (progress.visible, progress.commit, progress.caught_up)
+        });
+    }
+}
+
+fn resubscribe_label(reason: &ResubscribeReason) -> &'static str {
+    match reason {
+        ResubscribeReason::Gap { .. } => "gap",
+        ResubscribeReason::StaleEpoch { .. } => "stale_epoch",
+        ResubscribeReason::EpochRegressed { .. } => "epoch_regressed",
+        ResubscribeReason::NewPrimary { .. } => "new_primary",
+        ResubscribeReason::Silent { .. } => "silent",
+        ResubscribeReason::Refused { .. } => "refused",
+        ResubscribeReason::Unexpected { .. } => "unexpected",
+    }
+}
+
+/// Keeps a follower's catalog current: at once after a flush notice or a skip, and every
+/// [`CATALOG_BACKSTOP`]; then drops buffered rows the flushes cover.
+async fn tail_catalog(inner: Arc<NodeInner>, wanted: Arc<Notify>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(CATALOG_BACKSTOP);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = wanted.notified() => {}
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = inner.catalog().refresh().await {
+            warn!(%error, "reading the catalog log");
+            continue;
+        }
+        discard_flushed(&inner.buffers, &inner.catalog().snapshot());
+    }
+}
+
+/// Drops buffered rows that the catalog's flushes cover (freed off the runtime).
+fn discard_flushed(buffers: &Buffers, snapshot: &CatalogState) {
+    let released = buffers.discard_flushed(|table| {
+        snapshot
+            .tables
+            .get(table)
+            .map_or(0, |state| state.flushed_lsn)
+    });
+    if !released.is_empty() {
+        drop(tokio::task::spawn_blocking(move || drop(released)));
+    }
+}
