@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_gossip::{ClusterView, Filter, NodeView};
+use arc_gossip::{ClusterView, Filter, NodeView, Role};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -38,8 +38,29 @@ fn from_unix_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)
 }
 
+/// What the replication columns of the node list are computed from.
+struct Replication {
+    /// The catalog's in-sync set (the primary and its in-sync standbys).
+    in_sync: Vec<String>,
+    /// The primary's durable LSN, as gossiped.
+    primary_lsn: Option<u64>,
+    /// Lag in milliseconds by node, where this node knows it (the primary: of each
+    /// follower; a follower: its own).
+    lag_ms: HashMap<String, u64>,
+}
+
+impl Replication {
+    fn of(node: &NodeInner, view: &ClusterView) -> Replication {
+        Replication {
+            in_sync: node.catalog().snapshot().in_sync.clone(),
+            primary_lsn: view.primary().map(|primary| primary.info.durable_lsn),
+            lag_ms: node.replication_lags(),
+        }
+    }
+}
+
 /// One node as the API shows it.
-fn node_json(node: &NodeView, now: SystemTime) -> Value {
+fn node_json(node: &NodeView, now: SystemTime, replication: &Replication) -> Value {
     // A node heard of only through others has no heartbeat of its own yet: its start time is
     // the best lower bound.
     let heartbeat = node
@@ -60,6 +81,13 @@ fn node_json(node: &NodeView, now: SystemTime) -> Value {
         "primary": node.info.primary,
         "epoch": node.info.epoch,
         "durable_lsn": node.info.durable_lsn,
+        "in_sync": replication.in_sync.contains(&node.id),
+        // A follower's distance from the primary's durable LSN (gossiped, so as of the last
+        // heartbeats) and, where known, in time.
+        "lag": (!node.info.primary && matches!(node.info.role, Role::Writer | Role::Reader)).then(|| json!({
+            "lsns": replication.primary_lsn.map(|lsn| lsn.saturating_sub(node.info.durable_lsn)),
+            "seconds": replication.lag_ms.get(&node.id).map(|ms| *ms as f64 / 1000.0),
+        })),
         "generation": node.generation,
         "replication_address": node.info.replication_addr,
         "version": node.info.version,
@@ -114,10 +142,11 @@ pub async fn nodes(
     };
     let view = node.cluster.view();
     let now = node.clock.system_time();
+    let replication = Replication::of(&node, &view);
     let listed: Vec<Value> = view
         .filter(&filter)
         .into_iter()
-        .map(|node| node_json(node, now))
+        .map(|node| node_json(node, now, &replication))
         .collect();
     ok(Value::Array(listed))
 }
@@ -126,7 +155,11 @@ pub async fn nodes(
 pub async fn node(State(node): State<Arc<NodeInner>>, Path(id): Path<String>) -> Response {
     let view = node.cluster.view();
     match view.get(&id) {
-        Some(found) => ok(node_json(found, node.clock.system_time())),
+        Some(found) => ok(node_json(
+            found,
+            node.clock.system_time(),
+            &Replication::of(&node, &view),
+        )),
         None => fail(
             StatusCode::NOT_FOUND,
             format!("node {id:?} is not in cluster {:?}", view.cluster_name),
@@ -138,7 +171,11 @@ pub async fn node(State(node): State<Arc<NodeInner>>, Path(id): Path<String>) ->
 pub async fn local(State(node): State<Arc<NodeInner>>) -> Response {
     let view = node.cluster.view();
     match view.local() {
-        Some(local) => ok(node_json(local, node.clock.system_time())),
+        Some(local) => ok(node_json(
+            local,
+            node.clock.system_time(),
+            &Replication::of(&node, &view),
+        )),
         None => fail(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("node {} is not in its own view yet", node.node_id),

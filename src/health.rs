@@ -25,6 +25,9 @@ pub struct Measurements {
     pub fsync: Result<Duration, String>,
     /// Available and total memory in bytes (`/proc/meminfo`); `None` where unknown.
     pub memory: Option<(u64, u64)>,
+    /// A follower's replication lag: how long its rows have trailed the primary's
+    /// acknowledged writes (or its stream has been down). `None` on other nodes.
+    pub replication_lag: Option<Duration>,
 }
 
 /// Where each measurement turns a node degraded or unhealthy.
@@ -44,6 +47,8 @@ pub struct Thresholds {
     pub memory_low: f64,
     /// Available memory fraction below which the node is unhealthy.
     pub memory_critical: f64,
+    /// Replication lag above which a follower is degraded (`cluster.replication_lag_limit`).
+    pub replication_lag: Duration,
 }
 
 impl Default for Thresholds {
@@ -56,6 +61,7 @@ impl Default for Thresholds {
             fsync_critical: Duration::from_secs(1),
             memory_low: 0.10,
             memory_critical: 0.03,
+            replication_lag: Duration::from_secs(5),
         }
     }
 }
@@ -140,6 +146,17 @@ pub fn assess(measured: &Measurements, limits: &Thresholds) -> Health {
             reasons.push(format!("memory low: {:.1}% available", ratio * 100.0));
         }
     }
+    if let Some(lag) = measured.replication_lag {
+        parts.insert("replication_lag_ms".into(), millis(lag));
+        if lag > limits.replication_lag {
+            degraded += 1;
+            reasons.push(format!(
+                "replication lag {:.0} ms (limit {:.0} ms)",
+                millis(lag),
+                millis(limits.replication_lag)
+            ));
+        }
+    }
 
     let penalty = u16::from(degraded) * u16::from(DEGRADED_PENALTY)
         + u16::from(unhealthy) * u16::from(UNHEALTHY_PENALTY);
@@ -189,6 +206,7 @@ pub async fn measure(
         wal_disk: local.0,
         fsync: local.1,
         memory: memory(),
+        replication_lag: None,
     }
 }
 
@@ -247,6 +265,7 @@ mod tests {
             wal_disk: Ok((50, 100)),
             fsync: Ok(Duration::from_millis(2)),
             memory: Some((60, 100)),
+            replication_lag: Some(Duration::from_millis(3)),
         }
     }
 
@@ -273,6 +292,22 @@ mod tests {
     }
 
     #[test]
+    fn test_should_degrade_a_follower_whose_replication_lags() {
+        let measured = Measurements {
+            replication_lag: Some(Duration::from_secs(9)),
+            ..good()
+        };
+        let health = assess(&measured, &Thresholds::default());
+        assert_eq!(health.status, HealthStatus::Degraded);
+        assert!(
+            health.reasons[0].contains("replication lag"),
+            "{:?}",
+            health.reasons
+        );
+        assert_eq!(health.parts["replication_lag_ms"], 9000.0);
+    }
+
+    #[test]
     fn test_should_be_unhealthy_when_storage_is_unreachable_and_name_it() {
         let measured = Measurements {
             storage: Err("HEAD _catalog/log/0: connection refused".into()),
@@ -291,6 +326,7 @@ mod tests {
             wal_disk: Ok((1, 100)),
             fsync: Err("EIO".into()),
             memory: Some((1, 100)),
+            replication_lag: None,
         };
         let health = assess(&measured, &Thresholds::default());
         assert_eq!(health.status, HealthStatus::Unhealthy);

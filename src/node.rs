@@ -121,13 +121,16 @@ impl NodeInner {
             return None;
         }
         let primary = self.catalog.snapshot().primary.clone()?;
-        let alive = match self.cluster.view().get(&primary) {
-            Some(node) => !matches!(
+        // A primary not heard of yet, or still shown dead by a failure detector that has just
+        // started (it shows everyone dead until their heartbeats arrive), may well be alive:
+        // gossip gets the bound in which it would have declared it dead.
+        let alive = self.cluster.view().get(&primary).is_some_and(|node| {
+            !matches!(
                 node.state,
                 arc_gossip::NodeState::Dead | arc_gossip::NodeState::Left
-            ),
-            None => self.started.elapsed() < self.config.cluster.heartbeat_interval.0 * 3,
-        };
+            )
+        }) || self.started.elapsed()
+            < arc_gossip::detection_bound(self.config.cluster.heartbeat_interval.0);
         alive.then(|| {
             format!(
                 "catching up with the primary ({primary})'s write-ahead log: visible lsn {}, the primary's commit lsn {}",
@@ -145,6 +148,25 @@ impl NodeInner {
         }
         let progress = self.follower.get()?.progress();
         Some((progress.visible, progress.freshness_ms()))
+    }
+
+    /// Replication lag in milliseconds by node id, as far as this node knows it: on the
+    /// primary every follower's, on a follower its own.
+    pub fn replication_lags(&self) -> HashMap<String, u64> {
+        if let Some(replication) = self.replication.get() {
+            return replication
+                .status()
+                .followers
+                .into_iter()
+                .map(|follower| (follower.node_id, follower.lag_ms))
+                .collect();
+        }
+        match self.follower.get() {
+            Some(follower) => {
+                HashMap::from([(self.node_id.clone(), follower.progress().freshness_ms())])
+            }
+            None => HashMap::new(),
+        }
     }
 
     /// Waits until rows up to `lsn` are visible here (read-your-writes), at most `bound`.
@@ -301,6 +323,10 @@ impl NodeInner {
     /// # Errors
     /// The first flush that failed (its rows stay buffered and in the WAL).
     pub async fn flush_all(&self) -> Result<usize, FlushError> {
+        if self.epoch.get().is_none() {
+            // A follower: the primary flushes the rows it shows.
+            return Ok(0);
+        }
         let _round = self.flush_round.lock().await;
         let tables = self.buffers.tables_with_rows();
         let mut first_error = None;
@@ -1280,7 +1306,10 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health = tokio::time::interval(inner.config.cluster.health_check_interval.0);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let thresholds = crate::health::Thresholds::default();
+    let thresholds = crate::health::Thresholds {
+        replication_lag: inner.config.cluster.replication_lag_limit.0,
+        ..crate::health::Thresholds::default()
+    };
     // A probe may take up to one check interval, within sane bounds.
     let probe_timeout = inner
         .config
@@ -1294,7 +1323,11 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = health.tick() => {
                 let wal_dir = &inner.config.wal.directory;
-                let measured = crate::health::measure(&inner.storage, wal_dir, probe_timeout).await;
+                let mut measured = crate::health::measure(&inner.storage, wal_dir, probe_timeout).await;
+                measured.replication_lag = inner
+                    .follower
+                    .get()
+                    .map(|follower| Duration::from_millis(follower.progress().freshness_ms()));
                 let report = crate::health::assess(&measured, &thresholds);
                 m::record_health(&report);
                 if report.status != arc_gossip::HealthStatus::Healthy {

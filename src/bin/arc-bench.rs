@@ -3,8 +3,10 @@
 //! `write` drives line protocol or MessagePack columnar ingest at a chosen concurrency and
 //! batch size and reports acknowledged rows/s and the p50/p99 acknowledgement latency.
 //! `query` runs one SQL statement repeatedly (JSON or Arrow) and reports queries/s, result
-//! rows/s and latency. Payloads are generated before the clock starts, so the generator's own
-//! CPU use stays out of the measurement as far as possible on a shared machine.
+//! rows/s and latency. `visible` writes one row at a time to a primary and times how long each
+//! takes, after its acknowledgement, to show in a reader's answers. Payloads are generated
+//! before the clock starts, so the generator's own CPU use stays out of the measurement as far
+//! as possible on a shared machine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +80,20 @@ enum Command {
         #[arg(long, default_value = "bench")]
         database: String,
     },
+    /// Measures ack-to-visible: writes one row at a time to `--url` (the primary) and polls
+    /// `--reader-url` without `x-arc-min-lsn` until the row shows; reports the time from each
+    /// 204 to the first answer that counts the row.
+    Visible {
+        /// Base URL of the reader to poll.
+        #[arg(long)]
+        reader_url: String,
+        /// Rows written and waited for, one after the other.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Target database.
+        #[arg(long, default_value = "bench")]
+        database: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,6 +129,15 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli))
 }
 
+/// The `p` quantile of sorted latencies, in milliseconds (0 for none).
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
 /// Appends 4 KiB and fdatasyncs in a loop for `duration`; reports the latency of each sync.
 fn fsync_bench(dir: &std::path::Path, duration: f64, json: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
@@ -133,10 +158,7 @@ fn fsync_bench(dir: &std::path::Path, duration: f64, json: bool) -> anyhow::Resu
     drop(file);
     let _ = std::fs::remove_file(&path);
     latencies.sort();
-    let percentile = |p: f64| -> f64 {
-        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1].as_secs_f64() * 1000.0
-    };
+    let percentile = |p: f64| percentile_ms(&latencies, p);
     let report = serde_json::json!({
         "mode": "fsync",
         "syncs": latencies.len(),
@@ -163,6 +185,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return fsync_bench(dir, cli.duration, cli.json);
     }
     let base = cli.url.trim_end_matches('/').to_string();
+    if let Command::Visible {
+        reader_url,
+        samples,
+        database,
+    } = &cli.command
+    {
+        let reader = reader_url.trim_end_matches('/');
+        return visible_bench(&cli, &base, reader, *samples, database).await;
+    }
     let requests: Vec<Request> = match &cli.command {
         Command::Write {
             format,
@@ -194,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect()
         }
-        Command::Fsync { .. } => unreachable!("measured above"),
+        Command::Fsync { .. } | Command::Visible { .. } => unreachable!("measured above"),
         Command::Query { sql, format, .. } => {
             let path = match format {
                 QueryFormat::Json => "/api/v1/query",
@@ -210,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let database = match &cli.command {
         Command::Write { database, .. } | Command::Query { database, .. } => database.clone(),
-        Command::Fsync { .. } => unreachable!("measured above"),
+        Command::Fsync { .. } | Command::Visible { .. } => unreachable!("measured above"),
     };
     let is_query = matches!(cli.command, Command::Query { .. });
     let arrow_query = matches!(
@@ -299,13 +330,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1].as_secs_f64() * 1000.0
-    };
+    let percentile = |p: f64| percentile_ms(&latencies, p);
     let requests_ok = latencies.len() as f64;
     let rows = rows_done.load(Ordering::Relaxed) as f64;
     let error_count = errors.load(Ordering::Relaxed);
@@ -342,6 +367,113 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if requests_ok == 0.0 {
         bail!("no request succeeded");
+    }
+    Ok(())
+}
+
+/// How long one row may take to show on the reader before the run fails.
+const VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `samples` rows one after the other to `base` and times each from its 204 until
+/// `reader` answers a count that includes it.
+async fn visible_bench(
+    cli: &Cli,
+    base: &str,
+    reader: &str,
+    samples: usize,
+    database: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let post = |url: String| {
+        let builder = client.post(url).header("x-arc-database", database);
+        match &cli.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    };
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("?")
+            .to_string()
+    };
+    // Sequence numbers start at the clock, so rows of an earlier run never count as visible.
+    let first = chrono::Utc::now().timestamp_micros();
+    let mut latencies = Vec::with_capacity(samples);
+    let mut polls = 0u64;
+    let started = Instant::now();
+    for seq in first..first + samples as i64 {
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let response = post(format!("{base}/api/v1/write/line-protocol"))
+            .header("content-type", "text/plain")
+            .body(format!("visible,probe=x seq={seq}i {now_ns}\n"))
+            .send()
+            .await
+            .context("writing to the primary")?;
+        let acked = Instant::now();
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!("write refused: {status}: {}", response.text().await?);
+        }
+        let lsn = header(&response, "x-arc-lsn");
+        let query =
+            serde_json::json!({ "sql": format!("SELECT count(*) FROM visible WHERE seq = {seq}") });
+        loop {
+            polls += 1;
+            let response = post(format!("{reader}/api/v1/query"))
+                .json(&query)
+                .send()
+                .await
+                .context("querying the reader")?;
+            let applied = header(&response, "x-arc-applied-lsn");
+            // Before the table's first row reaches the reader the query is an error: not yet.
+            let count = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|answer| answer["data"][0][0].as_u64())
+                .unwrap_or(0);
+            if count > 0 {
+                latencies.push(acked.elapsed());
+                break;
+            }
+            if acked.elapsed() > VISIBLE_TIMEOUT {
+                bail!(
+                    "seq={seq} (lsn {lsn}) not visible on the reader after {VISIBLE_TIMEOUT:?}; \
+                     it has applied lsn {applied}"
+                );
+            }
+            // A blocking sleep: tokio's timer rounds up to whole milliseconds, coarser than the
+            // delays measured. No request is in flight meanwhile, so it holds nothing up.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: f64| percentile_ms(&latencies, p);
+    if cli.json {
+        let report = serde_json::json!({
+            "mode": "visible",
+            "seconds": elapsed,
+            "samples": latencies.len(),
+            "polls": polls,
+            "p50_ms": percentile(0.50),
+            "p99_ms": percentile(0.99),
+            "max_ms": percentile(1.0),
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{} rows in {:.1}s ({} polls), ack to visible on the reader: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len(),
+            elapsed,
+            polls,
+            percentile(0.50),
+            percentile(0.99),
+            percentile(1.0)
+        );
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::harness::{TestNode, wait_for};
 
-const SECRET: &str = "cluster-test-secret-0123456789";
+pub const SECRET: &str = "cluster-test-secret-0123456789";
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// How long convergence and state changes may take: generous for a loaded 2-core machine,

@@ -343,10 +343,18 @@ async fn test_readers_see_acknowledged_rows_before_the_flush_and_exactly_once_af
 }
 
 /// Zero loss at the standby: kill -9 the primary under load, stop the standby, and its WAL
-/// holds every LSN acknowledged as `replicated:1`.
+/// holds every LSN acknowledged as `replicated:1`. The standby is frozen (SIGSTOP) for the
+/// last stretch before the kill, while the primary keeps appending: a primary that
+/// acknowledged without the standby's fsync would answer `replicated:1` for entries the
+/// standby never got.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_every_write_acknowledged_as_replicated_is_in_the_standby_wal() {
-    let mut plan = Plan::new("zeroloss", 2, &[]);
+    // The frozen standby stays in the in-sync set: writes wait for it.
+    let mut plan = Plan::new(
+        "zeroloss",
+        2,
+        &[("ARC_CLUSTER_REPLICATION_LAG_LIMIT", "10m")],
+    );
     let mut primary = plan.start("w1", "writer", &[]).await;
     let mut standby = plan.start("w2", "writer", &[]).await;
     let mut next = 0;
@@ -357,8 +365,19 @@ async fn test_every_write_acknowledged_as_replicated_is_in_the_standby_wal() {
         (metric_sum(&primary, "arc_ingest_rows_total", "").await > 300.0).then_some(())
     })
     .await;
+    let appended = || try_metric_sum(&primary, "arc_wal_appends_total", "");
+    signal(standby.pid().unwrap(), "STOP");
+    let before = appended().await.unwrap();
+    // Each client has one write in flight, which the primary appends and then holds.
+    wait_for(
+        "the primary to append past the frozen standby",
+        DEADLINE,
+        || async { (appended().await? >= before + 4.0).then_some(()) },
+    )
+    .await;
     primary.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    signal(standby.pid().unwrap(), "CONT");
     let acked = writers.await.unwrap();
     let replicated: BTreeSet<u64> = acked
         .values()
@@ -487,16 +506,17 @@ async fn test_writes_wait_for_the_required_in_sync_standby() {
     wait_replicated(&primary, "ack", &mut next).await;
 }
 
-/// Catch-up: a reader started after the primary deleted the WAL segments it would need
+/// Catch-up: a reader restarted after the primary deleted the WAL segments it would need
 /// returns every row exactly once; a standby started empty catches up and joins the ISR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_followers_started_late_catch_up_from_the_catalog_and_the_kept_wal() {
     // Small segments, so flushes let the primary delete most of its WAL.
     let mut plan = Plan::new("catchup", 3, &[("ARC_WAL_MAX_SIZE_MB", "1")]);
     let primary = plan.start("w1", "writer", &[]).await;
+    let mut reader = plan.start("r1", "reader", &[]).await;
     let mut expected = BTreeSet::new();
-    for round in 0..6u64 {
-        let lines: String = (0..2000u64)
+    let round_trip = |round: u64, expected: &mut BTreeSet<u64>| -> String {
+        (0..2000u64)
             .map(|i| {
                 let id = round * 100_000 + i;
                 expected.insert(id);
@@ -506,23 +526,183 @@ async fn test_followers_started_late_catch_up_from_the_catalog_and_the_kept_wal(
                     1_785_542_400_000_000_000u64 + id
                 )
             })
+            .collect()
+    };
+    primary.write_lp(DB, &round_trip(0, &mut expected)).await;
+    let lsn = write_row(&primary, "cu_probe", 1).await.unwrap().lsn;
+    assert_eq!(ids(&reader, "cu_probe", Some(lsn)).await.unwrap(), [1]);
+    assert!(reader.stop().await.success());
+    let oldest_segment = |node: &TestNode| {
+        let mut names: Vec<String> = std::fs::read_dir(node.dir.join("wal"))
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".wal"))
             .collect();
-        primary.write_lp(DB, &lines).await;
-        if round % 2 == 0 {
+        names.sort();
+        names.first().cloned().unwrap_or_default()
+    };
+    let first_segment = oldest_segment(&primary);
+    // While the reader is down, the primary flushes and deletes the WAL segments it would
+    // have streamed from.
+    for round in 1..6u64 {
+        primary
+            .write_lp(DB, &round_trip(round, &mut expected))
+            .await;
+        if round % 2 == 1 {
             primary.flush().await;
         }
     }
-    let reader = plan.start("r1", "reader", &[]).await;
+    wait_for(
+        "the primary to delete its oldest wal segments",
+        DEADLINE,
+        || async { (oldest_segment(&primary) != first_segment).then_some(()) },
+    )
+    .await;
+    // And rows that only the stream has.
+    primary.write_lp(DB, &round_trip(6, &mut expected)).await;
+    reader.spawn().await;
     let rows = ids(&reader, "cu", None).await.unwrap();
     let got: BTreeSet<u64> = rows.iter().copied().collect();
     assert_eq!(rows.len(), got.len(), "duplicates after catch-up");
-    assert_eq!(got, expected, "rows missing after catch-up");
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows missing after catch-up, from {:?}; log:\n{}",
+        missing.len(),
+        missing.first(),
+        reader.log()
+    );
+    assert_eq!(got, expected, "rows returned that were never written");
+    assert!(
+        reader.log().contains("no longer keeps older entries"),
+        "the restarted reader skipped to the primary's oldest kept entry; log:\n{}",
+        reader.log()
+    );
 
     let standby = plan.start("w2", "writer", &[]).await;
     let mut next = 100_000_000;
     wait_replicated(&primary, "cu2", &mut next).await;
     let rows = ids(&standby, "cu", None).await.unwrap();
     assert_eq!(rows.len(), expected.len());
+    // The standby deletes the segments of its WAL that the primary's flushes cover.
+    let standby_first = oldest_segment(&standby);
+    for round in 7..10u64 {
+        primary
+            .write_lp(DB, &round_trip(round, &mut expected))
+            .await;
+        primary.flush().await;
+    }
+    wait_for(
+        "the standby to delete flushed wal segments",
+        DEADLINE,
+        || async { (oldest_segment(&standby) != standby_first).then_some(()) },
+    )
+    .await;
+    // The cluster API shows it in sync, with its lag.
+    let (status, nodes) = get_json(&primary, "/api/v1/cluster/nodes").await;
+    assert_eq!(status, 200, "{nodes}");
+    let w2 = nodes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["id"] == "w2")
+        .cloned()
+        .unwrap();
+    assert_eq!(w2["in_sync"], true, "{w2}");
+    assert!(w2["lag"]["lsns"].is_u64(), "{w2}");
+    assert!(w2["lag"]["seconds"].is_number(), "{w2}");
+}
+
+async fn get_json(node: &TestNode, path: &str) -> (u16, Value) {
+    let response = node.client.get(node.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Security through the binary: a peer with the wrong secret, or replaying a proof captured
+/// from another connection, is refused before it sees a WAL byte, counted, and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_the_primary_refuses_peers_without_the_secret() {
+    use arc_wal::replication::testkit::RawConnection;
+    use arc_wal::replication::{FollowerRole, Frame, ReplicationSettings, Subscribe};
+    let mut plan = Plan::new("security", 1, &[]);
+    let primary = plan.start("w1", "writer", &[]).await;
+    for id in 1..=5 {
+        write_row(&primary, "sec", id).await.unwrap();
+    }
+    let (_, local) = get_json(&primary, "/api/v1/cluster/local").await;
+    let addr: std::net::SocketAddr = local["data"]["replication_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let subscribe = Subscribe {
+        node_id: "intruder".into(),
+        role: FollowerRole::Reader,
+        known_epoch: arc_wal::Epoch(0),
+        from_lsn: arc_wal::Lsn(1),
+    };
+    // The right secret: the primary proves itself back (the proof to replay).
+    let member = ReplicationSettings::new(
+        "r9",
+        Some(arc_wal::replication::SharedSecret::new(
+            crate::cluster::SECRET,
+        )),
+    );
+    let mut honest = RawConnection::connect(&member, addr, "localhost")
+        .await
+        .unwrap();
+    let captured = honest.own_proof().unwrap();
+    honest
+        .send(&Frame::Hello { proof: captured })
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(DEADLINE, honest.read_frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(reply, Frame::Hello { proof: Some(_) }),
+        "{reply:?}"
+    );
+    honest.close().await;
+    // The wrong secret, and the captured proof on a new connection.
+    let intruder = ReplicationSettings::new(
+        "intruder",
+        Some(arc_wal::replication::SharedSecret::new(
+            "not the cluster secret",
+        )),
+    );
+    for proof in [None, Some(captured)] {
+        let mut raw = RawConnection::connect(&intruder, addr, "localhost")
+            .await
+            .unwrap();
+        let proof = match proof {
+            None => raw.own_proof().unwrap(),
+            Some(captured) => captured,
+        };
+        raw.send(&Frame::Hello { proof }).await.unwrap();
+        raw.send(&Frame::Subscribe(subscribe.clone()))
+            .await
+            .unwrap();
+        let received = raw.read_all(Duration::from_secs(5)).await;
+        assert!(
+            received.is_empty(),
+            "an intruder got {} bytes",
+            received.len()
+        );
+        raw.close().await;
+    }
+    wait_for("both refusals counted", DEADLINE, || async {
+        let refused =
+            try_metric_sum(&primary, "arc_replication_rejected_total", "bad_proof").await?;
+        (refused >= 2.0).then_some(())
+    })
+    .await;
+    assert!(
+        primary.log().contains("bad_proof") || primary.log().contains("refused"),
+        "logged"
+    );
 }
 
 /// A reader never shows a row the primary did not acknowledge: with the in-sync standby
