@@ -775,6 +775,42 @@ async fn test_a_reader_never_shows_an_unacknowledged_row() {
     }
 }
 
+/// A follower answers `/ready` with 503 until it has caught up with the primary once: here
+/// the primary is frozen (SIGSTOP) while a reader starts, so the reader cannot catch up; once
+/// the primary runs again the reader catches up and becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_reader_is_not_ready_until_it_has_caught_up() {
+    // A slow heartbeat: the reader's failure detector needs long to call the frozen primary
+    // dead (after which a follower stops waiting for it), far longer than this test looks.
+    let mut plan = Plan::new("ready", 2, &[("ARC_CLUSTER_HEARTBEAT_INTERVAL", "2s")]);
+    let primary = plan.start("w1", "writer", &[]).await;
+    let lsn = write_row(&primary, "rd", 1).await.unwrap().lsn;
+    signal(primary.pid().unwrap(), "STOP");
+    let mut reader = plan.prepare("r1", "reader", &[]);
+    reader.spawn_only();
+    let port_file = reader.dir.join("port");
+    let addr = wait_for("the reader's port file", DEADLINE, || async {
+        std::fs::read_to_string(&port_file)
+            .ok()?
+            .trim()
+            .parse::<std::net::SocketAddr>()
+            .ok()
+    })
+    .await;
+    let ready = format!("http://{addr}/ready");
+    let (status, body) = wait_for("the reader's /ready to answer", DEADLINE, || async {
+        let response = reqwest::get(&ready).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    })
+    .await;
+    signal(primary.pid().unwrap(), "CONT");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("catching up"), "{body}");
+    reader.wait_ready().await;
+    assert_eq!(ids(&reader, "rd", Some(lsn)).await.unwrap(), [1]);
+}
+
 /// Read-your-writes: a write's `x-arc-lsn` used as `x-arc-min-lsn` on a reader always finds
 /// the row, under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
