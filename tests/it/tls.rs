@@ -1,5 +1,7 @@
 //! HTTPS for the API: a node with `server.tls_cert_file` and `server.tls_key_file` serves the
-//! same API over TLS, and a node with an unusable certificate refuses to start, naming it.
+//! same API over TLS, and a node with an unusable certificate refuses to start, naming it. And
+//! replication by mTLS (`cluster.tls_cert_file`, `tls_key_file`, `tls_ca_file`): the reader
+//! follows the primary's stream, a peer without a certificate is refused and counted.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -139,6 +141,9 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
             ("ARC_SERVER_TLS_CERT_FILE", file("cert.pem")),
             ("ARC_SERVER_TLS_KEY_FILE", file("key.pem")),
             ("ARC_CLUSTER_TLS_CA_FILE", file("ca.pem")),
+            // Replication by mTLS: the same leaf (its name is the advertised 127.0.0.1).
+            ("ARC_CLUSTER_TLS_CERT_FILE", file("cert.pem")),
+            ("ARC_CLUSTER_TLS_KEY_FILE", file("key.pem")),
             ("ARC_CLUSTER_ENABLED", "true".to_string()),
             ("ARC_CLUSTER_NODE_ID", id.to_string()),
             ("ARC_CLUSTER_ROLE", role.to_string()),
@@ -186,6 +191,13 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
         .await
         .expect("write over https");
     assert_eq!(response.status(), 204, "{:?}", response.text().await);
+    let lsn = response
+        .headers()
+        .get("x-arc-lsn")
+        .expect("x-arc-lsn relayed")
+        .to_str()
+        .expect("ascii")
+        .to_string();
     let response = client
         .post(format!("{writer}/api/v1/query"))
         .bearer_auth(ADMIN_TOKEN)
@@ -196,6 +208,73 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
         .expect("query over https");
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["data"][0][0], 1, "{body}");
+
+    // The reader has the unflushed row through the mTLS replication stream.
+    let response = client
+        .post(format!("{reader}/api/v1/query"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-arc-database", "tls")
+        .header("x-arc-min-lsn", lsn)
+        .json(&serde_json::json!({ "sql": "SELECT value FROM forwarded" }))
+        .send()
+        .await
+        .expect("query over https");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["data"][0][0], 1, "{body}");
+
+    // A replication peer without a certificate is refused in the TLS handshake and counted.
+    let (_, local) = {
+        let response = client
+            .get(format!("{writer}/api/v1/cluster/local"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("cluster api");
+        (0, response.json::<serde_json::Value>().await.expect("json"))
+    };
+    let addr: SocketAddr = local["data"]["replication_address"]
+        .as_str()
+        .expect("replication address")
+        .parse()
+        .expect("socket address");
+    let no_certificate = arc_wal::replication::ReplicationSettings::new(
+        "intruder",
+        Some(arc_wal::replication::SharedSecret::new(
+            "tls-cluster-secret-0123456789",
+        )),
+    );
+    match arc_wal::replication::testkit::RawConnection::connect(&no_certificate, addr, "127.0.0.1")
+        .await
+    {
+        Err(_) => {}
+        Ok(mut raw) => {
+            let proof = raw.own_proof().expect("proof");
+            let _ = raw
+                .send(&arc_wal::replication::Frame::Hello { proof })
+                .await;
+            let received = raw.read_all(Duration::from_secs(5)).await;
+            assert!(
+                received.is_empty(),
+                "a peer without a certificate got {} bytes",
+                received.len()
+            );
+            raw.close().await;
+        }
+    }
+    wait_for("the refusal counted", Duration::from_secs(30), || {
+        let request = client.get(format!("{writer}/metrics")).send();
+        async move {
+            let text = request.await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|line| {
+                    line.starts_with("arc_replication_rejected_total")
+                        && line.contains("tls")
+                        && !line.ends_with(" 0")
+                })
+                .then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
