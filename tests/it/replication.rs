@@ -342,11 +342,11 @@ async fn test_readers_see_acknowledged_rows_before_the_flush_and_exactly_once_af
     drop(standby);
 }
 
-/// Zero loss at the standby: kill -9 the primary under load, stop the standby, and its WAL
+/// Zero loss at the standby: kill -9 the primary under load, then the standby, and its WAL
 /// holds every LSN acknowledged as `replicated:1`. The standby is frozen (SIGSTOP) for the
-/// last stretch before the kill, while the primary keeps appending: a primary that
+/// last stretch before the kills, while the primary keeps appending: a primary that
 /// acknowledged without the standby's fsync would answer `replicated:1` for entries the
-/// standby never got.
+/// standby never wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_every_write_acknowledged_as_replicated_is_in_the_standby_wal() {
     // The frozen standby stays in the in-sync set: writes wait for it.
@@ -376,8 +376,10 @@ async fn test_every_write_acknowledged_as_replicated_is_in_the_standby_wal() {
     )
     .await;
     primary.kill9();
+    // The standby dies frozen: its WAL holds exactly what it had fsynced (and acknowledged)
+    // before the freeze, not what was still on its way.
+    standby.kill9();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    signal(standby.pid().unwrap(), "CONT");
     let acked = writers.await.unwrap();
     let replicated: BTreeSet<u64> = acked
         .values()
@@ -388,12 +390,6 @@ async fn test_every_write_acknowledged_as_replicated_is_in_the_standby_wal() {
         replicated.len() > 300,
         "{} replicated acks",
         replicated.len()
-    );
-    let status = standby.stop().await;
-    assert!(
-        status.success(),
-        "standby stopped cleanly: {status}; log:\n{}",
-        standby.log()
     );
 
     let dump = std::process::Command::new(env!("CARGO_BIN_EXE_arc-node"))
