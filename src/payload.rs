@@ -128,11 +128,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a payload written by [`encode`].
-///
-/// # Errors
-/// When the bytes are truncated, hold impossible lengths, or Arrow rejects a batch.
-pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
+/// Walks the tables of a payload written by [`encode`]: each table with its Arrow IPC bytes and
+/// their offset. Checks the table count and that nothing trails the last table.
+fn for_each_table(
+    bytes: &[u8],
+    mut visit: impl FnMut(TableId, &[u8], usize) -> Result<(), PayloadError>,
+) -> Result<usize, PayloadError> {
     let mut reader = Reader { bytes, offset: 0 };
     let count = reader.u32()? as usize;
     // Each table takes at least 8 bytes, so a count beyond that is corruption, not a reason
@@ -143,13 +144,29 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
             reason: format!("table count {count} exceeds payload size"),
         });
     }
-    let mut writes = Vec::with_capacity(count);
     for _ in 0..count {
         let database = reader.string()?;
         let measurement = reader.string()?;
-        let table = TableId::new(database, measurement);
         let length = reader.u32()? as usize;
         let ipc = reader.take(length)?;
+        visit(TableId::new(database, measurement), ipc, reader.offset)?;
+    }
+    if reader.offset != bytes.len() {
+        return Err(PayloadError::Malformed {
+            offset: reader.offset,
+            reason: "trailing bytes".into(),
+        });
+    }
+    Ok(count)
+}
+
+/// Decodes a payload written by [`encode`].
+///
+/// # Errors
+/// When the bytes are truncated, hold impossible lengths, or Arrow rejects a batch.
+pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
+    let mut writes = Vec::new();
+    for_each_table(bytes, |table, ipc, offset| {
         let arrow_error = |source| PayloadError::Arrow {
             table: table.to_string(),
             source,
@@ -163,19 +180,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
             1 => batches.pop().expect("length checked"),
             found => {
                 return Err(PayloadError::Malformed {
-                    offset: reader.offset,
+                    offset,
                     reason: format!("{table}: expected one batch, found {found}"),
                 });
             }
         };
         writes.push(TableWrite { table, batch });
-    }
-    if reader.offset != bytes.len() {
-        return Err(PayloadError::Malformed {
-            offset: reader.offset,
-            reason: "trailing bytes".into(),
-        });
-    }
+        Ok(())
+    })?;
     Ok(writes)
 }
 
@@ -184,22 +196,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<TableWrite>, PayloadError> {
 /// # Errors
 /// When the bytes are truncated or hold impossible lengths.
 pub fn tables(bytes: &[u8]) -> Result<Vec<TableId>, PayloadError> {
-    let mut reader = Reader { bytes, offset: 0 };
-    let count = reader.u32()? as usize;
-    if count > bytes.len() / 8 {
-        return Err(PayloadError::Malformed {
-            offset: 0,
-            reason: format!("table count {count} exceeds payload size"),
-        });
-    }
-    let mut tables = Vec::with_capacity(count);
-    for _ in 0..count {
-        let database = reader.string()?;
-        let measurement = reader.string()?;
-        let length = reader.u32()? as usize;
-        reader.take(length)?;
-        tables.push(TableId::new(database, measurement));
-    }
+    let mut tables = Vec::new();
+    for_each_table(bytes, |table, _, _| {
+        tables.push(table);
+        Ok(())
+    })?;
     Ok(tables)
 }
 

@@ -515,13 +515,9 @@ impl Stream {
         while !stop.is_cancelled() {
             self.set_streaming(false);
             let Some((primary, addr, host)) = find_primary(&self.inner).await else {
-                if tokio::time::timeout(backoff, stop.cancelled())
-                    .await
-                    .is_ok()
-                {
+                if pause(stop, &mut backoff).await {
                     return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
             self.catalog_news();
@@ -539,13 +535,9 @@ impl Stream {
                         warn!(%primary, %addr, %error, "cannot reach the primary's replication stream; retrying");
                         last_warning = Some(Instant::now());
                     }
-                    if tokio::time::timeout(backoff, stop.cancelled())
-                        .await
-                        .is_ok()
-                    {
+                    if pause(stop, &mut backoff).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
@@ -620,13 +612,9 @@ impl Stream {
                 self.state.stream_ended();
             }
             info!(%primary, reason = ended, "replication stream ended; subscribing again");
-            if tokio::time::timeout(backoff, stop.cancelled())
-                .await
-                .is_ok()
-            {
+            if pause(stop, &mut backoff).await {
                 return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -778,6 +766,15 @@ impl Stream {
             before != (progress.visible, progress.commit, progress.caught_up)
         });
     }
+}
+
+/// Waits `backoff` (then doubles it, up to [`MAX_BACKOFF`]); returns whether the node stops.
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let stopped = tokio::time::timeout(*backoff, stop.cancelled())
+        .await
+        .is_ok();
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    stopped
 }
 
 fn resubscribe_label(reason: &ResubscribeReason) -> &'static str {

@@ -198,29 +198,24 @@ async fn test_should_forward_writes_over_https_trusting_the_cluster_ca() {
         .to_str()
         .expect("ascii")
         .to_string();
-    let response = client
-        .post(format!("{writer}/api/v1/query"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-arc-database", "tls")
-        .json(&serde_json::json!({ "sql": "SELECT value FROM forwarded" }))
-        .send()
-        .await
-        .expect("query over https");
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["data"][0][0], 1, "{body}");
-
+    let value = |base: &str, min_lsn: Option<&str>| {
+        let mut request = client
+            .post(format!("{base}/api/v1/query"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-arc-database", "tls")
+            .json(&serde_json::json!({ "sql": "SELECT value FROM forwarded" }));
+        if let Some(lsn) = min_lsn {
+            request = request.header("x-arc-min-lsn", lsn);
+        }
+        async move {
+            let response = request.send().await.expect("query over https");
+            let body: serde_json::Value = response.json().await.expect("json");
+            body["data"][0][0].clone()
+        }
+    };
+    assert_eq!(value(&writer, None).await, 1);
     // The reader has the unflushed row through the mTLS replication stream.
-    let response = client
-        .post(format!("{reader}/api/v1/query"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("x-arc-database", "tls")
-        .header("x-arc-min-lsn", lsn)
-        .json(&serde_json::json!({ "sql": "SELECT value FROM forwarded" }))
-        .send()
-        .await
-        .expect("query over https");
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["data"][0][0], 1, "{body}");
+    assert_eq!(value(&reader, Some(&lsn)).await, 1);
 
     // A replication peer without a certificate is refused in the TLS handshake and counted.
     let (_, local) = {
