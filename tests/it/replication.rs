@@ -816,7 +816,18 @@ async fn test_a_reader_is_not_ready_until_it_has_caught_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_read_your_writes_with_min_lsn() {
     let mut plan = Plan::new("ryw", 3, &[]);
-    let primary = plan.start("w1", "writer", &[]).await;
+    // The only test on the default `cluster.replication_addr` (`:9100`, every interface; the
+    // others take any free port so that clusters can run side by side): what a new user runs.
+    let primary = plan
+        .start("w1", "writer", &[("ARC_CLUSTER_REPLICATION_ADDR", "")])
+        .await;
+    let (_, local) = get_json(&primary, "/api/v1/cluster/local").await;
+    assert!(
+        local["data"]["replication_address"]
+            .as_str()
+            .is_some_and(|addr| addr.ends_with(":9100")),
+        "{local}"
+    );
     let reader = plan.start("r1", "reader", &[]).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let background = load(&primary, "ryw_bg", 2, 10_000_000, stop.clone());
