@@ -476,6 +476,10 @@ pub struct ClusterSettings {
     pub failover_enabled: bool,
     /// Least time between two health-triggered failovers. Default 60s.
     pub failover_cooldown: HumanDuration,
+    /// A standby starts a failover once the primary's replication stream has been silent this
+    /// long and a reconnect failed (the fast path; gossip's failure detector is far slower).
+    /// Default 3s: three missed keep-alives.
+    pub failover_timeout: HumanDuration,
     /// Failed health checks before a primary counts as unhealthy. Default 3.
     pub unhealthy_threshold: u32,
     /// The host or IP other nodes reach this node at (API, gossip, replication). Default: the
@@ -511,6 +515,7 @@ impl Default for ClusterSettings {
             replication_lag_limit: HumanDuration(Duration::from_secs(5)),
             failover_enabled: true,
             failover_cooldown: HumanDuration(Duration::from_secs(60)),
+            failover_timeout: HumanDuration(Duration::from_secs(3)),
             unhealthy_threshold: 3,
             advertise_host: None,
             tls_ca_file: None,
@@ -632,6 +637,13 @@ impl ClusterSettings {
                     "required with cluster.tls_cert_file: it verifies the replication peers' certificates",
                 ));
             }
+        }
+        if self.failover_timeout.0 < Duration::from_millis(100) {
+            return Err(invalid(
+                "cluster.failover_timeout",
+                self.failover_timeout,
+                "must be at least 100ms",
+            ));
         }
         if self.replication_lag_limit.0 < Duration::from_millis(100) {
             return Err(invalid(

@@ -110,6 +110,22 @@ fn describe() {
         "arc_replication_applied_lsn",
         "Follower: highest LSN whose rows are visible here"
     );
+    describe_counter!(
+        "arc_failovers_total",
+        "Promotions this node won, by reason (dead, silent, unhealthy, switchover)"
+    );
+    describe_histogram!(
+        "arc_failover_detection_seconds",
+        "From the failover trigger first holding to the promote attempt"
+    );
+    describe_histogram!(
+        "arc_failover_promotion_seconds",
+        "From the promote attempt to serving writes (promote record, WAL replay, writer start)"
+    );
+    describe_gauge!(
+        "arc_failover_last_timestamp_seconds",
+        "When this node last took over as primary (Unix seconds)"
+    );
     describe_gauge!(
         "arc_replication_received_lsn",
         "Follower: highest LSN received from the primary (acknowledged or not)"
@@ -306,6 +322,19 @@ pub fn set_follower_lsns(received: u64, visible: u64, commit: u64) {
     gauge!("arc_replication_received_lsn").set(received as f64);
     gauge!("arc_replication_applied_lsn").set(visible as f64);
     gauge!("arc_replication_commit_lsn").set(commit as f64);
+}
+
+/// Records a promotion this node won.
+pub fn record_failover(
+    reason: &'static str,
+    detection: Duration,
+    promotion: Duration,
+    at_unix_ms: u64,
+) {
+    counter!("arc_failovers_total", "reason" => reason).increment(1);
+    histogram!("arc_failover_detection_seconds").record(detection.as_secs_f64());
+    histogram!("arc_failover_promotion_seconds").record(promotion.as_secs_f64());
+    gauge!("arc_failover_last_timestamp_seconds").set(at_unix_ms as f64 / 1000.0);
 }
 
 /// Sets the buffered-rows gauge.

@@ -75,8 +75,12 @@ pub struct NodeInner {
     pub(crate) compaction: OnceLock<crate::compaction::CompactionHandle>,
     /// Permits of `query.max_concurrent`: a query runs only while it holds one.
     pub query_permits: Arc<tokio::sync::Semaphore>,
-    /// What this node does; set once the role's start-up (WAL replay for a primary) is done.
-    duty: OnceLock<Duty>,
+    /// What this node does; set once the role's start-up (WAL replay for a primary) is done,
+    /// and changed by a promotion.
+    duty: std::sync::RwLock<Option<Duty>>,
+    /// What the stop sequence must stop: the writer and replication server of a primary (from
+    /// its start, or from a promotion).
+    running: Mutex<Started>,
     /// When the node started.
     started: Instant,
     /// When the last catalog refresh for a query began (see `sync_catalog`).
@@ -100,6 +104,21 @@ pub struct NodeInner {
 }
 
 impl NodeInner {
+    /// What this node does now (`None` until its start-up is done).
+    fn duty(&self) -> Option<Duty> {
+        *self
+            .duty
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn set_duty(&self, duty: Duty) {
+        *self
+            .duty
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(duty);
+    }
+
     /// The epoch this node writes under, once it has promoted itself (or was elected).
     pub fn write_epoch(&self) -> Option<u64> {
         self.epoch.get().copied()
@@ -181,14 +200,14 @@ impl NodeInner {
 
     /// Whether start-up (WAL replay, for a writer) is done and the node is not draining.
     pub fn is_ready(&self) -> bool {
-        self.duty.get().is_some()
+        self.duty().is_some()
             && !self.draining.load(Ordering::Acquire)
             && !self.writer.get().is_some_and(WriterHandle::is_poisoned)
     }
 
     /// Whether this node serves `need` itself (otherwise it is forwarded).
     pub fn serves(&self, need: Need) -> bool {
-        match (need, self.duty.get()) {
+        match (need, self.duty()) {
             // Until start-up decides, requests wait here for the readiness 503.
             (_, None) => true,
             (Need::Write, Some(duty)) => matches!(duty, Duty::Standalone | Duty::Primary),
@@ -204,7 +223,7 @@ impl NodeInner {
     /// that began after a query arrived already covers it, so a burst of queries costs one
     /// read, not one each.
     pub async fn sync_catalog(&self) -> Result<(), QueryError> {
-        if matches!(self.duty.get(), Some(Duty::Standalone)) {
+        if matches!(self.duty(), Some(Duty::Standalone)) {
             return Ok(());
         }
         // A follower's stream carries flush notices, and a tailer reads the log after each
@@ -666,7 +685,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         clock,
         forward_client,
         tls: tls.is_some(),
-        duty: OnceLock::new(),
+        duty: std::sync::RwLock::new(None),
+        running: Mutex::new(Started::default()),
         started: Instant::now(),
         catalog_synced_from: AsyncMutex::new(None),
         query_permits: Arc::new(tokio::sync::Semaphore::new(config.query.max_concurrent)),
@@ -697,8 +717,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::spawn(crate::server::serve(listener, tls, app, limits, http_stop))
     };
 
-    let started = match start_role(&inner).await {
-        Ok(started) => started,
+    match start_role(&inner).await {
+        Ok(started) => *lock(&inner.running) = started,
         Err(error) => {
             http_stop.cancel();
             let _ = http_task.await;
@@ -707,7 +727,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     let epoch = inner.epoch.get().copied().unwrap_or(0);
-    let duty = inner.duty.get().copied();
+    let duty = inner.duty();
     inner.cluster.update(|info| {
         info.phase = arc_gossip::Phase::Ready;
         info.primary = matches!(duty, Some(Duty::Primary | Duty::Standalone));
@@ -795,7 +815,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(writer) = inner.writer.get() {
         writer.stop().await;
     }
-    let Started { writer, primary } = started;
+    // The follower first: a promotion it is carrying out registers the writer it starts.
+    if let Some(follower) = inner.follower.get() {
+        follower.wait_stopped().await;
+    }
+    let Started { writer, primary } = std::mem::take(&mut *lock(&inner.running));
     if let Some(writer) = writer {
         let thread = writer.thread;
         if tokio::task::spawn_blocking(move || thread.join())
@@ -813,9 +837,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         {
             error!("the write acknowledger panicked");
         }
-    }
-    if let Some(follower) = inner.follower.get() {
-        follower.wait_stopped().await;
     }
     info!("node stopped");
     match fatal {
@@ -891,6 +912,10 @@ fn forward_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .context("building the http client for forwarded requests")
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 /// What a role's start-up leaves running, for the stop sequence.
 #[derive(Default)]
 struct Started {
@@ -944,7 +969,7 @@ async fn start_role(inner: &Arc<NodeInner>) -> anyhow::Result<Started> {
             (duty, Started::default())
         }
     };
-    let _ = inner.duty.set(duty);
+    inner.set_duty(duty);
     Ok(started)
 }
 
@@ -1151,6 +1176,20 @@ async fn start_writer(inner: &Arc<NodeInner>, clustered: bool) -> anyhow::Result
             .context("wal replay task")??;
     info!(replayed, "wal replay done");
 
+    Ok(WriterStart::Primary(start_primary(
+        inner, wal, epoch, schemas, clustered,
+    )?))
+}
+
+/// Starts what a primary runs once its WAL is replayed: the replication server (clustered,
+/// with replication enabled) and the WAL writer.
+fn start_primary(
+    inner: &Arc<NodeInner>,
+    wal: Wal,
+    epoch: u64,
+    schemas: SchemaRegistry,
+    clustered: bool,
+) -> anyhow::Result<Started> {
     let primary = if clustered && inner.config.cluster.replication_enabled {
         Some(crate::replication::Primary::start(
             inner,
@@ -1181,10 +1220,76 @@ async fn start_writer(inner: &Arc<NodeInner>, clustered: bool) -> anyhow::Result
     })
     .context("starting the wal writer thread")?;
     let _ = inner.writer.set(handle);
-    Ok(WriterStart::Primary(Started {
+    Ok(Started {
         writer: Some(tasks),
         primary,
-    }))
+    })
+}
+
+/// Makes this standby the primary of `epoch`, whose promote record (fencing the previous
+/// epoch at this node's durable LSN) has just been committed. The WAL continues the same log
+/// above everything flushed (read after the promote landed, so no older epoch's flush can
+/// hide rows); the rows shown as a standby are replayed from it instead, because it also holds
+/// the entries above the old primary's commit LSN, which this epoch now owns.
+///
+/// # Errors
+/// When the WAL cannot be reopened or replayed, or the writer cannot start: the node then
+/// stops (it holds the epoch and cannot serve it).
+pub(crate) async fn take_over(inner: &Arc<NodeInner>, wal: Wal, epoch: u64) -> anyhow::Result<()> {
+    inner
+        .catalog
+        .refresh()
+        .await
+        .context("reading the catalog log after the promote")?;
+    let snapshot = inner.catalog.snapshot();
+    let max_flushed = snapshot.max_flushed_lsn();
+    let wal = if wal.next_lsn().0 <= max_flushed {
+        drop(wal);
+        let settings = wal_settings(&inner.config);
+        tokio::task::spawn_blocking(move || Wal::open(settings, Lsn(max_flushed + 1)))
+            .await
+            .context("wal reopen task")?
+            .context("reopening the write-ahead log above the flushed LSNs")?
+            .0
+    } else {
+        wal
+    };
+    anyhow::ensure!(
+        inner.epoch.set(epoch).is_ok(),
+        "this node already wrote under epoch {:?}",
+        inner.epoch.get()
+    );
+    wal_owner::write(
+        &inner.config.wal.directory,
+        &wal_owner::WalOwner {
+            node_id: inner.node_id.clone(),
+            epoch,
+        },
+    )
+    .context("recording the wal owner")?;
+    let shown = inner.buffers.discard_flushed(|_| u64::MAX);
+    drop(tokio::task::spawn_blocking(move || drop(shown)));
+    let mut schemas: SchemaRegistry = HashMap::new();
+    for (table, state) in &snapshot.tables {
+        let known = schemas.entry(table.clone()).or_default();
+        for column in &state.columns {
+            known.insert(column.name.clone(), column.kind);
+        }
+    }
+    let replay_inner = inner.clone();
+    let (wal, schemas, replayed) =
+        tokio::task::spawn_blocking(move || replay(&replay_inner, wal, schemas, &snapshot))
+            .await
+            .context("wal replay task")??;
+    let started = start_primary(inner, wal, epoch, schemas, true)?;
+    *lock(&inner.running) = started;
+    inner.set_duty(Duty::Primary);
+    inner.cluster.update(|info| {
+        info.primary = true;
+        info.epoch = epoch;
+    });
+    info!(epoch, replayed, "promoted: primary writer");
+    Ok(())
 }
 
 /// A standby writer does not open its WAL (recovery may truncate), but entries in it may be
@@ -1356,7 +1461,7 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
 }
 
 fn duty_is(inner: &NodeInner, duty: Duty) -> bool {
-    inner.duty.get() == Some(&duty)
+    inner.duty() == Some(duty)
 }
 
 async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
@@ -1364,8 +1469,9 @@ async fn flusher_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
     let tick = (max_age / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let writer = inner.writer.get().cloned();
     loop {
+        // Read each turn: a standby gets its writer when it is promoted.
+        let writer = inner.writer.get().cloned();
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_storage::{CatalogError, CatalogState, Isr, RecordBody, TableId};
+use arc_gossip::{CatalogView, Failover, FailoverAction, FailoverInput, FailoverSettings};
+use arc_storage::{CatalogError, CatalogState, FailoverRecord, Isr, RecordBody, TableId};
 use arc_wal::replication::{
     FollowerAction, FollowerPhase, FollowerRole, FollowerState, IsrChange, IsrProposal,
     PrimaryConfig, PrimaryStart, ReplicationClient, ReplicationHandle, ReplicationServer,
@@ -392,6 +393,60 @@ impl StandbyWal {
         result
     }
 
+    /// Whether this WAL holds entries a newer promote voided: entries of an older epoch above
+    /// the fence (written by a primary that was deposed, never acknowledged). Following the new
+    /// primary on top of them would leave a log that differs from its at those LSNs.
+    fn diverged(&self, snapshot: &CatalogState) -> bool {
+        let (Some(wal), Some(fence)) = (&self.wal, &snapshot.fence) else {
+            return false;
+        };
+        wal.next_lsn().0 > fence.last_lsn.saturating_add(1)
+            && wal
+                .last_epoch()
+                .is_some_and(|epoch| epoch.0 < snapshot.epoch)
+    }
+
+    /// Sets a diverged WAL aside (renamed, every byte kept for inspection) and starts an empty
+    /// one: the new primary holds every entry up to its fence, and the stream brings them back.
+    async fn set_aside(&mut self, snapshot: &CatalogState) -> anyhow::Result<()> {
+        let last = self.next_lsn().0.saturating_sub(1);
+        drop(self.wal.take());
+        let dir = self.settings.dir.clone();
+        let aside = dir.with_file_name(format!(
+            "{}.diverged-epoch-{}",
+            dir.file_name()
+                .map_or("wal".into(), |name| name.to_string_lossy()),
+            snapshot.epoch
+        ));
+        let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
+        tracing::error!(
+            wal_dir = %dir.display(),
+            moved_to = %aside.display(),
+            fence_lsn = fence,
+            last_lsn = last,
+            epoch = snapshot.epoch,
+            "this writer's WAL holds entries above the fence of epoch {}'s promote, written by a deposed primary and never acknowledged: it is set aside and the WAL is rebuilt from the new primary",
+            snapshot.epoch
+        );
+        let settings = self.settings.clone();
+        let wal = tokio::task::spawn_blocking(move || -> anyhow::Result<Wal> {
+            if aside.exists() {
+                std::fs::remove_dir_all(&aside)
+                    .with_context(|| format!("removing an older {}", aside.display()))?;
+            }
+            std::fs::rename(&settings.dir, &aside).with_context(|| {
+                format!("moving {} to {}", settings.dir.display(), aside.display())
+            })?;
+            let (wal, _) = Wal::open(settings, Lsn(1)).context("opening an empty wal")?;
+            Ok(wal)
+        })
+        .await
+        .context("the standby's wal task")??;
+        self.wal = Some(wal);
+        self.unflushed.clear();
+        Ok(())
+    }
+
     /// Restarts the WAL at `lsn`: the primary no longer keeps the entries in between, and the
     /// catalog's flushes cover them.
     async fn skip_to(&mut self, lsn: Lsn) -> anyhow::Result<()> {
@@ -447,6 +502,24 @@ struct Stream {
     progress: watch::Sender<Progress>,
     /// Wakes the catalog tailer (a flush notice, a skip).
     tail: Arc<Notify>,
+    /// A primary silent this long is dropped.
+    silence_timeout_ms: u64,
+    /// A standby's failover decision (`None`: a reader, or failover disabled).
+    failover: Option<Failover>,
+    /// When the primary was last heard from (a frame, or a stream opened).
+    last_heard: Instant,
+    /// Whether a reconnect failed since the stream went silent.
+    reconnect_failed: bool,
+    /// When an ineligible standby last said so (rate-limits the warning).
+    ineligible_warned: Option<Instant>,
+}
+
+/// What a failover check concluded.
+enum Takeover {
+    /// Keep following.
+    No,
+    /// This node is the primary now: the follower ends.
+    Done,
 }
 
 async fn follow(
@@ -465,7 +538,14 @@ async fn follow(
     let standby = match wal {
         Some(wal) => {
             let wal_settings = crate::node::wal_settings(&inner.config);
-            match StandbyWal::open(wal, wal_settings, &snapshot) {
+            let opened = match StandbyWal::open(wal, wal_settings, &snapshot) {
+                // A deposed primary restarting: its unacknowledged tail is void.
+                Ok(mut standby) if standby.diverged(&snapshot) => {
+                    standby.set_aside(&snapshot).await.map(|()| standby)
+                }
+                opened => opened,
+            };
+            match opened {
                 Ok(standby) => Some(standby),
                 Err(error) => {
                     inner.fail(format!("opening the standby's wal: {error:#}"));
@@ -489,6 +569,19 @@ async fn follow(
             progress.durable = standby.next_lsn().0.saturating_sub(1);
         });
     }
+    let cluster = &inner.config.cluster;
+    let failover = (standby.is_some() && cluster.failover_enabled).then(|| {
+        Failover::new(
+            inner.node_id.clone(),
+            FailoverSettings {
+                enabled: true,
+                failover_timeout: cluster.failover_timeout.0,
+                unhealthy_threshold: cluster.unhealthy_threshold,
+                cooldown: cluster.failover_cooldown.0,
+                ..FailoverSettings::default()
+            },
+        )
+    });
     let tail = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     tasks.spawn(tail_catalog(inner.clone(), tail.clone(), stop.clone()));
@@ -499,6 +592,11 @@ async fn follow(
         pending: VecDeque::new(),
         progress,
         tail,
+        silence_timeout_ms: settings.silence_timeout.as_millis() as u64,
+        failover,
+        last_heard: Instant::now(),
+        reconnect_failed: false,
+        ineligible_warned: None,
     };
     stream.run(&settings, &stop).await;
     stop.cancel();
@@ -514,23 +612,60 @@ impl Stream {
         let mut last_warning: Option<Instant> = None;
         while !stop.is_cancelled() {
             self.set_streaming(false);
+            match self.consider_failover().await {
+                Ok(Takeover::No) => {}
+                Ok(Takeover::Done) => return,
+                Err(error) => {
+                    self.inner
+                        .fail(format!("taking over as primary: {error:#}"));
+                    return;
+                }
+            }
             let Some((primary, addr, host)) = find_primary(&self.inner).await else {
                 if pause(stop, &mut backoff).await {
                     return;
                 }
                 continue;
             };
-            self.catalog_news();
+            if let Err(error) = self.catalog_news().await {
+                self.inner.fail(format!("standby replication: {error:#}"));
+                return;
+            }
             self.state.subscribe(now_ms());
             let Some(FollowerAction::Subscribe(subscribe)) = self.state.poll_action() else {
                 continue;
             };
-            let connected =
-                ReplicationClient::connect(settings, addr, &host, subscribe, stop.clone()).await;
+            // A standby must learn soon whether the primary is gone (a dead peer's handshake
+            // only times out after the handshake timeout).
+            let bound = match &self.failover {
+                Some(_) => (self.inner.config.cluster.failover_timeout.0 / 2)
+                    .max(Duration::from_millis(200)),
+                None => settings.handshake_timeout,
+            };
+            let connected = tokio::time::timeout(
+                bound,
+                ReplicationClient::connect(settings, addr, &host, subscribe, stop.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(arc_wal::replication::ReplicationError::Connect {
+                    peer: addr,
+                    message: format!("no answer within {bound:?}"),
+                })
+            });
             let mut client = match connected {
-                Ok(client) => client,
+                Ok(client) => {
+                    self.last_heard = Instant::now();
+                    self.reconnect_failed = false;
+                    client
+                }
                 Err(error) => {
                     self.state.stream_ended();
+                    self.reconnect_failed = true;
+                    // The catalog may name a new primary by now.
+                    if let Err(error) = self.inner.catalog().refresh().await {
+                        debug!(%error, "reading the catalog log");
+                    }
                     if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
                         warn!(%primary, %addr, %error, "cannot reach the primary's replication stream; retrying");
                         last_warning = Some(Instant::now());
@@ -555,8 +690,16 @@ impl Stream {
                     _ = stop.cancelled() => break "stop",
                     frame = client.next_frame() => frame,
                     _ = ticks.tick() => {
+                        if self.failover.is_some()
+                            && self.last_heard.elapsed() >= self.inner.config.cluster.failover_timeout.0
+                        {
+                            break "silent";
+                        }
                         self.state.tick(now_ms());
-                        self.catalog_news();
+                        if let Err(error) = self.catalog_news().await {
+                            self.inner.fail(format!("standby replication: {error:#}"));
+                            break "error";
+                        }
                         match self.act(&client).await {
                             Ok(None) => continue,
                             Ok(Some(reason)) => break reason,
@@ -575,6 +718,7 @@ impl Stream {
                     }
                 }
                 let now = now_ms();
+                self.last_heard = Instant::now();
                 let mut closed = None;
                 for frame in frames {
                     match frame {
@@ -618,12 +762,156 @@ impl Stream {
         }
     }
 
-    /// Tells the state machine about the catalog's newest promote.
-    fn catalog_news(&mut self) {
+    /// Asks the failover decision whether this standby takes over now, and does it. Called
+    /// whenever the stream is down (silent, closed, or the primary unreachable).
+    async fn consider_failover(&mut self) -> anyhow::Result<Takeover> {
+        let Some(failover) = self.failover.as_mut() else {
+            return Ok(Takeover::No);
+        };
+        let silent = self.last_heard.elapsed();
+        let failover_timeout = self.inner.config.cluster.failover_timeout.0;
+        if silent >= failover_timeout {
+            // Decide on the newest in-sync set and epoch.
+            if let Err(error) = self.inner.catalog().refresh().await {
+                debug!(%error, "reading the catalog log");
+            }
+        }
         let snapshot = self.inner.catalog().snapshot();
-        if let Some(fence) = &snapshot.fence {
-            self.state
-                .promote_seen(Epoch(snapshot.epoch), Lsn(fence.last_lsn));
+        let catalog = CatalogView {
+            epoch: snapshot.epoch,
+            primary: snapshot.primary.clone(),
+            in_sync: snapshot.in_sync.clone(),
+            last_failover_at_ms: None,
+        };
+        let view = self.inner.cluster.view();
+        let now_ms = self.inner.clock.unix_ms();
+        let action = failover.tick(&FailoverInput {
+            now_ms,
+            view: &view,
+            catalog: &catalog,
+            stream_silent_ms: Some(silent.as_millis() as u64),
+            reconnect_failed: self.reconnect_failed,
+            primary_unhealthy_checks: 0,
+        });
+        let (expected_epoch, reason, triggered_at_ms) = match action {
+            FailoverAction::Follow | FailoverAction::Wait { .. } => return Ok(Takeover::No),
+            FailoverAction::Ineligible { reason } => {
+                if self
+                    .ineligible_warned
+                    .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
+                {
+                    warn!(%reason, in_sync = ?catalog.in_sync, "the primary needs replacing, but this standby may not take over (not in sync, or not healthy)");
+                    self.ineligible_warned = Some(Instant::now());
+                }
+                return Ok(Takeover::No);
+            }
+            FailoverAction::Promote {
+                expected_epoch,
+                reason,
+                triggered_at_ms,
+            } => (expected_epoch, reason, triggered_at_ms),
+        };
+        let Some(standby) = self.standby.as_mut() else {
+            return Ok(Takeover::No);
+        };
+        let durable = standby.next_lsn().0.saturating_sub(1);
+        let attempt = Instant::now();
+        let record = FailoverRecord {
+            reason: reason.as_str().to_string(),
+            detected_at_ms: triggered_at_ms,
+            promoted_at_ms: now_ms,
+        };
+        info!(%reason, expected_epoch, durable_lsn = durable, "taking over as primary");
+        let promoted = self
+            .inner
+            .catalog()
+            .promote_for_failover(
+                expected_epoch,
+                &self.inner.node_id,
+                durable,
+                vec![self.inner.node_id.clone()],
+                record,
+            )
+            .await;
+        match promoted {
+            Ok(epoch) => {
+                failover.promoted(expected_epoch);
+                let wal = standby.wal.take().context("the standby's wal is closed")?;
+                crate::node::take_over(&self.inner, wal, epoch).await?;
+                let detection = Duration::from_millis(now_ms.saturating_sub(triggered_at_ms));
+                m::record_failover(
+                    reason.as_str(),
+                    detection,
+                    attempt.elapsed(),
+                    self.inner.clock.unix_ms(),
+                );
+                info!(epoch, %reason, detection_ms = detection.as_millis() as u64, promotion_ms = attempt.elapsed().as_millis() as u64, "took over as primary");
+                Ok(Takeover::Done)
+            }
+            Err(CatalogError::Fenced { current_epoch, .. }) => {
+                info!(
+                    current_epoch,
+                    "another standby took over first; following it"
+                );
+                failover.promote_lost(expected_epoch);
+                Ok(Takeover::No)
+            }
+            Err(error) => {
+                warn!(%error, "the promote failed; trying again");
+                failover.promote_failed(self.inner.clock.unix_ms());
+                Ok(Takeover::No)
+            }
+        }
+    }
+
+    /// Tells the state machine about the catalog's newest promote. Entries this node holds
+    /// above a newer promote's fence were never acknowledged (the new primary, in sync, would
+    /// hold them otherwise) and differ from the new primary's log: a reader drops them, a
+    /// standby sets its WAL aside, and both start over from what remains.
+    async fn catalog_news(&mut self) -> anyhow::Result<()> {
+        let snapshot = self.inner.catalog().snapshot();
+        let Some(fence) = snapshot.fence.clone() else {
+            return Ok(());
+        };
+        if Epoch(snapshot.epoch) <= self.state.promised_epoch() {
+            return Ok(());
+        }
+        self.state
+            .promote_seen(Epoch(snapshot.epoch), Lsn(fence.last_lsn));
+        let holds_beyond = self.state.next_lsn().0 > fence.last_lsn.saturating_add(1);
+        let diverged = self
+            .standby
+            .as_ref()
+            .is_some_and(|standby| standby.diverged(&snapshot));
+        if !holds_beyond && !diverged {
+            return Ok(());
+        }
+        self.pending.retain(|(lsn, _)| *lsn <= fence.last_lsn);
+        let next = match &mut self.standby {
+            Some(standby) if diverged => {
+                standby.set_aside(&snapshot).await?;
+                standby.next_lsn()
+            }
+            Some(standby) => standby.next_lsn(),
+            None => Lsn(fence.last_lsn.saturating_add(1)),
+        };
+        let next = next.min(Lsn(fence.last_lsn.saturating_add(1)));
+        info!(epoch = snapshot.epoch, fence_lsn = fence.last_lsn, next_lsn = %next, "a new primary: following it from its fence");
+        self.state = FollowerState::new(
+            self.inner.node_id.clone(),
+            self.state_role(),
+            (Epoch(snapshot.epoch), Lsn(fence.last_lsn)),
+            next,
+            self.silence_timeout_ms,
+        );
+        Ok(())
+    }
+
+    fn state_role(&self) -> FollowerRole {
+        if self.standby.is_some() {
+            FollowerRole::Standby
+        } else {
+            FollowerRole::Reader
         }
     }
 

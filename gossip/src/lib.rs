@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod failover;
 pub mod frame;
 pub mod membership;
 mod metrics;
@@ -25,6 +26,9 @@ pub mod ranking;
 mod transport;
 pub mod view;
 
+pub use failover::{
+    CatalogView, Failover, FailoverAction, FailoverInput, FailoverReason, FailoverSettings,
+};
 pub use frame::{FrameKey, RejectReason};
 pub use membership::{
     Membership, MembershipError, MembershipSettings, detection_bound, failure_detector_config,

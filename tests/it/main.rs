@@ -10,6 +10,7 @@ mod crash;
 mod deploy;
 mod durability;
 mod e2e;
+mod failover;
 mod harness;
 mod hostile;
 mod lifecycle;

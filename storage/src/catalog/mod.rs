@@ -39,7 +39,8 @@ use tokio::sync::{Mutex, watch};
 use tracing::{debug, info, warn};
 
 pub use record::{
-    Compact, DataObject, FORMAT_VERSION, Fence, Flush, Isr, LogRecord, Promote, RecordBody,
+    Compact, DataObject, FORMAT_VERSION, FailoverRecord, Fence, Flush, Isr, LogRecord, Promote,
+    RecordBody,
 };
 pub use state::{CatalogState, TableState};
 
@@ -236,6 +237,35 @@ impl Catalog {
         last_lsn: u64,
         in_sync: Vec<String>,
     ) -> Result<u64, CatalogError> {
+        self.promote_record(expected_epoch, node_id, last_lsn, in_sync, None)
+            .await
+    }
+
+    /// As [`Catalog::promote_if`], for a failover: the record says why and when.
+    ///
+    /// # Errors
+    ///
+    /// As [`Catalog::promote_if`].
+    pub async fn promote_for_failover(
+        &self,
+        expected_epoch: u64,
+        node_id: &str,
+        last_lsn: u64,
+        in_sync: Vec<String>,
+        failover: FailoverRecord,
+    ) -> Result<u64, CatalogError> {
+        self.promote_record(expected_epoch, node_id, last_lsn, in_sync, Some(failover))
+            .await
+    }
+
+    async fn promote_record(
+        &self,
+        expected_epoch: u64,
+        node_id: &str,
+        last_lsn: u64,
+        in_sync: Vec<String>,
+        failover: Option<FailoverRecord>,
+    ) -> Result<u64, CatalogError> {
         let epoch = expected_epoch + 1;
         let body = RecordBody::Promote(Promote {
             epoch,
@@ -245,6 +275,7 @@ impl Catalog {
                 last_lsn,
             },
             in_sync,
+            failover,
         });
         let seq = self.commit(epoch, node_id, body).await?;
         info!(epoch, seq, node_id, last_lsn, "promoted");

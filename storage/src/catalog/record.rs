@@ -74,6 +74,20 @@ pub struct Promote {
     pub fence: Fence,
     /// The in-sync replica set at promotion.
     pub in_sync: Vec<String>,
+    /// Why and when, for a failover (absent for a start-up claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverRecord>,
+}
+
+/// What a failover's `promote` record says of it: the history the cluster API shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    /// Why: `dead`, `silent`, `unhealthy` or `switchover`.
+    pub reason: String,
+    /// When the trigger first held, ms since the Unix epoch (the promoter's clock).
+    pub detected_at_ms: u64,
+    /// When the promote was written, ms since the Unix epoch (the promoter's clock).
+    pub promoted_at_ms: u64,
 }
 
 /// The fence of a promote: the epoch it ends and the last LSN it covers.
@@ -335,6 +349,11 @@ mod tests {
                     last_lsn: 77,
                 },
                 in_sync: vec!["b".into(), "c".into()],
+                failover: Some(FailoverRecord {
+                    reason: "dead".into(),
+                    detected_at_ms: 1,
+                    promoted_at_ms: 2,
+                }),
             }),
             flush_record().record,
             RecordBody::Compact(Compact {

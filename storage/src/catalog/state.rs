@@ -269,6 +269,7 @@ mod tests {
                 last_lsn: 0,
             },
             in_sync: vec![node.into()],
+            failover: None,
         })
     }
 
