@@ -95,10 +95,15 @@ async fn start_members(
     members: &[Member],
     seeds: &[u16],
     storage: &Path,
+    extra: &[(&str, &str)],
 ) -> Vec<TestNode> {
     let mut nodes: Vec<TestNode> = members
         .iter()
-        .map(|member| TestNode::prepare_owned(member_env(cluster, member, seeds, storage)))
+        .map(|member| {
+            let mut env = member_env(cluster, member, seeds, storage);
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            TestNode::prepare_owned(env)
+        })
         .collect();
     for node in &mut nodes {
         node.spawn_only();
@@ -218,7 +223,16 @@ async fn test_five_nodes_converge_forward_writes_and_track_deaths_leaves_and_res
         })
         .collect();
     let seeds = [ports[0], ports[2]];
-    let mut nodes = start_members("five", &members, &seeds, storage.path()).await;
+    // Without failover: the primary killed here comes back as primary (tests/it/failover.rs
+    // has the standby taking over).
+    let mut nodes = start_members(
+        "five",
+        &members,
+        &seeds,
+        storage.path(),
+        &[("ARC_CLUSTER_FAILOVER_ENABLED", "false")],
+    )
+    .await;
 
     // Every node agrees: 5 nodes, all healthy, roles 2/2/1, one primary.
     let all_healthy = expect(&plan.map(|(id, _)| (id, "healthy")));
@@ -553,6 +567,7 @@ async fn test_two_clusters_on_shared_ports_never_mix() {
         ],
         &ports,
         alpha_storage.path(),
+        &[],
     )
     .await;
     let beta = start_members(
@@ -563,6 +578,7 @@ async fn test_two_clusters_on_shared_ports_never_mix() {
         ],
         &ports,
         beta_storage.path(),
+        &[],
     )
     .await;
     let alpha_view = expect(&[("a-r", "healthy"), ("a-w", "healthy")]);
@@ -662,6 +678,7 @@ async fn test_gossip_without_the_secret_changes_nothing() {
         }],
         &[],
         storage.path(),
+        &[],
     )
     .await;
     let mut reader_env = member_env(
@@ -1090,6 +1107,12 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
                 (
                     "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
                     format!("{link_ip}:0"),
+                ),
+                // What gossip shows across a partition, without failover (which would promote
+                // writer-2 in B): B has no primary and says so.
+                (
+                    "ARC_CLUSTER_FAILOVER_ENABLED".to_string(),
+                    "false".to_string(),
                 ),
                 ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
             ]);

@@ -240,6 +240,15 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         "acknowledged but lost: {lost:?} of {}",
         acked.len()
     );
+    for (id, node) in &nodes {
+        for line in node
+            .log()
+            .lines()
+            .filter(|line| line.contains("took over as primary"))
+        {
+            eprintln!("{id}: {line}");
+        }
+    }
     eprintln!(
         "recoveries (kill -9 -> first acknowledged write): {recoveries:?}; {} writes acknowledged",
         acked.len()
