@@ -1162,18 +1162,7 @@ async fn start_writer(inner: &Arc<NodeInner>, clustered: bool) -> anyhow::Result
         "promoted; replaying wal"
     );
 
-    let mut schemas: SchemaRegistry = HashMap::new();
-    for (table, state) in &snapshot.tables {
-        let known = schemas.entry(table.clone()).or_default();
-        for column in &state.columns {
-            known.insert(column.name.clone(), column.kind);
-        }
-    }
-    let replay_inner = inner.clone();
-    let (wal, schemas, replayed) =
-        tokio::task::spawn_blocking(move || replay(&replay_inner, wal, schemas, &snapshot))
-            .await
-            .context("wal replay task")??;
+    let (wal, schemas, replayed) = replay_above_catalog(inner, wal, snapshot).await?;
     info!(replayed, "wal replay done");
 
     Ok(WriterStart::Primary(start_primary(
@@ -1269,18 +1258,7 @@ pub(crate) async fn take_over(inner: &Arc<NodeInner>, wal: Wal, epoch: u64) -> a
     .context("recording the wal owner")?;
     let shown = inner.buffers.discard_flushed(|_| u64::MAX);
     drop(tokio::task::spawn_blocking(move || drop(shown)));
-    let mut schemas: SchemaRegistry = HashMap::new();
-    for (table, state) in &snapshot.tables {
-        let known = schemas.entry(table.clone()).or_default();
-        for column in &state.columns {
-            known.insert(column.name.clone(), column.kind);
-        }
-    }
-    let replay_inner = inner.clone();
-    let (wal, schemas, replayed) =
-        tokio::task::spawn_blocking(move || replay(&replay_inner, wal, schemas, &snapshot))
-            .await
-            .context("wal replay task")??;
+    let (wal, schemas, replayed) = replay_above_catalog(inner, wal, snapshot).await?;
     let started = start_primary(inner, wal, epoch, schemas, true)?;
     *lock(&inner.running) = started;
     inner.set_duty(Duty::Primary);
@@ -1318,6 +1296,26 @@ fn report_standby_wal(wal_dir: &std::path::Path, marker: Option<&wal_owner::WalO
         wal_dir.display()
     );
     m::record_standby_wal_bytes(summary.entry_bytes);
+}
+
+/// Replays `wal` into the buffers above each table's flushed LSN in `snapshot`, with the
+/// catalog's schemas as the known ones; on a blocking thread.
+async fn replay_above_catalog(
+    inner: &Arc<NodeInner>,
+    wal: Wal,
+    snapshot: Arc<CatalogState>,
+) -> anyhow::Result<(Wal, SchemaRegistry, u64)> {
+    let mut schemas: SchemaRegistry = HashMap::new();
+    for (table, state) in &snapshot.tables {
+        let known = schemas.entry(table.clone()).or_default();
+        for column in &state.columns {
+            known.insert(column.name.clone(), column.kind);
+        }
+    }
+    let replay_inner = inner.clone();
+    tokio::task::spawn_blocking(move || replay(&replay_inner, wal, schemas, &snapshot))
+        .await
+        .context("wal replay task")?
 }
 
 fn replay(
