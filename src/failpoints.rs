@@ -11,7 +11,8 @@
 //! Unset, a failpoint costs one lookup in an empty map. Known points: `flush-before-commit`
 //! (Parquet encoded, nothing committed), `flush-after-commit` (record committed, WAL not yet
 //! trimmed), `writer-before-promote` (WAL recovered, epoch not yet claimed), `wal-writer` (the
-//! WAL writer thread, once per group commit).
+//! WAL writer thread, once per group commit), `replicate-before-publish` (a clustered
+//! primary's group commit is durable locally, not yet streamed to any follower).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -406,9 +406,11 @@ impl StandbyWal {
                 .is_some_and(|epoch| epoch.0 < snapshot.epoch)
     }
 
-    /// Sets a diverged WAL aside (renamed, every byte kept for inspection) and starts an empty
-    /// one: the new primary holds every entry up to its fence, and the stream brings them back.
-    async fn set_aside(&mut self, snapshot: &CatalogState) -> anyhow::Result<()> {
+    /// Cuts a diverged WAL back to the fence: the directory is set aside (renamed, every byte
+    /// kept for inspection) and a new WAL is written with its entries up to the fence, which
+    /// the new primary holds as well; the stream brings the rest. Entries up to the fence are
+    /// kept, not dropped: they may be acknowledged writes that no flush covers yet.
+    async fn cut_above_fence(&mut self, snapshot: &CatalogState) -> anyhow::Result<()> {
         let last = self.next_lsn().0.saturating_sub(1);
         drop(self.wal.take());
         let dir = self.settings.dir.clone();
@@ -425,11 +427,11 @@ impl StandbyWal {
             fence_lsn = fence,
             last_lsn = last,
             epoch = snapshot.epoch,
-            "this writer's WAL holds entries above the fence of epoch {}'s promote, written by a deposed primary and never acknowledged: it is set aside and the WAL is rebuilt from the new primary",
+            "this writer's WAL holds entries above the fence of epoch {}'s promote, written by a deposed primary and never acknowledged: the WAL is set aside and rebuilt with its entries up to the fence",
             snapshot.epoch
         );
         let settings = self.settings.clone();
-        let wal = tokio::task::spawn_blocking(move || -> anyhow::Result<Wal> {
+        let (wal, unflushed) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             if aside.exists() {
                 std::fs::remove_dir_all(&aside)
                     .with_context(|| format!("removing an older {}", aside.display()))?;
@@ -437,13 +439,36 @@ impl StandbyWal {
             std::fs::rename(&settings.dir, &aside).with_context(|| {
                 format!("moving {} to {}", settings.dir.display(), aside.display())
             })?;
-            let (wal, _) = Wal::open(settings, Lsn(1)).context("opening an empty wal")?;
-            Ok(wal)
+            let old_settings = WalSettings {
+                dir: aside.clone(),
+                ..settings.clone()
+            };
+            let (old, _) = Wal::open(old_settings, Lsn(1))
+                .with_context(|| format!("opening the set-aside wal {}", aside.display()))?;
+            let first = old
+                .first_lsn()
+                .map_or(Lsn(fence.saturating_add(1)), |first| {
+                    first.min(Lsn(fence.saturating_add(1)))
+                });
+            let (mut wal, _) = Wal::open(settings, first).context("opening a new wal")?;
+            let mut unflushed = VecDeque::new();
+            for entry in old.read_from(first).context("reading the set-aside wal")? {
+                let entry = entry.context("reading an entry of the set-aside wal")?;
+                if entry.lsn.0 > fence {
+                    break;
+                }
+                wal.append_at(entry.epoch, entry.lsn, &entry.payload)
+                    .with_context(|| format!("copying lsn {} below the fence", entry.lsn))?;
+                let tables = payload::tables(&entry.payload).unwrap_or_default();
+                unflushed.push_back((entry.lsn.0, table_names(&tables)));
+            }
+            wal.sync().context("syncing the rebuilt wal")?;
+            Ok((wal, unflushed))
         })
         .await
         .context("the standby's wal task")??;
         self.wal = Some(wal);
-        self.unflushed.clear();
+        self.unflushed = unflushed;
         Ok(())
     }
 
@@ -512,6 +537,11 @@ struct Stream {
     reconnect_failed: bool,
     /// When an ineligible standby last said so (rate-limits the warning).
     ineligible_warned: Option<Instant>,
+    /// When this follower started (gossip's liveness is not believed before a detection
+    /// bound has passed).
+    started: Instant,
+    /// The primary whose silence `last_heard` and `reconnect_failed` measure.
+    silence_of: Option<String>,
 }
 
 /// What a failover check concluded.
@@ -541,7 +571,7 @@ async fn follow(
             let opened = match StandbyWal::open(wal, wal_settings, &snapshot) {
                 // A deposed primary restarting: its unacknowledged tail is void.
                 Ok(mut standby) if standby.diverged(&snapshot) => {
-                    standby.set_aside(&snapshot).await.map(|()| standby)
+                    standby.cut_above_fence(&snapshot).await.map(|()| standby)
                 }
                 opened => opened,
             };
@@ -597,7 +627,15 @@ async fn follow(
         last_heard: Instant::now(),
         reconnect_failed: false,
         ineligible_warned: None,
+        started: Instant::now(),
+        silence_of: None,
     };
+    if let Err(error) = stream.queue_own_wal() {
+        stream
+            .inner
+            .fail(format!("reading the standby's wal: {error:#}"));
+        return;
+    }
     stream.run(&settings, &stop).await;
     stop.cancel();
     while tasks.join_next().await.is_some() {}
@@ -638,7 +676,15 @@ impl Stream {
             // A standby must learn soon whether the primary is gone (a dead peer's handshake
             // only times out after the handshake timeout).
             let bound = match &self.failover {
-                Some(_) => (self.inner.config.cluster.failover_timeout.0 / 2)
+                // The rest of the failover timeout (a reconnect failing within it is the
+                // trigger), and never so short that a live primary cannot answer.
+                Some(_) => self
+                    .inner
+                    .config
+                    .cluster
+                    .failover_timeout
+                    .0
+                    .saturating_sub(self.last_heard.elapsed())
                     .max(Duration::from_millis(200)),
                 None => settings.handshake_timeout,
             };
@@ -683,15 +729,24 @@ impl Stream {
                 "reader"
             };
             info!(%primary, %addr, role, from_lsn = %self.state.next_lsn(), "following the primary");
-            let mut ticks = tokio::time::interval(settings.keepalive_interval);
+            // A standby checks the stream's silence often enough to notice it in time.
+            let tick = match &self.failover {
+                Some(_) => settings
+                    .keepalive_interval
+                    .min(self.inner.config.cluster.failover_timeout.0 / 6),
+                None => settings.keepalive_interval,
+            };
+            let mut ticks = tokio::time::interval(tick);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ended = loop {
                 let first = tokio::select! {
                     _ = stop.cancelled() => break "stop",
                     frame = client.next_frame() => frame,
                     _ = ticks.tick() => {
+                        // Half the failover timeout without a word: reconnect within the other
+                        // half, so that a dead primary is known to be dead at the timeout.
                         if self.failover.is_some()
-                            && self.last_heard.elapsed() >= self.inner.config.cluster.failover_timeout.0
+                            && self.last_heard.elapsed() >= self.inner.config.cluster.failover_timeout.0 / 2
                         {
                             break "silent";
                         }
@@ -768,8 +823,15 @@ impl Stream {
         let Some(failover) = self.failover.as_mut() else {
             return Ok(Takeover::No);
         };
-        let silent = self.last_heard.elapsed();
         let failover_timeout = self.inner.config.cluster.failover_timeout.0;
+        // Silence is measured per primary: a new one starts with a clean slate.
+        let primary = self.inner.catalog().snapshot().primary.clone();
+        if primary != self.silence_of {
+            self.silence_of = primary;
+            self.last_heard = Instant::now();
+            self.reconnect_failed = false;
+        }
+        let silent = self.last_heard.elapsed();
         if silent >= failover_timeout {
             // Decide on the newest in-sync set and epoch.
             if let Err(error) = self.inner.catalog().refresh().await {
@@ -792,7 +854,23 @@ impl Stream {
             stream_silent_ms: Some(silent.as_millis() as u64),
             reconnect_failed: self.reconnect_failed,
             primary_unhealthy_checks: 0,
+            gossip_settled: self.started.elapsed()
+                >= arc_gossip::detection_bound(self.inner.config.cluster.heartbeat_interval.0),
         });
+        if !matches!(action, FailoverAction::Follow) {
+            let state = catalog
+                .primary
+                .as_deref()
+                .and_then(|primary| view.get(primary))
+                .map(|node| (node.state.to_string(), node.generation));
+            debug!(
+                ?action,
+                ?state,
+                silent_ms = silent.as_millis() as u64,
+                reconnect_failed = self.reconnect_failed,
+                "failover check"
+            );
+        }
         let (expected_epoch, reason, triggered_at_ms) = match action {
             FailoverAction::Follow | FailoverAction::Wait { .. } => return Ok(Takeover::No),
             FailoverAction::Ineligible { reason } => {
@@ -889,7 +967,7 @@ impl Stream {
         self.pending.retain(|(lsn, _)| *lsn <= fence.last_lsn);
         let next = match &mut self.standby {
             Some(standby) if diverged => {
-                standby.set_aside(&snapshot).await?;
+                standby.cut_above_fence(&snapshot).await?;
                 standby.next_lsn()
             }
             Some(standby) => standby.next_lsn(),
@@ -990,6 +1068,27 @@ impl Stream {
             ));
         }
         Ok(end)
+    }
+
+    /// A standby's own WAL holds entries no flush covers yet: queued like streamed ones, they
+    /// are shown once the primary's commit LSN covers them (the stream starts after them).
+    fn queue_own_wal(&mut self) -> anyhow::Result<()> {
+        let Some(wal) = self
+            .standby
+            .as_ref()
+            .and_then(|standby| standby.wal.as_ref())
+        else {
+            return Ok(());
+        };
+        let entries = wal
+            .read_from(Lsn(0))
+            .context("reading the standby's wal")?
+            .collect::<Result<Vec<Entry>, _>>()
+            .context("reading an entry of the standby's wal")?;
+        for entry in &entries {
+            self.receive(entry);
+        }
+        Ok(())
     }
 
     /// Decodes an entry's rows (those of tables whose flushes do not cover it yet) and queues

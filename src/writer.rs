@@ -538,6 +538,7 @@ fn run(
                                     payload: std::mem::take(&mut accepted.payload),
                                 })
                                 .collect();
+                            crate::failpoints::hit("replicate-before-publish");
                             publisher.publish(entries);
                             // The acknowledger ends only after this thread: it cannot be gone.
                             let _ = groups.send(group);

@@ -157,6 +157,10 @@ pub struct FailoverInput<'a> {
     pub reconnect_failed: bool,
     /// Consecutive failed health checks of the primary, as it gossips them.
     pub primary_unhealthy_checks: u32,
+    /// Whether gossip's liveness can be believed yet: a failure detector that has just started
+    /// shows every peer dead until their heartbeats arrive, and a standby restarting must not
+    /// take that for a dead primary. Until then only the stream's own silence counts.
+    pub gossip_settled: bool,
 }
 
 /// What a standby does after a tick.
@@ -349,10 +353,11 @@ fn trigger(
 ) -> Option<FailoverReason> {
     // A primary missing from the view is not taken for dead: it may not have been gossiped yet
     // (this node just started). If it is really gone, its stream is silent too.
-    let gone = input
-        .view
-        .get(primary)
-        .is_some_and(|node| matches!(node.state, NodeState::Dead | NodeState::Left));
+    let gone = input.gossip_settled
+        && input
+            .view
+            .get(primary)
+            .is_some_and(|node| matches!(node.state, NodeState::Dead | NodeState::Left));
     if gone {
         return Some(FailoverReason::Dead);
     }
@@ -444,6 +449,7 @@ mod tests {
             stream_silent_ms: None,
             reconnect_failed: false,
             primary_unhealthy_checks: 0,
+            gossip_settled: true,
         }
     }
 
@@ -457,6 +463,21 @@ mod tests {
             reason,
             triggered_at_ms,
         }
+    }
+
+    /// A standby that has just started sees everyone dead until heartbeats arrive: that alone
+    /// must not replace a primary; its own stream's silence still does.
+    #[test]
+    fn test_should_not_believe_a_fresh_failure_detector() {
+        let view = three_standbys(NodeState::Dead);
+        let catalog = catalog(&["a", "b", "c"]);
+        let mut machine = machine("a");
+        let mut tick = input(T0, &view, &catalog);
+        tick.gossip_settled = false;
+        assert_eq!(machine.tick(&tick), FailoverAction::Follow);
+        tick.stream_silent_ms = Some(millis(FailoverSettings::DEFAULT_FAILOVER_TIMEOUT));
+        tick.reconnect_failed = true;
+        assert_eq!(machine.tick(&tick), promote(FailoverReason::Silent, T0));
     }
 
     #[test]

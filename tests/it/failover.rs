@@ -106,8 +106,11 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
             },
             gossip_port: ports[i],
         };
-        let mut node =
-            TestNode::prepare_owned(member_env(&cluster, &member, &ports[..1], storage.path()));
+        let mut node = TestNode::prepare_owned({
+            let mut env = member_env(&cluster, &member, &ports[..1], storage.path());
+            env.push(("RUST_LOG".into(), "info,arc_node::replication=debug".into()));
+            env
+        });
         node.spawn().await;
         nodes.insert(id, node);
     }
@@ -241,11 +244,11 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         acked.len()
     );
     for (id, node) in &nodes {
-        for line in node
-            .log()
-            .lines()
-            .filter(|line| line.contains("took over as primary"))
-        {
+        for line in node.log().lines().filter(|line| {
+            line.contains("took over as primary")
+                || line.contains("failover check")
+                || line.contains("stream ended")
+        }) {
             eprintln!("{id}: {line}");
         }
     }
@@ -253,4 +256,144 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         "recoveries (kill -9 -> first acknowledged write): {recoveries:?}; {} writes acknowledged",
         acked.len()
     );
+}
+
+/// The old primary's unacknowledged tail: the primary syncs a write to its own WAL and dies
+/// before any standby got it (a failpoint between the sync and the stream). A standby takes
+/// over with a fence below that entry. The old primary, restarted, cuts its WAL back to the
+/// fence (the old directory kept aside), follows the new primary and gets back in sync; the
+/// unacknowledged row is never shown anywhere, every acknowledged row is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_restarted_old_primary_drops_its_unacknowledged_tail() {
+    let ports = free_udp_ports(3);
+    let storage = tempfile::tempdir().unwrap();
+    let release = storage.path().join("release");
+    std::fs::write(&release, b"").unwrap();
+    let cluster = format!("tail-{}", rand::random::<u32>());
+    let mut nodes: BTreeMap<&str, TestNode> = BTreeMap::new();
+    for (i, id) in ["w1", "w2", "w3"].into_iter().enumerate() {
+        let member = Member {
+            id: id.to_string(),
+            role: "writer",
+            gossip_port: ports[i],
+        };
+        let mut env = member_env(&cluster, &member, &ports[..1], storage.path());
+        if id == "w1" {
+            // Passes while the release file exists.
+            env.push((
+                "ARC_FAILPOINTS".into(),
+                format!("replicate-before-publish=pause:{}", release.display()),
+            ));
+        }
+        let mut node = TestNode::prepare_owned(env);
+        node.spawn().await;
+        nodes.insert(id, node);
+    }
+    let write = |node: &TestNode, id: u64| {
+        let request = node
+            .client
+            .post(node.url("/api/v1/write/line-protocol"))
+            .header("x-arc-database", DB)
+            .body(format!(
+                "tail id={id}i {}\n",
+                1_785_542_400_000_000_000u64 + id
+            ))
+            .timeout(Duration::from_secs(30))
+            .send();
+        async move {
+            let response = request.await.ok()?;
+            (response.status() == 204).then(|| {
+                response.headers()["x-arc-durability"]
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
+        }
+    };
+    let mut next = 100;
+    wait_for("both standbys in sync", DEADLINE, || {
+        next += 1;
+        let attempt = write(&nodes["w1"], next);
+        async move { (attempt.await? == "replicated:2").then_some(()) }
+    })
+    .await;
+    for id in 1..=20 {
+        assert_eq!(
+            write(&nodes["w1"], id).await.as_deref(),
+            Some("replicated:2")
+        );
+    }
+    // Arm the pause: the next group commit stops after its sync, before the stream.
+    for entry in std::fs::read_dir(storage.path()).unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("release.reached.")
+        {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    std::fs::remove_file(&release).unwrap();
+    let pending = tokio::spawn(write(&nodes["w1"], 999));
+    crate::harness::wait_paused(&release, 1).await;
+    nodes.get_mut("w1").unwrap().kill9();
+    assert_eq!(
+        pending.await.unwrap(),
+        None,
+        "the write was never acknowledged"
+    );
+    let new_primary = wait_for("a standby to take over", DEADLINE, || async {
+        let summary = get_json(&nodes["w2"], "/api/v1/cluster").await?;
+        let primary = summary["data"]["primary"].as_str()?.to_string();
+        (primary != "w1" && summary["data"]["epoch"].as_u64()? > 1).then_some(primary)
+    })
+    .await;
+    std::fs::write(&release, b"").unwrap();
+    nodes.get_mut("w1").unwrap().spawn().await;
+    let log = nodes["w1"].log();
+    assert!(
+        log.contains("rebuilt with its entries up to the fence"),
+        "the old primary cut its wal back to the fence; log:\n{log}"
+    );
+    assert!(
+        nodes["w1"].dir.join("wal.diverged-epoch-2").is_dir(),
+        "the old wal is kept aside"
+    );
+    // It follows as a standby and is back in sync.
+    wait_for("the old primary in sync again", DEADLINE, || {
+        next += 1;
+        let attempt = write(&nodes[new_primary.as_str()], next);
+        async move { (attempt.await? == "replicated:2").then_some(()) }
+    })
+    .await;
+    async fn shown(node: &TestNode) -> Vec<u64> {
+        let (status, body) = node
+            .query_raw(&format!("SELECT id FROM {DB}.tail ORDER BY id"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row[0].as_u64().unwrap())
+            .collect()
+    }
+    // Before and after the flush, on every node: every acknowledged row (a follower may take
+    // a moment), never the other one.
+    for flushed in [false, true] {
+        if flushed {
+            nodes[new_primary.as_str()].flush().await;
+        }
+        for (id, node) in &nodes {
+            wait_for("every acknowledged row", DEADLINE, || async {
+                let ids = shown(node).await;
+                assert!(
+                    !ids.contains(&999),
+                    "{id} shows the unacknowledged row: {ids:?}"
+                );
+                (1..=20).all(|row| ids.contains(&row)).then_some(())
+            })
+            .await;
+        }
+    }
 }
