@@ -934,6 +934,12 @@ impl Stream {
                 failover.promote_lost(expected_epoch);
                 Ok(Takeover::No)
             }
+            Err(CatalogError::Rejected { reason }) => {
+                // The log says this node left the in-sync set: it may lack acknowledged writes.
+                info!(%reason, "the catalog refused the promote; following");
+                failover.promote_failed(self.inner.clock.unix_ms());
+                Ok(Takeover::No)
+            }
             Err(error) => {
                 warn!(%error, "the promote failed; trying again");
                 failover.promote_failed(self.inner.clock.unix_ms());

@@ -677,10 +677,10 @@ async fn test_the_primary_refuses_peers_without_the_secret() {
             None => raw.own_proof().unwrap(),
             Some(captured) => captured,
         };
-        raw.send(&Frame::Hello { proof }).await.unwrap();
-        raw.send(&Frame::Subscribe(subscribe.clone()))
-            .await
-            .unwrap();
+        // The primary may close the connection as soon as the proof fails, so a send can
+        // fail: what matters is that nothing of the WAL comes back.
+        let _ = raw.send(&Frame::Hello { proof }).await;
+        let _ = raw.send(&Frame::Subscribe(subscribe.clone())).await;
         let received = raw.read_all(Duration::from_secs(5)).await;
         assert!(
             received.is_empty(),

@@ -124,6 +124,15 @@ impl CatalogState {
                     current_epoch: self.epoch,
                 };
             }
+            // A failover promote is valid only from a member of the in-sync set as the log
+            // has it when the promote lands: one removed meanwhile by an `isr` record may lack
+            // writes acknowledged after its removal.
+            if promote.failover.is_some() && !self.in_sync.contains(&promote.node_id) {
+                return Verdict::Rejected(format!(
+                    "{} is not in the in-sync set {:?} of epoch {}",
+                    promote.node_id, self.in_sync, self.epoch
+                ));
+            }
             return Verdict::Valid;
         }
         if epoch < self.epoch {
@@ -271,6 +280,48 @@ mod tests {
             in_sync: vec![node.into()],
             failover: None,
         })
+    }
+
+    /// A failover promote from a standby that an `isr` record removed before it landed is
+    /// void: the primary may have acknowledged writes without it since.
+    #[test]
+    fn test_should_void_a_failover_promote_from_outside_the_in_sync_set() {
+        let mut state = CatalogState::default();
+        state.apply(&record(1, 1, promote(1, "a")));
+        state.apply(&record(
+            2,
+            1,
+            RecordBody::Isr(crate::catalog::record::Isr {
+                in_sync: vec!["a".into(), "b".into()],
+            }),
+        ));
+        let failover = |node: &str| {
+            let RecordBody::Promote(mut body) = promote(2, node) else {
+                unreachable!()
+            };
+            body.failover = Some(crate::catalog::record::FailoverRecord {
+                reason: "dead".into(),
+                detected_at_ms: 1,
+                promoted_at_ms: 2,
+            });
+            RecordBody::Promote(body)
+        };
+        assert_eq!(state.check(2, &failover("b")), Verdict::Valid);
+        state.apply(&record(
+            3,
+            1,
+            RecordBody::Isr(crate::catalog::record::Isr {
+                in_sync: vec!["a".into()],
+            }),
+        ));
+        assert!(matches!(
+            state.check(2, &failover("b")),
+            Verdict::Rejected(_)
+        ));
+        state.apply(&record(4, 2, failover("b")));
+        assert_eq!(state.epoch, 1, "the void promote changed nothing");
+        // A start-up claim (no failover part) is not bound by the in-sync set.
+        assert_eq!(state.check(2, &promote(2, "b")), Verdict::Valid);
     }
 
     fn live_paths<'a>(state: &'a CatalogState, table: &TableId) -> Vec<&'a str> {
