@@ -676,8 +676,9 @@ impl Stream {
             // A standby must learn soon whether the primary is gone (a dead peer's handshake
             // only times out after the handshake timeout).
             let bound = match &self.failover {
-                // The rest of the failover timeout (a reconnect failing within it is the
-                // trigger), and never so short that a live primary cannot answer.
+                // Within the rest of the failover timeout (a reconnect failing within it is
+                // the trigger), in short attempts, so that gossip declaring the primary dead is
+                // seen between them; never so short that a live primary cannot answer.
                 Some(_) => self
                     .inner
                     .config
@@ -685,6 +686,7 @@ impl Stream {
                     .failover_timeout
                     .0
                     .saturating_sub(self.last_heard.elapsed())
+                    .min(Duration::from_millis(500))
                     .max(Duration::from_millis(200)),
                 None => settings.handshake_timeout,
             };

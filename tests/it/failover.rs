@@ -238,11 +238,26 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         .filter(|id| !stored.contains_key(id))
         .take(5)
         .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged but lost: {lost:?} of {}",
-        acked.len()
-    );
+    if !lost.is_empty() {
+        let on_primary = nodes[primary.as_str()]
+            .query_raw(&format!(
+                "SELECT id FROM {DB}.fo WHERE id IN ({})",
+                lost.iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .await;
+        let epochs: Vec<_> = lost.iter().map(|id| (**id, acked[*id].clone())).collect();
+        for (id, node) in &nodes {
+            eprintln!("---- {id} ----\n{}", node.log());
+        }
+        eprintln!("---- reader ----\n{}", reader.log());
+        panic!(
+            "acknowledged but lost: {epochs:?} of {}; on the primary: {on_primary:?}",
+            acked.len()
+        );
+    }
     for (id, node) in &nodes {
         for line in node.log().lines().filter(|line| {
             line.contains("took over as primary")
