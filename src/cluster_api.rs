@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_gossip::{ClusterView, Filter, NodeView, Role};
+use arc_storage::{CatalogState, FailoverEntry};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -101,7 +102,46 @@ fn node_json(node: &NodeView, now: SystemTime, replication: &Replication) -> Val
     })
 }
 
-fn summary_json(view: &ClusterView, clustered: bool) -> Value {
+/// One failover of the catalog's history.
+fn failover_json(failover: &FailoverEntry) -> Value {
+    let record = &failover.record;
+    json!({
+        "epoch": failover.epoch,
+        "node": failover.node_id,
+        "previous_primary": failover.previous_primary,
+        "reason": record.reason,
+        "detected_at": rfc3339(from_unix_ms(record.detected_at_ms)),
+        "promoted_at": rfc3339(from_unix_ms(record.promoted_at_ms)),
+        "promoted_at_ms": record.promoted_at_ms,
+        // From the trigger first holding to the promote record written.
+        "seconds": record.promoted_at_ms.saturating_sub(record.detected_at_ms) as f64 / 1000.0,
+        "fence_lsn": failover.fence_lsn,
+    })
+}
+
+/// What is wrong with the cluster as a whole, as this node sees it: no primary, or a primary
+/// without an in-sync standby (a failure of it stops writes until it returns).
+fn cluster_warnings(catalog: &CatalogState, view: &ClusterView) -> Vec<String> {
+    let mut warnings = Vec::new();
+    match (&catalog.primary, view.primary()) {
+        (None, _) => warnings.push("no primary: no writer has claimed an epoch".to_string()),
+        (Some(primary), None) => warnings.push(format!(
+            "no primary is known: the catalog names {primary} (epoch {}), which gossip does not show alive",
+            catalog.epoch
+        )),
+        (Some(_), Some(_)) => {}
+    }
+    if let Some(primary) = &catalog.primary
+        && !catalog.in_sync.iter().any(|node| node != primary)
+    {
+        warnings.push(format!(
+            "no standby is in sync with {primary}: if it fails, writes stop until it returns"
+        ));
+    }
+    warnings
+}
+
+fn summary_json(view: &ClusterView, catalog: &CatalogState, clustered: bool) -> Value {
     let summary = view.summary();
     let primary = view.primary();
     json!({
@@ -117,6 +157,15 @@ fn summary_json(view: &ClusterView, clustered: bool) -> Value {
         "local_node": view.local_id,
         "primary": primary.map(|node| node.id.clone()),
         "epoch": primary.map_or(0, |node| node.info.epoch),
+        // The catalog log as this node last read it: who holds the newest epoch, and the
+        // failovers that led there (oldest first).
+        "catalog": {
+            "epoch": catalog.epoch,
+            "primary": catalog.primary,
+            "in_sync": catalog.in_sync,
+        },
+        "failovers": catalog.failovers.iter().map(failover_json).collect::<Vec<_>>(),
+        "warnings": if clustered { cluster_warnings(catalog, view) } else { Vec::new() },
     })
 }
 
@@ -124,6 +173,7 @@ fn summary_json(view: &ClusterView, clustered: bool) -> Value {
 pub async fn summary(State(node): State<Arc<NodeInner>>) -> Response {
     ok(summary_json(
         &node.cluster.view(),
+        &node.catalog().snapshot(),
         node.cluster.is_clustered(),
     ))
 }
@@ -199,6 +249,50 @@ pub async fn health(State(node): State<Arc<NodeInner>>) -> Response {
         "score": info.health.score,
         "reasons": info.health.reasons,
         "parts": info.health.parts,
+        "unhealthy_checks": info.health.unhealthy_checks,
         "uptime_ms": node.clock.unix_ms().saturating_sub(info.started_at_ms),
+        "cluster_warnings": if node.cluster.is_clustered() {
+            cluster_warnings(&node.catalog().snapshot(), &view)
+        } else {
+            Vec::new()
+        },
     }))
+}
+
+/// `POST /api/v1/cluster/failover`, body optional `{"target": "<node id>"}`: a planned
+/// switchover (see switchover.rs). 200 names the new primary, its epoch and how long writes
+/// were refused; 409 says why there was none (no eligible target, or a step did not finish).
+pub async fn failover(State(node): State<Arc<NodeInner>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        target: Option<String>,
+    }
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        Request { target: None }
+    } else {
+        match serde_json::from_slice::<Request>(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body must be empty or {{\"target\": \"<node id>\"}}: {error}"),
+                );
+            }
+        }
+    };
+    match crate::switchover::run(&node, request.target).await {
+        Ok(switched) => {
+            let answer = ok(json!({
+                "previous_primary": switched.previous_primary,
+                "primary": switched.new_primary,
+                "epoch": switched.epoch,
+                "fence_lsn": switched.fence_lsn,
+                "unavailable_ms": switched.unavailable.as_millis() as u64,
+            }));
+            crate::switchover::finish(&node, &switched);
+            answer
+        }
+        Err(error) => fail(StatusCode::CONFLICT, error.to_string()),
+    }
 }

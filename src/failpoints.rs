@@ -4,6 +4,8 @@
 //! `ARC_FAILPOINTS=name=action,...`. Actions:
 //! - `abort`: the process aborts (like `kill -9`: no destructors, no flush);
 //! - `panic`: the calling thread panics (to prove a dead thread is noticed);
+//! - `abort-once:/some/file`: the first process to get here creates `/some/file` and aborts,
+//!   later ones (the file exists) pass: several nodes armed alike, exactly one dies;
 //! - `pause:/some/file`: the caller creates `/some/file.reached.<pid>` and waits until
 //!   `/some/file` exists (a test does something in the window, then releases it; several
 //!   processes paused on one file are released together, which makes them race).
@@ -12,7 +14,9 @@
 //! (Parquet encoded, nothing committed), `flush-after-commit` (record committed, WAL not yet
 //! trimmed), `writer-before-promote` (WAL recovered, epoch not yet claimed), `wal-writer` (the
 //! WAL writer thread, once per group commit), `replicate-before-publish` (a clustered
-//! primary's group commit is durable locally, not yet streamed to any follower).
+//! primary's group commit is durable locally, not yet streamed to any follower),
+//! `failover-after-promote` (a standby's failover promote is committed, it has not taken
+//! over yet).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -41,6 +45,19 @@ pub fn hit(name: &str) {
     }
     if action == "panic" {
         panic!("failpoint {name}: panicking");
+    }
+    if let Some(marker) = action.strip_prefix("abort-once:") {
+        // The first process to get here creates the marker and aborts; later ones pass.
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok()
+        {
+            eprintln!("failpoint {name}: aborting (once, marker {marker})");
+            std::process::abort();
+        }
+        return;
     }
     if let Some(release) = action.strip_prefix("pause:") {
         let release = std::path::Path::new(release);

@@ -173,7 +173,18 @@ pub fn assess(measured: &Measurements, limits: &Thresholds) -> Health {
         score,
         reasons,
         parts,
+        unhealthy_checks: 0,
     }
+}
+
+/// Counts `report` among the consecutive unhealthy checks that `previous` (the last report)
+/// ended with: one more if it is unhealthy, none otherwise.
+pub fn count_unhealthy(report: &mut Health, previous: &Health) {
+    report.unhealthy_checks = if report.status == HealthStatus::Unhealthy {
+        previous.unhealthy_checks.saturating_add(1)
+    } else {
+        0
+    };
 }
 
 /// The probe file written and fsynced next to the WAL each round.
@@ -267,6 +278,41 @@ mod tests {
             memory: Some((60, 100)),
             replication_lag: Some(Duration::from_millis(3)),
         }
+    }
+
+    /// The count grows with each unhealthy check and starts over at any other verdict; a
+    /// degraded check breaks a run too.
+    #[test]
+    fn test_should_count_consecutive_unhealthy_checks() {
+        let unhealthy = || {
+            assess(
+                &Measurements {
+                    storage: Err("probe failed".into()),
+                    ..good()
+                },
+                &Thresholds::default(),
+            )
+        };
+        let mut last = assess(&good(), &Thresholds::default());
+        for expected in 1..=3 {
+            let mut report = unhealthy();
+            count_unhealthy(&mut report, &last);
+            assert_eq!(report.unhealthy_checks, expected);
+            last = report;
+        }
+        let mut degraded = assess(
+            &Measurements {
+                fsync: Ok(Duration::from_millis(300)),
+                ..good()
+            },
+            &Thresholds::default(),
+        );
+        assert_eq!(degraded.status, HealthStatus::Degraded);
+        count_unhealthy(&mut degraded, &last);
+        assert_eq!(degraded.unhealthy_checks, 0);
+        let mut again = unhealthy();
+        count_unhealthy(&mut again, &degraded);
+        assert_eq!(again.unhealthy_checks, 1);
     }
 
     #[test]

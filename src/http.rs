@@ -162,6 +162,14 @@ fn table() -> Vec<Route> {
             Requires(Permission::Admin),
             get(cluster_api::health),
         ),
+        // Sent to the primary wherever it arrives: only the primary can hand its epoch over.
+        route(
+            "POST",
+            "/api/v1/cluster/failover",
+            Requires(Permission::Admin),
+            post(cluster_api::failover),
+        )
+        .forwarded(Need::Write),
         // Forwarded to a compactor by the handlers themselves (see compaction_api.rs): the
         // target is a compactor, which `Need` does not route to.
         route(

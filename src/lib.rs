@@ -39,6 +39,7 @@ mod query_api;
 mod replication;
 pub mod sdnotify;
 mod server;
+mod switchover;
 mod tls;
 pub mod wal_dump;
 mod wal_owner;

@@ -15,9 +15,15 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-/// Installs the global Prometheus recorder, or returns `None` if one is installed already
-/// (several nodes in one test process share the first).
+/// Installs the global Prometheus recorder once per process and returns its handle; `None` if
+/// another recorder was installed first (several nodes in one test process). A node that
+/// steps down starts again in the same process and gets the same handle.
 pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(install_recorder).clone()
+}
+
+fn install_recorder() -> Option<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .ok()?
@@ -113,6 +119,18 @@ fn describe() {
     describe_counter!(
         "arc_failovers_total",
         "Promotions this node won, by reason (dead, silent, unhealthy, switchover)"
+    );
+    describe_counter!(
+        "arc_switchovers_total",
+        "Planned switchovers this primary handed its epoch over in"
+    );
+    describe_histogram!(
+        "arc_switchover_unavailable_seconds",
+        "Planned switchover: from closing writes to the new primary serving"
+    );
+    describe_counter!(
+        "arc_step_downs_total",
+        "Times this primary learned of a newer epoch and stepped down to standby"
     );
     describe_histogram!(
         "arc_failover_detection_seconds",
@@ -335,6 +353,17 @@ pub fn record_failover(
     histogram!("arc_failover_detection_seconds").record(detection.as_secs_f64());
     histogram!("arc_failover_promotion_seconds").record(promotion.as_secs_f64());
     gauge!("arc_failover_last_timestamp_seconds").set(at_unix_ms as f64 / 1000.0);
+}
+
+/// Records a planned switchover this primary carried out: how long writes were refused.
+pub fn record_switchover(unavailable: Duration) {
+    counter!("arc_switchovers_total").increment(1);
+    histogram!("arc_switchover_unavailable_seconds").record(unavailable.as_secs_f64());
+}
+
+/// Counts a step-down of this primary (a newer epoch owns the catalog).
+pub fn record_step_down() {
+    counter!("arc_step_downs_total").increment(1);
 }
 
 /// Sets the buffered-rows gauge.

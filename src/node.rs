@@ -100,6 +100,11 @@ pub struct NodeInner {
     flush_round: AsyncMutex<()>,
     /// Set when the node must stop with an error (fenced by a newer epoch, WAL failure).
     fatal: Mutex<Option<String>>,
+    /// Why this primary steps down (a newer epoch owns the catalog), once it must: the node
+    /// then stops its services and starts again as a standby in the same process.
+    stepping_down: Mutex<Option<String>>,
+    /// Admission of writes; a planned switchover closes it.
+    pub(crate) write_gate: crate::switchover::WriteGate,
     stop: CancellationToken,
 }
 
@@ -334,7 +339,25 @@ impl NodeInner {
         let Some(writer) = self.writer.get() else {
             return Err(WriteError::Unavailable(self.not_ready_reason().into()));
         };
+        let Some(_admitted) = self.write_gate.enter() else {
+            return Err(WriteError::Unavailable(
+                "a planned switchover is moving the primary to another writer; retry in a moment"
+                    .into(),
+            ));
+        };
         writer.write(writes).await
+    }
+
+    /// The epoch, writer and replication server of a clustered primary (`None` otherwise).
+    pub(crate) fn primary_parts(&self) -> Option<(u64, WriterHandle, ReplicationHandle)> {
+        if !duty_is(self, Duty::Primary) {
+            return None;
+        }
+        Some((
+            *self.epoch.get()?,
+            self.writer.get()?.clone(),
+            self.replication.get()?.clone(),
+        ))
     }
 
     /// Flushes every buffered table now; returns how many tables were flushed.
@@ -383,7 +406,7 @@ impl NodeInner {
         let result = self.flush_table_claimed(table).await;
         self.buffers.end_flush(table);
         if let Err(FlushError::Fenced(message)) = &result {
-            self.fail(format!("fenced while flushing {table}: {message}"));
+            self.step_down(format!("fenced while flushing {table}: {message}"));
         }
         result
     }
@@ -463,6 +486,40 @@ impl NodeInner {
             }
         }
         Ok(())
+    }
+
+    /// Ends this node's term as primary: a newer epoch owns the catalog (a fenced commit, or
+    /// a newer primary seen). Its services stop without a final flush (any flush of it is
+    /// void now) and the node starts again in the same process, as a standby that cuts its
+    /// WAL back to the new primary's fence and follows it.
+    pub(crate) fn step_down(&self, reason: String) {
+        self.note_step_down(reason);
+        // A switchover in progress (its gate closed: nothing is written) answers its client
+        // first, and then steps down itself.
+        if !self.write_gate.is_closed() {
+            self.stop.cancel();
+        }
+    }
+
+    /// Steps down whatever is in progress: the end of a switchover, or one abandoned after a
+    /// step-down was noted meanwhile.
+    pub(crate) fn step_down_now(&self, reason: String) {
+        self.note_step_down(reason);
+        self.stop.cancel();
+    }
+
+    /// Whether a step-down has been noted (and waits for a switchover to end).
+    pub(crate) fn step_down_noted(&self) -> bool {
+        lock(&self.stepping_down).is_some()
+    }
+
+    fn note_step_down(&self, reason: String) {
+        let mut stepping_down = lock(&self.stepping_down);
+        if stepping_down.is_none() && lock(&self.fatal).is_none() {
+            warn!(%reason, epoch = ?self.epoch.get(), "a newer epoch owns the catalog: stepping down to standby");
+            m::record_step_down();
+            *stepping_down = Some(reason);
+        }
     }
 
     /// Stops the node with an error (fenced, WAL failure).
@@ -634,11 +691,53 @@ impl FlushError {
     }
 }
 
-/// Runs a node until `shutdown` is cancelled or a fatal error occurs.
+/// Runs a node until `shutdown` is cancelled or a fatal error occurs. A primary that learns
+/// of a newer epoch steps down: its services stop and start again as a standby, in this
+/// process and on the same HTTP listener (connections wait in its backlog meanwhile).
 ///
 /// # Errors
 /// Start-up failures (storage, catalog, WAL, listener) and fatal errors while running.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listen = config.listen_addr()?;
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding the HTTP API to {listen}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("setting the HTTP listener non-blocking")?;
+    if let Some(path) = &config.server.port_file {
+        let bound = listener.local_addr().context("reading the bound address")?;
+        std::fs::write(path, bound.to_string())
+            .with_context(|| format!("writing server.port_file {}", path.display()))?;
+    }
+    loop {
+        let serving = listener
+            .try_clone()
+            .context("sharing the HTTP listener")
+            .and_then(|listener| {
+                TcpListener::from_std(listener).context("registering the HTTP listener")
+            })?;
+        match run_term(config.clone(), shutdown.clone(), serving).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::SteppedDown if shutdown.is_cancelled() => return Ok(()),
+            Ended::SteppedDown => info!("stepped down; starting again as a standby"),
+        }
+    }
+}
+
+/// How one term of the node's services ended.
+enum Ended {
+    /// Shutdown was asked for.
+    Stopped,
+    /// A newer epoch owns the catalog; the node starts again as a standby.
+    SteppedDown,
+}
+
+/// Runs the node's services on `listener` until shutdown, a fatal error, or a step-down.
+async fn run_term(
+    config: Config,
+    shutdown: CancellationToken,
+    listener: TcpListener,
+) -> anyhow::Result<Ended> {
     let node_id = config.cluster.node_id.clone();
     // First, so every crate's metric handles (some are looked up once, at open) are real.
     let metrics = m::install();
@@ -666,10 +765,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let listen = config.listen_addr()?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the HTTP API to {listen}"))?;
     let bound: SocketAddr = listener.local_addr().context("reading the bound address")?;
     info!(address = %bound, tls = tls.is_some(), "http api listening");
     let cluster = Cluster::start(&config, bound, clock.clone()).await?;
@@ -702,13 +797,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         draining: AtomicBool::new(false),
         flush_round: AsyncMutex::new(()),
         fatal: Mutex::new(None),
+        stepping_down: Mutex::new(None),
+        write_gate: crate::switchover::WriteGate::default(),
         stop: stop.clone(),
         config,
     });
-    if let Some(path) = &inner.config.server.port_file {
-        std::fs::write(path, bound.to_string())
-            .with_context(|| format!("writing server.port_file {}", path.display()))?;
-    }
     let http_stop = CancellationToken::new();
     let http_task = {
         let app = crate::http::router(inner.clone());
@@ -726,7 +819,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             return Err(error);
         }
     };
-    let epoch = inner.epoch.get().copied().unwrap_or(0);
+    // A writer gossips the epoch it writes, a follower the one it follows.
+    let epoch = inner
+        .epoch
+        .get()
+        .copied()
+        .unwrap_or_else(|| inner.catalog.snapshot().epoch);
     let duty = inner.duty();
     inner.cluster.update(|info| {
         info.phase = arc_gossip::Phase::Ready;
@@ -768,12 +866,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     stop.cancelled().await;
-    info!("stopping: draining requests and flushing buffers");
+    let stepping_down = lock(&inner.stepping_down).is_some();
     inner.draining.store(true, Ordering::Release);
-    if let Some(notifier) = &notifier
-        && let Err(error) = notifier.stopping()
-    {
-        warn!(%error, "systemd notify (STOPPING=1) failed");
+    if stepping_down {
+        info!("stepping down: stopping the writer, draining requests");
+        // Writes waiting for acknowledgements that can no longer come get 503 now.
+        stop_writer(&inner).await;
+    } else {
+        info!("stopping: draining requests and flushing buffers");
+        if let Some(notifier) = &notifier
+            && let Err(error) = notifier.stopping()
+        {
+            warn!(%error, "systemd notify (STOPPING=1) failed");
+        }
     }
     http_stop.cancel();
     let shutdown_timeout = inner.config.server.shutdown_timeout.0;
@@ -795,7 +900,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let linger =
         arc_gossip::leave_linger(inner.config.cluster.heartbeat_interval.0).min(MAX_LEAVE_LINGER);
     let final_flush = async {
-        if fatal.is_none() {
+        // A deposed primary's flushes are void: its rows are the new primary's to flush.
+        if fatal.is_none() && !stepping_down {
             match tokio::time::timeout(shutdown_timeout, inner.flush_all()).await {
                 Ok(Ok(tables)) => info!(tables, "final flush done"),
                 Ok(Err(error)) => {
@@ -812,10 +918,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Ok(Err(error)) => warn!(%error, "http server task failed"),
         Err(_) => warn!("http server did not drain in time"),
     }
+    stop_writer(&inner).await;
+    info!("node stopped");
+    match fatal {
+        Some(message) => Err(anyhow::anyhow!(message)),
+        None if stepping_down => Ok(Ended::SteppedDown),
+        None => Ok(Ended::Stopped),
+    }
+}
+
+/// Stops the WAL writer, the replication server and the acknowledger (writes still waiting
+/// get 503), after the follower, whose promotion may be registering a writer.
+async fn stop_writer(inner: &NodeInner) {
     if let Some(writer) = inner.writer.get() {
         writer.stop().await;
     }
-    // The follower first: a promotion it is carrying out registers the writer it starts.
     if let Some(follower) = inner.follower.get() {
         follower.wait_stopped().await;
     }
@@ -837,11 +954,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         {
             error!("the write acknowledger panicked");
         }
-    }
-    info!("node stopped");
-    match fatal {
-        Some(message) => Err(anyhow::anyhow!(message)),
-        None => Ok(()),
     }
 }
 
@@ -1409,6 +1521,9 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health = tokio::time::interval(inner.config.cluster.health_check_interval.0);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Peers reachable from the seeds show up (with their role) within a few gossip rounds.
+    let settled = inner.config.cluster.heartbeat_interval.0 * 5;
+    let mut warned_alone = !inner.cluster.is_clustered();
     let thresholds = crate::health::Thresholds {
         replication_lag: inner.config.cluster.replication_lag_limit.0,
         ..crate::health::Thresholds::default()
@@ -1427,11 +1542,15 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
             _ = health.tick() => {
                 let wal_dir = &inner.config.wal.directory;
                 let mut measured = crate::health::measure(&inner.storage, wal_dir, probe_timeout).await;
+                // A follower's lag; a promoted standby keeps its follower's last progress,
+                // which no longer means anything.
                 measured.replication_lag = inner
                     .follower
                     .get()
+                    .filter(|_| !duty_is(&inner, Duty::Primary))
                     .map(|follower| Duration::from_millis(follower.progress().freshness_ms()));
-                let report = crate::health::assess(&measured, &thresholds);
+                let mut report = crate::health::assess(&measured, &thresholds);
+                crate::health::count_unhealthy(&mut report, &inner.cluster.local_info().health);
                 m::record_health(&report);
                 if report.status != arc_gossip::HealthStatus::Healthy {
                     warn!(status = %report.status, score = report.score, reasons = ?report.reasons, "health check");
@@ -1439,6 +1558,19 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
                 inner.cluster.update(|info| info.health = report);
             }
             _ = heartbeat.tick() => {
+                if duty_is(&inner, Duty::Primary) {
+                    check_deposed(&inner).await;
+                    if !warned_alone && inner.started.elapsed() >= settled {
+                        warned_alone = true;
+                        let view = inner.cluster.view();
+                        let alone = !view.nodes.iter().any(|node| {
+                            !node.is_self && node.info.role == arc_gossip::Role::Writer
+                        });
+                        if alone {
+                            warn!("this primary is the only writer in the cluster: if it fails, writes stop until it returns (start a standby writer to fail over)");
+                        }
+                    }
+                }
                 // A standby gossips what its WAL holds, a reader what it shows.
                 let durable = match (inner.writer.get(), inner.follower.get()) {
                     (Some(writer), _) => Some(writer.next_lsn().saturating_sub(1)),
@@ -1455,6 +1587,36 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// A primary that sees, in gossip, a primary of a newer epoch reads the catalog and steps
+/// down if it holds that epoch: sooner than its next flush or ISR commit would be fenced, so
+/// writes in flight on it get their 503 (and clients retry on the new primary) at once.
+async fn check_deposed(inner: &NodeInner) {
+    let Some(own) = inner.epoch.get().copied() else {
+        return;
+    };
+    let newer = inner
+        .cluster
+        .view()
+        .primary()
+        .filter(|node| !node.is_self && node.info.epoch > own)
+        .map(|node| (node.id.clone(), node.info.epoch));
+    let Some((node, epoch)) = newer else {
+        return;
+    };
+    if let Err(error) = inner.catalog.refresh().await {
+        warn!(%error, %node, epoch, "reading the catalog after gossip showed a newer primary");
+        return;
+    }
+    let snapshot = inner.catalog.snapshot();
+    if snapshot.epoch > own {
+        inner.step_down(format!(
+            "the catalog's epoch is {} (primary {}), this node's {own}",
+            snapshot.epoch,
+            snapshot.primary.as_deref().unwrap_or("unknown")
+        ));
     }
 }
 

@@ -176,7 +176,7 @@ async fn commit_isr_changes(
                 handle.isr_committed(proposal.in_sync);
             }
             Err(fenced @ CatalogError::Fenced { .. }) => {
-                inner.fail(format!("fenced while committing an isr record: {fenced}"));
+                inner.step_down(format!("fenced while committing an isr record: {fenced}"));
                 return;
             }
             Err(error) => {
@@ -439,6 +439,10 @@ impl StandbyWal {
             std::fs::rename(&settings.dir, &aside).with_context(|| {
                 format!("moving {} to {}", settings.dir.display(), aside.display())
             })?;
+            // At once: the health probe writes into it, and a missing directory would make
+            // this node unhealthy (and not a failover candidate) for a check.
+            std::fs::create_dir_all(&settings.dir)
+                .with_context(|| format!("creating {}", settings.dir.display()))?;
             let old_settings = WalSettings {
                 dir: aside.clone(),
                 ..settings.clone()
@@ -650,7 +654,11 @@ impl Stream {
         let mut last_warning: Option<Instant> = None;
         while !stop.is_cancelled() {
             self.set_streaming(false);
-            match self.consider_failover().await {
+            let decided = match self.named_primary().await {
+                Ok(Takeover::No) => self.consider_failover().await,
+                done => done,
+            };
+            match decided {
                 Ok(Takeover::No) => {}
                 Ok(Takeover::Done) => return,
                 Err(error) => {
@@ -753,6 +761,21 @@ impl Stream {
                             break "silent";
                         }
                         self.state.tick(now_ms());
+                        // A live primary can still need replacing (gossip shows it dead or
+                        // unhealthy). Promoting here is safe: no frame is acknowledged meanwhile,
+                        // and after a promote nothing more of the old epoch is.
+                        let decided = match self.named_primary().await {
+                            Ok(Takeover::No) => self.consider_failover().await,
+                            done => done,
+                        };
+                        match decided {
+                            Ok(Takeover::No) => {}
+                            Ok(Takeover::Done) => break "promoted",
+                            Err(error) => {
+                                self.inner.fail(format!("taking over as primary: {error:#}"));
+                                break "error";
+                            }
+                        }
                         if let Err(error) = self.catalog_news().await {
                             self.inner.fail(format!("standby replication: {error:#}"));
                             break "error";
@@ -806,7 +829,7 @@ impl Stream {
                 backoff = Duration::from_millis(50);
             };
             client.close().await;
-            if ended == "stop" || ended == "error" {
+            if matches!(ended, "stop" | "error" | "promoted") {
                 return;
             }
             if self.state.phase() != FollowerPhase::Idle {
@@ -820,7 +843,8 @@ impl Stream {
     }
 
     /// Asks the failover decision whether this standby takes over now, and does it. Called
-    /// whenever the stream is down (silent, closed, or the primary unreachable).
+    /// whenever the stream is down (silent, closed, or the primary unreachable), and on each
+    /// tick while it streams (gossip may show the primary dead or unhealthy).
     async fn consider_failover(&mut self) -> anyhow::Result<Takeover> {
         let Some(failover) = self.failover.as_mut() else {
             return Ok(Takeover::No);
@@ -841,13 +865,29 @@ impl Stream {
             }
         }
         let snapshot = self.inner.catalog().snapshot();
+        if snapshot.primary != self.silence_of {
+            // The read named a new primary: the silence measured was the old one's. The new
+            // one gets its own (and this node follows it first).
+            self.silence_of = snapshot.primary.clone();
+            self.last_heard = Instant::now();
+            self.reconnect_failed = false;
+        }
+        let silent = self.last_heard.elapsed();
         let catalog = CatalogView {
             epoch: snapshot.epoch,
             primary: snapshot.primary.clone(),
             in_sync: snapshot.in_sync.clone(),
-            last_failover_at_ms: None,
+            last_failover_at_ms: snapshot
+                .failovers
+                .last()
+                .map(|failover| failover.record.promoted_at_ms),
         };
         let view = self.inner.cluster.view();
+        let primary_unhealthy_checks = catalog
+            .primary
+            .as_deref()
+            .and_then(|primary| view.get(primary))
+            .map_or(0, |node| node.info.health.unhealthy_checks);
         let now_ms = self.inner.clock.unix_ms();
         let action = failover.tick(&FailoverInput {
             now_ms,
@@ -855,7 +895,7 @@ impl Stream {
             catalog: &catalog,
             stream_silent_ms: Some(silent.as_millis() as u64),
             reconnect_failed: self.reconnect_failed,
-            primary_unhealthy_checks: 0,
+            primary_unhealthy_checks,
             gossip_settled: self.started.elapsed()
                 >= arc_gossip::detection_bound(self.inner.config.cluster.heartbeat_interval.0),
         });
@@ -875,6 +915,21 @@ impl Stream {
         }
         let (expected_epoch, reason, triggered_at_ms) = match action {
             FailoverAction::Follow | FailoverAction::Wait { .. } => return Ok(Takeover::No),
+            FailoverAction::HeldBack { until_ms } => {
+                if self
+                    .ineligible_warned
+                    .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
+                {
+                    warn!(
+                        primary = ?catalog.primary,
+                        unhealthy_checks = primary_unhealthy_checks,
+                        cooldown_left_ms = until_ms.saturating_sub(now_ms),
+                        "the primary is unhealthy, but the last failover was within cluster.failover_cooldown: holding back"
+                    );
+                    self.ineligible_warned = Some(Instant::now());
+                }
+                return Ok(Takeover::No);
+            }
             FailoverAction::Ineligible { reason } => {
                 if self
                     .ineligible_warned
@@ -901,7 +956,17 @@ impl Stream {
             detected_at_ms: triggered_at_ms,
             promoted_at_ms: now_ms,
         };
-        info!(%reason, expected_epoch, durable_lsn = durable, "taking over as primary");
+        // The other live, healthy members of the in-sync set stay in it: they hold every
+        // acknowledged write, and if this node dies before it serves, one of them can take
+        // over in turn (the new epoch then waits for their acknowledgements).
+        let mut in_sync = vec![self.inner.node_id.clone()];
+        in_sync.extend(
+            arc_gossip::rank_standbys(&view, &catalog.in_sync)
+                .into_iter()
+                .map(|candidate| candidate.id)
+                .filter(|id| *id != self.inner.node_id && catalog.in_sync.contains(id)),
+        );
+        info!(%reason, expected_epoch, durable_lsn = durable, ?in_sync, "taking over as primary");
         let promoted = self
             .inner
             .catalog()
@@ -909,12 +974,13 @@ impl Stream {
                 expected_epoch,
                 &self.inner.node_id,
                 durable,
-                vec![self.inner.node_id.clone()],
+                in_sync,
                 record,
             )
             .await;
         match promoted {
             Ok(epoch) => {
+                crate::failpoints::hit("failover-after-promote");
                 failover.promoted(expected_epoch);
                 let wal = standby.wal.take().context("the standby's wal is closed")?;
                 crate::node::take_over(&self.inner, wal, epoch).await?;
@@ -950,6 +1016,62 @@ impl Stream {
         }
     }
 
+    /// Takes over when the catalog names this standby the primary of an epoch it does not
+    /// serve yet: a planned switchover, whose old primary wrote the promote after this node
+    /// confirmed everything up to its fence.
+    async fn named_primary(&mut self) -> anyhow::Result<Takeover> {
+        let snapshot = self.inner.catalog().snapshot();
+        if snapshot.primary.as_deref() != Some(self.inner.node_id.as_str())
+            || self.inner.write_epoch().is_some()
+        {
+            return Ok(Takeover::No);
+        }
+        let (Some(standby), Some(fence)) = (self.standby.as_mut(), snapshot.fence.clone()) else {
+            return Ok(Takeover::No);
+        };
+        let durable = standby.next_lsn().0.saturating_sub(1);
+        anyhow::ensure!(
+            durable >= fence.last_lsn,
+            "the catalog names this node primary of epoch {} with a fence at lsn {}, but its wal holds only up to lsn {durable}",
+            snapshot.epoch,
+            fence.last_lsn
+        );
+        if durable > fence.last_lsn {
+            // Entries the old primary wrote but never acknowledged (they are above its fence).
+            standby.cut_above_fence(&snapshot).await?;
+        }
+        let started = Instant::now();
+        let wal = standby.wal.take().context("the standby's wal is closed")?;
+        crate::node::take_over(&self.inner, wal, snapshot.epoch).await?;
+        if let Some(failover) = self.failover.as_mut() {
+            failover.promoted(snapshot.epoch.saturating_sub(1));
+        }
+        let detection = snapshot
+            .failovers
+            .last()
+            .map_or(Duration::ZERO, |failover| {
+                Duration::from_millis(
+                    failover
+                        .record
+                        .promoted_at_ms
+                        .saturating_sub(failover.record.detected_at_ms),
+                )
+            });
+        m::record_failover(
+            arc_gossip::FailoverReason::Switchover.as_str(),
+            detection,
+            started.elapsed(),
+            self.inner.clock.unix_ms(),
+        );
+        info!(
+            epoch = snapshot.epoch,
+            fence_lsn = fence.last_lsn,
+            promotion_ms = started.elapsed().as_millis() as u64,
+            "took over as primary: named by a planned switchover"
+        );
+        Ok(Takeover::Done)
+    }
+
     /// Tells the state machine about the catalog's newest promote. Entries this node holds
     /// above a newer promote's fence were never acknowledged (the new primary, in sync, would
     /// hold them otherwise) and differ from the new primary's log: a reader drops them, a
@@ -964,6 +1086,9 @@ impl Stream {
         }
         self.state
             .promote_seen(Epoch(snapshot.epoch), Lsn(fence.last_lsn));
+        self.inner
+            .cluster
+            .update(|info| info.epoch = snapshot.epoch);
         let holds_beyond = self.state.next_lsn().0 > fence.last_lsn.saturating_add(1);
         let diverged = self
             .standby

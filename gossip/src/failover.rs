@@ -174,6 +174,13 @@ pub enum FailoverAction {
         /// What triggered.
         reason: FailoverReason,
     },
+    /// The primary has been unhealthy for the threshold, but the catalog's last failover is
+    /// within the cooldown: no failover on health before `until_ms` (a dead or silent primary
+    /// would still be replaced at once).
+    HeldBack {
+        /// When the cooldown ends, ms since the Unix epoch.
+        until_ms: u64,
+    },
     /// This node is a candidate and waits for its turn (better-ranked ones go first).
     Wait {
         /// What triggered.
@@ -259,7 +266,12 @@ impl Failover {
             // The wait counts from when the trigger first held, so a trigger that clears must
             // start the count again: a primary back from a blip is not replaced on old evidence.
             self.reset();
-            return FailoverAction::Follow;
+            return match cooldown_end(&self.settings, input) {
+                Some(until_ms) if unhealthy(&self.settings, input) => {
+                    FailoverAction::HeldBack { until_ms }
+                }
+                _ => FailoverAction::Follow,
+            };
         };
         let triggered_at_ms = *self.triggered_at_ms.get_or_insert(input.now_ms);
 
@@ -367,15 +379,24 @@ fn trigger(
     if silent && input.reconnect_failed {
         return Some(FailoverReason::Silent);
     }
-    let unhealthy = input.primary_unhealthy_checks >= settings.unhealthy_threshold.max(1);
-    let cooling = input
-        .catalog
-        .last_failover_at_ms
-        .is_some_and(|at_ms| input.now_ms < at_ms.saturating_add(millis(settings.cooldown)));
-    if unhealthy && !cooling {
+    if unhealthy(settings, input) && cooldown_end(settings, input).is_none() {
         return Some(FailoverReason::Unhealthy);
     }
     None
+}
+
+/// Whether the primary has failed `unhealthy_threshold` consecutive health checks.
+fn unhealthy(settings: &FailoverSettings, input: &FailoverInput<'_>) -> bool {
+    input.primary_unhealthy_checks >= settings.unhealthy_threshold.max(1)
+}
+
+/// When the cooldown after the catalog's last failover ends, if it has not yet.
+fn cooldown_end(settings: &FailoverSettings, input: &FailoverInput<'_>) -> Option<u64> {
+    input
+        .catalog
+        .last_failover_at_ms
+        .map(|at_ms| at_ms.saturating_add(millis(settings.cooldown)))
+        .filter(|end_ms| input.now_ms < *end_ms)
 }
 
 /// Returns `duration` in whole milliseconds, saturating.
@@ -572,7 +593,11 @@ mod tests {
         let mut a = machine("a");
         let mut tick = input(T0, &unhealthy, &catalog);
         tick.primary_unhealthy_checks = 10;
+        assert_eq!(a.tick(&tick), FailoverAction::HeldBack { until_ms: T0 + 1 });
+        // Below the threshold there is nothing to hold back.
+        tick.primary_unhealthy_checks = 2;
         assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.primary_unhealthy_checks = 10;
         tick.now_ms = T0 + 1;
         assert_eq!(a.tick(&tick), promote(FailoverReason::Unhealthy, T0 + 1));
 

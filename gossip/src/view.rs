@@ -198,6 +198,10 @@ pub struct Health {
     pub reasons: Vec<String>,
     /// Measured inputs by name (e.g. `wal_disk_free_ratio`), for operators.
     pub parts: BTreeMap<String, f64>,
+    /// Consecutive checks, this one included, that found the node unhealthy (0 when this one
+    /// did not): standbys replace a primary at `cluster.unhealthy_threshold`.
+    #[serde(default)]
+    pub unhealthy_checks: u32,
 }
 
 impl Default for Health {
@@ -207,6 +211,7 @@ impl Default for Health {
             score: 100,
             reasons: Vec::new(),
             parts: BTreeMap::new(),
+            unhealthy_checks: 0,
         }
     }
 }
@@ -294,6 +299,7 @@ impl NodeInfo {
                 .filter(|(_, value)| value.is_finite())
                 .map(|(name, value)| (name.clone(), *value))
                 .collect(),
+            unhealthy_checks: self.health.unhealthy_checks,
         };
         let health_json =
             serde_json::to_string(&health).expect("a health record with finite parts serializes");
@@ -818,6 +824,7 @@ pub(crate) mod tests {
             score: 61,
             reasons: vec!["wal disk 91% full".into()],
             parts: BTreeMap::from([("wal_disk_free_ratio".into(), 0.09)]),
+            unhealthy_checks: 2,
         };
         let pairs = node_info.to_keys();
         let names: Vec<&str> = pairs.iter().map(|(key, _)| key.as_str()).collect();
@@ -1023,12 +1030,14 @@ pub(crate) mod tests {
             0..=MAX_HEALTH_SCORE,
             prop::collection::vec(".{0,20}", 0..3),
             prop::collection::btree_map("[a-z_]{1,12}", -1e12f64..1e12, 0..4),
+            any::<u32>(),
         )
-            .prop_map(|(status, score, reasons, parts)| Health {
+            .prop_map(|(status, score, reasons, parts, unhealthy_checks)| Health {
                 status,
                 score,
                 reasons,
                 parts,
+                unhealthy_checks,
             })
     }
 

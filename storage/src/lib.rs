@@ -28,8 +28,8 @@ pub mod testing;
 pub mod writer;
 
 pub use catalog::{
-    Catalog, CatalogSettings, CatalogState, Compact, DataObject, FailoverRecord, Fence, Flush, Isr,
-    Promote, RecordBody, TableState,
+    Catalog, CatalogSettings, CatalogState, Compact, DataObject, FailoverEntry, FailoverRecord,
+    Fence, Flush, Isr, Promote, RecordBody, TableState,
 };
 pub use error::{CatalogError, StorageError};
 pub use model::{ColumnKind, ColumnSpec, FieldType, TableId, TimeRange};

@@ -761,6 +761,7 @@ async fn test_gossip_without_the_secret_changes_nothing() {
             score: 0,
             reasons: vec!["forged".into()],
             parts: BTreeMap::new(),
+            unhealthy_checks: 99,
         },
         api_addr: "127.0.0.1:1".into(),
         replication_addr: "127.0.0.1:1".into(),

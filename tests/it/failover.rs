@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Member, free_udp_ports, member_env};
-use crate::harness::{TestNode, wait_for};
+use crate::harness::{LogsOnPanic, TestNode, signal, wait_for};
 
 const DB: &str = "failover";
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -20,24 +20,36 @@ const DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 struct Ack {
     epoch: u64,
+    /// The write's LSN (`x-arc-lsn`): the final check reads with it as `x-arc-min-lsn`.
+    lsn: u64,
+    /// When the client had the answer.
+    at: Instant,
     served_by: String,
 }
 
 /// Writers of fresh ids through `entry` (a reader, which forwards to whoever is primary), each
 /// id sent once (no retry: an ambiguous answer must not become a duplicate), until `stop`.
+/// Client `c` of `clients` writes ids from `c * 10_000_000`. An answer without
+/// `x-arc-served-by` (not forwarded) was served by `entry`, whose node id is `entry_id`.
 fn load(
-    entry: &TestNode,
-    clients: u64,
+    (entry, entry_id): (&TestNode, &str),
+    clients: std::ops::Range<u64>,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<BTreeMap<u64, Ack>>>,
 ) -> tokio::task::JoinHandle<()> {
     let client = entry.client.clone();
+    let entry_id = entry_id.to_string();
     let url = entry.url("/api/v1/write/line-protocol");
     tokio::spawn(async move {
         let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..clients {
-            let (client, url, stop, acked) =
-                (client.clone(), url.clone(), stop.clone(), acked.clone());
+        for c in clients {
+            let (client, url, stop, acked, entry_id) = (
+                client.clone(),
+                url.clone(),
+                stop.clone(),
+                acked.clone(),
+                entry_id.clone(),
+            );
             tasks.spawn(async move {
                 let mut id = c * 10_000_000;
                 while !stop.load(Ordering::Relaxed) {
@@ -62,7 +74,11 @@ fn load(
                             };
                             let ack = Ack {
                                 epoch: header("x-arc-epoch").parse().unwrap_or(0),
-                                served_by: header("x-arc-served-by"),
+                                lsn: header("x-arc-lsn").parse().unwrap_or(0),
+                                at: Instant::now(),
+                                served_by: Some(header("x-arc-served-by"))
+                                    .filter(|served_by| !served_by.is_empty())
+                                    .unwrap_or_else(|| entry_id.clone()),
                             };
                             acked.lock().unwrap().insert(id, ack);
                         }
@@ -87,16 +103,22 @@ async fn primary_of(observer: &TestNode) -> Option<(String, u64)> {
     Some((primary, summary["data"]["epoch"].as_u64()?))
 }
 
-/// kill -9 of the primary under load, several times: a standby takes over each time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
-    const DRILLS: usize = 10;
+/// Three writers (`w1` primary at first, `w2` and `w3` standbys) and a reader `r1` on one
+/// shared storage directory, with `extra` settings; returns the storage, the writers by id,
+/// and the reader.
+async fn start_cluster(
+    name: &str,
+    extra: &[(&str, &str)],
+) -> (
+    tempfile::TempDir,
+    BTreeMap<&'static str, TestNode>,
+    TestNode,
+) {
     let ports = free_udp_ports(4);
     let storage = tempfile::tempdir().unwrap();
-    let cluster = format!("failover-{}", rand::random::<u32>());
-    let ids = ["w1", "w2", "w3", "r1"];
+    let cluster = format!("{name}-{}", rand::random::<u32>());
     let mut nodes: BTreeMap<&str, TestNode> = BTreeMap::new();
-    for (i, id) in ids.iter().enumerate() {
+    for (i, id) in ["w1", "w2", "w3", "r1"].into_iter().enumerate() {
         let member = Member {
             id: id.to_string(),
             role: if id.starts_with('w') {
@@ -109,15 +131,140 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         let mut node = TestNode::prepare_owned({
             let mut env = member_env(&cluster, &member, &ports[..1], storage.path());
             env.push(("RUST_LOG".into(), "info,arc_node::replication=debug".into()));
+            env.extend(
+                extra
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string())),
+            );
             env
         });
         node.spawn().await;
         nodes.insert(id, node);
     }
     let reader = nodes.remove("r1").unwrap();
+    (storage, nodes, reader)
+}
+
+/// Waits until `primary` names both other writers in sync (asked of the primary, which
+/// commits the in-sync set: a reader's copy of the catalog may be a few seconds old).
+async fn wait_all_in_sync(primary: &TestNode) {
+    wait_for("both standbys in sync", DEADLINE, || async {
+        let isr = get_json(primary, "/api/v1/cluster/nodes").await?;
+        let in_sync = isr["data"]
+            .as_array()?
+            .iter()
+            .filter(|node| node["in_sync"] == true)
+            .count();
+        (in_sync == 3).then_some(())
+    })
+    .await;
+}
+
+/// The checker over every acknowledged write: each epoch acknowledged by one node, every
+/// acknowledged id stored exactly once (read on the reader with read-your-writes, after a
+/// flush on `primary`). On a loss, prints every log and where the lost rows were acknowledged.
+async fn check_acknowledged(
+    acked: &BTreeMap<u64, Ack>,
+    nodes: &BTreeMap<&str, TestNode>,
+    primary: &str,
+    reader: &TestNode,
+) {
+    // Each epoch had one node that acknowledged writes.
+    let mut by_epoch: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for ack in acked.values() {
+        by_epoch
+            .entry(ack.epoch)
+            .or_default()
+            .insert(ack.served_by.clone());
+    }
+    for (epoch, servers) in &by_epoch {
+        assert_eq!(
+            servers.len(),
+            1,
+            "epoch {epoch} acknowledged by {servers:?}"
+        );
+    }
+    // Every acknowledged write once, nothing twice.
+    nodes[primary].flush().await;
+    // A reader shows what it has applied: read your writes, as a client must (the last writes'
+    // commit may not have reached it yet).
+    let newest = acked.values().map(|ack| ack.lsn).max().unwrap_or(0);
+    let rows = wait_for("the reader to answer", DEADLINE, || async {
+        let response = reader
+            .client
+            .post(reader.url("/api/v1/query"))
+            .header("x-arc-min-lsn", newest.to_string())
+            .json(&serde_json::json!({
+                "sql": format!("SELECT id, count(*) FROM {DB}.fo GROUP BY id")
+            }))
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    let stored: BTreeMap<u64, u64> = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| (row[0].as_u64().unwrap(), row[1].as_u64().unwrap()))
+        .collect();
+    let twice: Vec<_> = stored
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .take(5)
+        .collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let lost: Vec<_> = acked
+        .keys()
+        .filter(|id| !stored.contains_key(id))
+        .take(5)
+        .collect();
+    if !lost.is_empty() {
+        let on_primary = nodes[primary]
+            .query_raw(&format!(
+                "SELECT id FROM {DB}.fo WHERE id IN ({})",
+                lost.iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .await;
+        let epochs: Vec<_> = lost.iter().map(|id| (**id, acked[*id].clone())).collect();
+        panic!(
+            "acknowledged but lost: {epochs:?} of {}; on the primary: {on_primary:?}",
+            acked.len()
+        );
+    }
+}
+
+/// kill -9 of the primary under load, several times: a standby takes over each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
+    // More for the benchmark script (scripts/bench-failover.sh).
+    let drills: usize = std::env::var("ARC_FAILOVER_DRILLS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    // The benchmark script may try another failover timeout.
+    let timeout = std::env::var("ARC_CLUSTER_FAILOVER_TIMEOUT").unwrap_or_default();
+    let (_storage, mut nodes, reader) = start_cluster(
+        "failover",
+        &[("ARC_CLUSTER_FAILOVER_TIMEOUT", timeout.as_str())],
+    )
+    .await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load(&reader, 4, stop.clone(), acked.clone());
+    let writers = load((&reader, "r1"), 0..4, stop.clone(), acked.clone());
     let acked_in = |epoch: u64| {
         acked
             .lock()
@@ -127,27 +274,19 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
             .count()
     };
     let mut recoveries = Vec::new();
-    for drill in 0..DRILLS {
+    for drill in 0..drills {
         // Both standbys in sync, load flowing.
         let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
         wait_for("writes in the current epoch", DEADLINE, || async {
             (acked_in(epoch) > 50).then_some(())
         })
         .await;
-        // Asked of the primary, which commits the in-sync set (a reader's copy of the catalog
-        // may be a few seconds old).
-        let current = &nodes[primary.as_str()];
-        wait_for("both standbys in sync", DEADLINE, || async {
-            let isr = get_json(current, "/api/v1/cluster/nodes").await?;
-            let in_sync = isr["data"]
-                .as_array()?
-                .iter()
-                .filter(|node| node["in_sync"] == true)
-                .count();
-            (in_sync == 3).then_some(())
-        })
-        .await;
+        wait_all_in_sync(&nodes[primary.as_str()]).await;
         let killed = Instant::now();
+        let killed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         nodes.get_mut(primary.as_str()).unwrap().kill9();
         let (new_primary, new_epoch) = loop {
             if let Some((primary_now, epoch_now)) = primary_of(&reader).await
@@ -157,9 +296,6 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
                 break (primary_now, epoch_now);
             }
             if killed.elapsed() > DEADLINE {
-                for (id, node) in &nodes {
-                    eprintln!("---- {id} ----\n{}", node.log());
-                }
                 panic!("drill {drill}: no standby took over from {primary} (epoch {epoch})");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -170,10 +306,35 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
             || async { (acked_in(new_epoch) > 0).then_some(()) },
         )
         .await;
-        recoveries.push(killed.elapsed());
+        let recovery = killed.elapsed();
+        recoveries.push(recovery);
+        // Split: detection (kill -> the promote written), promotion (the winner's own
+        // measure: promote, replay, start), catch-up (the rest: the first write to make it
+        // through the reader and be acknowledged).
+        let summary = get_json(&nodes[new_primary.as_str()], "/api/v1/cluster")
+            .await
+            .unwrap();
+        let promoted_at_ms = summary["data"]["failovers"]
+            .as_array()
+            .and_then(|failovers| failovers.last())
+            .and_then(|last| last["promoted_at_ms"].as_u64())
+            .unwrap_or(killed_at_ms);
+        let promotion_ms: u64 = strip_ansi(&nodes[new_primary.as_str()].log())
+            .lines()
+            .rfind(|line| line.contains("took over as primary"))
+            .and_then(|line| line.split("promotion_ms=").nth(1))
+            .and_then(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        let detection_ms = promoted_at_ms.saturating_sub(killed_at_ms);
+        let catch_up_ms = (recovery.as_millis() as u64).saturating_sub(detection_ms + promotion_ms);
         eprintln!(
-            "drill {drill}: {primary} (epoch {epoch}) -> {new_primary} (epoch {new_epoch}) in {:?}",
-            killed.elapsed()
+            "drill {drill}: {primary} (epoch {epoch}) -> {new_primary} (epoch {new_epoch}) in {recovery:?}: detection {detection_ms} ms, promotion {promotion_ms} ms, catch-up {catch_up_ms} ms"
         );
         // The killed node restarts as a standby.
         let restarted = nodes.get_mut(primary.as_str()).unwrap();
@@ -197,67 +358,7 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
     writers.await.unwrap();
     let acked = std::mem::take(&mut *acked.lock().unwrap());
 
-    // Each epoch had one node that acknowledged writes.
-    let mut by_epoch: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for ack in acked.values() {
-        by_epoch
-            .entry(ack.epoch)
-            .or_default()
-            .insert(ack.served_by.clone());
-    }
-    for (epoch, servers) in &by_epoch {
-        assert_eq!(
-            servers.len(),
-            1,
-            "epoch {epoch} acknowledged by {servers:?}"
-        );
-    }
-    // Every acknowledged write once, nothing twice.
-    nodes[primary.as_str()].flush().await;
-    let rows = wait_for("the reader to answer", DEADLINE, || async {
-        let (status, body) = reader
-            .query_raw(&format!("SELECT id, count(*) FROM {DB}.fo GROUP BY id"))
-            .await;
-        (status == 200).then_some(body)
-    })
-    .await;
-    let stored: BTreeMap<u64, u64> = rows["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| (row[0].as_u64().unwrap(), row[1].as_u64().unwrap()))
-        .collect();
-    let twice: Vec<_> = stored
-        .iter()
-        .filter(|(_, count)| **count > 1)
-        .take(5)
-        .collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    let lost: Vec<_> = acked
-        .keys()
-        .filter(|id| !stored.contains_key(id))
-        .take(5)
-        .collect();
-    if !lost.is_empty() {
-        let on_primary = nodes[primary.as_str()]
-            .query_raw(&format!(
-                "SELECT id FROM {DB}.fo WHERE id IN ({})",
-                lost.iter()
-                    .map(|id| id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ))
-            .await;
-        let epochs: Vec<_> = lost.iter().map(|id| (**id, acked[*id].clone())).collect();
-        for (id, node) in &nodes {
-            eprintln!("---- {id} ----\n{}", node.log());
-        }
-        eprintln!("---- reader ----\n{}", reader.log());
-        panic!(
-            "acknowledged but lost: {epochs:?} of {}; on the primary: {on_primary:?}",
-            acked.len()
-        );
-    }
+    check_acknowledged(&acked, &nodes, &primary, &reader).await;
     for (id, node) in &nodes {
         for line in node.log().lines().filter(|line| {
             line.contains("took over as primary")
@@ -271,6 +372,619 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         "recoveries (kill -9 -> first acknowledged write): {recoveries:?}; {} writes acknowledged",
         acked.len()
     );
+}
+
+/// The old primary frozen (SIGSTOP) past a failover, then thawed under load: it acknowledges
+/// nothing after the new promote (the writes it held get 503 or go to the new primary), none
+/// of its flushes counts (no row is stored twice), and it steps down to standby in the same
+/// process (same pid, no restart) and gets back in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_frozen_primary_steps_down_in_process_when_thawed() {
+    let (_storage, mut nodes, reader) = start_cluster("frozen", &[]).await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let via_reader = load((&reader, "r1"), 0..3, stop.clone(), acked.clone());
+    let (old, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    let acked_in = |epoch: u64| {
+        acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.epoch == epoch)
+            .count()
+    };
+    wait_for("writes in the first epoch", DEADLINE, || async {
+        (acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[old.as_str()]).await;
+    // Clients writing to the old primary directly too: they are the ones it could wrongly
+    // acknowledge once thawed.
+    let direct = load(
+        (&nodes[old.as_str()], &old),
+        3..5,
+        stop.clone(),
+        acked.clone(),
+    );
+    wait_for("direct writes acknowledged", DEADLINE, || async {
+        let direct = acked
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|id| **id >= 30_000_000)
+            .count();
+        (direct > 20).then_some(())
+    })
+    .await;
+    let pid = nodes[old.as_str()].pid().unwrap();
+    signal(pid, "STOP");
+    let (new_primary, new_epoch) = wait_for("a standby to take over", DEADLINE, || async {
+        let (primary, now) = primary_of(&reader).await?;
+        (now > epoch && primary != old).then_some((primary, now))
+    })
+    .await;
+    let promoted = Instant::now();
+    wait_for("writes in the new epoch", DEADLINE, || async {
+        (acked_in(new_epoch) > 50).then_some(())
+    })
+    .await;
+    signal(pid, "CONT");
+    let thawed = Instant::now();
+    // It steps down in the same process and follows the new primary.
+    let old_node = &nodes[old.as_str()];
+    loop {
+        let local = get_json(old_node, "/api/v1/cluster/local").await;
+        if local.is_some_and(|local| {
+            local["data"]["primary"] == false && local["data"]["epoch"] == new_epoch
+        }) {
+            break;
+        }
+        if thawed.elapsed() > DEADLINE {
+            panic!("{old} did not step down after the thaw");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(nodes.get_mut(old.as_str()).unwrap().is_running());
+    assert_eq!(nodes[old.as_str()].pid(), Some(pid), "no restart");
+    let log = nodes[old.as_str()].log();
+    assert!(log.contains("stepping down to standby"), "{log}");
+    wait_all_in_sync(&nodes[new_primary.as_str()]).await;
+    wait_for("writes after the step-down", DEADLINE, || async {
+        let after = acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.at > thawed && ack.epoch == new_epoch)
+            .count();
+        (after > 50).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    via_reader.await.unwrap();
+    direct.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    // Nothing acknowledged in the old epoch once the new one was known (an answer sent before
+    // the freeze arrives at once; the promote came seconds later).
+    let late: Vec<_> = acked
+        .iter()
+        .filter(|(_, ack)| ack.epoch <= epoch && ack.at > promoted)
+        .take(5)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "acknowledged by the deposed primary: {late:?}"
+    );
+    check_acknowledged(&acked, &nodes, &new_primary, &reader).await;
+    eprintln!(
+        "{old} -> {new_primary} (epoch {new_epoch}); step-down after thaw in {:?}; {} writes acknowledged",
+        thawed.elapsed(),
+        acked.len()
+    );
+}
+
+/// The health trigger: the primary's own health probe fails (the file its fsync probe writes
+/// next to the WAL is made a directory) for `unhealthy_threshold` checks, and a standby takes
+/// over (reason `unhealthy`, in the cluster API's history); the old primary steps down. The
+/// new primary failing the same way within `failover_cooldown` is held back: no second
+/// failover. Nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_unhealthy_primary_is_replaced_once_within_the_cooldown() {
+    let (_storage, nodes, reader) =
+        start_cluster("unhealthy", &[("ARC_CLUSTER_UNHEALTHY_THRESHOLD", "2")]).await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers = load((&reader, "r1"), 0..2, stop.clone(), acked.clone());
+    let (old, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_all_in_sync(&nodes[old.as_str()]).await;
+    let break_probe = |node: &TestNode| {
+        let probe = node.dir.join("wal").join(".health-probe");
+        let _ = std::fs::remove_file(&probe);
+        std::fs::create_dir(&probe).unwrap();
+        probe
+    };
+    let probe = break_probe(&nodes[old.as_str()]);
+    let (new_primary, new_epoch) = wait_for("a standby to take over", DEADLINE, || async {
+        let (primary, now) = primary_of(&reader).await?;
+        (now > epoch && primary != old).then_some((primary, now))
+    })
+    .await;
+    std::fs::remove_dir(&probe).unwrap_or_default();
+    let summary = wait_for("the failover in the history", DEADLINE, || async {
+        let summary = get_json(&nodes[new_primary.as_str()], "/api/v1/cluster").await?;
+        (summary["data"]["failovers"].as_array()?.len() == 1).then_some(summary)
+    })
+    .await;
+    let failover = &summary["data"]["failovers"][0];
+    assert_eq!(failover["reason"], "unhealthy", "{summary}");
+    assert_eq!(failover["node"], new_primary.as_str(), "{summary}");
+    assert_eq!(failover["previous_primary"], old.as_str(), "{summary}");
+    assert_eq!(failover["epoch"], new_epoch, "{summary}");
+    wait_for("the old primary to step down", DEADLINE, || async {
+        let local = get_json(&nodes[old.as_str()], "/api/v1/cluster/local").await?;
+        (local["data"]["primary"] == false).then_some(())
+    })
+    .await;
+
+    // The new primary fails its checks too, within the cooldown (60 s by default).
+    let probe = break_probe(&nodes[new_primary.as_str()]);
+    let held_back = wait_for("a standby holding back", DEADLINE, || async {
+        nodes
+            .iter()
+            .filter(|(id, _)| **id != new_primary.as_str())
+            .find(|(_, node)| node.log().contains("holding back"))
+            .map(|(id, _)| id.to_string())
+    })
+    .await;
+    let (primary_now, epoch_now) = primary_of(&reader).await.unwrap();
+    assert_eq!(
+        (primary_now.as_str(), epoch_now),
+        (new_primary.as_str(), new_epoch),
+        "{held_back} held back, and no one took over"
+    );
+    std::fs::remove_dir(&probe).unwrap_or_default();
+    stop.store(true, Ordering::Relaxed);
+    writers.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_acknowledged(&acked, &nodes, &new_primary, &reader).await;
+}
+
+/// Planned switchover under load (`POST /api/v1/cluster/failover`, sent to the reader, which
+/// forwards it to the primary): to the best standby, then back to the old primary by name.
+/// Each answer names the new primary and epoch; the old primary steps down in-process and gets
+/// back in sync; no acknowledged write is lost or doubled. A target that is not an in-sync
+/// standby gets 409 naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_planned_switchover_under_load_loses_nothing() {
+    let (_storage, nodes, reader) = start_cluster("switchover", &[]).await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers = load((&reader, "r1"), 0..4, stop.clone(), acked.clone());
+    let acked_in = |epoch: u64| {
+        acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.epoch == epoch)
+            .count()
+    };
+    let switch = |target: Option<&str>| {
+        let request = reader
+            .client
+            .post(reader.url("/api/v1/cluster/failover"))
+            .timeout(Duration::from_secs(60));
+        let request = match target {
+            Some(target) => request.json(&serde_json::json!({ "target": target })),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+
+    let (status, body) = switch(Some("r1")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("r1 is not a healthy standby writer"),
+        "{body}"
+    );
+
+    let mut windows = Vec::new();
+    let mut expected = None;
+    let mut current = (first.clone(), epoch);
+    for round in 0..2 {
+        let (status, body) = switch(expected.as_deref()).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        let data = &body["data"];
+        let new_primary = data["primary"].as_str().unwrap().to_string();
+        let new_epoch = data["epoch"].as_u64().unwrap();
+        assert_eq!(data["previous_primary"], current.0.as_str(), "{body}");
+        assert_ne!(new_primary, current.0, "{body}");
+        assert_eq!(new_epoch, current.1 + 1, "{body}");
+        if let Some(expected) = &expected {
+            assert_eq!(&new_primary, expected, "{body}");
+        }
+        windows.push(data["unavailable_ms"].as_u64().unwrap());
+        wait_for("writes in the new epoch", DEADLINE, || async {
+            (acked_in(new_epoch) > 50).then_some(())
+        })
+        .await;
+        // The old primary follows the new one, in the same process, and is in sync again
+        // (and healthy: a switchover target must be).
+        let path = format!("/api/v1/cluster/nodes/{}", current.0);
+        wait_for("the old primary a healthy standby", DEADLINE, || async {
+            let old = get_json(&nodes[new_primary.as_str()], &path).await?;
+            (old["data"]["primary"] == false && old["data"]["state"] == "healthy").then_some(())
+        })
+        .await;
+        wait_all_in_sync(&nodes[new_primary.as_str()]).await;
+        // Back to the first primary, by name.
+        expected = Some(current.0.clone());
+        current = (new_primary, new_epoch);
+    }
+    let summary = get_json(&nodes[current.0.as_str()], "/api/v1/cluster")
+        .await
+        .unwrap();
+    let reasons: Vec<_> = summary["data"]["failovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|failover| failover["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["switchover", "switchover"], "{summary}");
+    stop.store(true, Ordering::Relaxed);
+    writers.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    // The longest gap between two acknowledgements, as the clients saw it.
+    let mut times: Vec<Instant> = acked.values().map(|ack| ack.at).collect();
+    times.sort();
+    let gap = times
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    check_acknowledged(&acked, &nodes, &current.0, &reader).await;
+    for (id, node) in &nodes {
+        for line in node.log().lines().filter(|line| {
+            line.contains("switchover")
+                || line.contains("took over")
+                || line.contains("stepping down")
+        }) {
+            eprintln!("{id}: {line}");
+        }
+    }
+    eprintln!(
+        "switchover windows (gate closed -> new primary serving): {windows:?} ms; longest gap between acknowledgements: {gap:?}; {} writes acknowledged",
+        acked.len()
+    );
+}
+
+/// The candidate killed in the middle of its promotion: both standbys are armed with a
+/// failpoint that aborts the first one to get past its committed promote (before it takes
+/// over). The other standby, kept in the in-sync set by that promote, takes over from the dead
+/// candidate's epoch; the dead candidate restarts as a standby. The dead epoch acknowledged
+/// nothing, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_candidate_killed_mid_promotion_is_replaced() {
+    let markers = tempfile::tempdir().unwrap();
+    let marker = markers.path().join("aborted");
+    let failpoint = format!("failover-after-promote=abort-once:{}", marker.display());
+    let (_storage, mut nodes, reader) =
+        start_cluster("midway", &[("ARC_FAILPOINTS", failpoint.as_str())]).await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers = load((&reader, "r1"), 0..3, stop.clone(), acked.clone());
+    let acked_in = |epoch: u64| {
+        acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.epoch == epoch)
+            .count()
+    };
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+    nodes.get_mut(first.as_str()).unwrap().kill9();
+    // One candidate aborts after its promote (epoch + 1); the other takes epoch + 2.
+    let (survivor, final_epoch) = wait_for("the other standby to take over", DEADLINE, || async {
+        let (primary, now) = primary_of(&reader).await?;
+        (now >= epoch + 2).then_some((primary, now))
+    })
+    .await;
+    assert!(marker.exists(), "a candidate aborted mid-promotion");
+    let dead: Vec<&str> = ["w1", "w2", "w3"]
+        .into_iter()
+        .filter(|id| *id != first && *id != survivor)
+        .collect();
+    let candidate = dead[0];
+    assert!(
+        !nodes.get_mut(candidate).unwrap().is_running(),
+        "{candidate} aborted"
+    );
+    wait_for("writes in the survivor's epoch", DEADLINE, || async {
+        (acked_in(final_epoch) > 50).then_some(())
+    })
+    .await;
+    // Both dead nodes come back as standbys.
+    for id in [first.as_str(), candidate] {
+        nodes.get_mut(id).unwrap().spawn().await;
+    }
+    wait_all_in_sync(&nodes[survivor.as_str()]).await;
+    stop.store(true, Ordering::Relaxed);
+    writers.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert_eq!(
+        acked_in_epoch(&acked, epoch + 1),
+        0,
+        "the dead candidate's epoch"
+    );
+    check_acknowledged(&acked, &nodes, &survivor, &reader).await;
+    let summary = get_json(&nodes[survivor.as_str()], "/api/v1/cluster")
+        .await
+        .unwrap();
+    eprintln!(
+        "{first} killed; {candidate} aborted mid-promotion; {survivor} took over: {}",
+        summary["data"]["failovers"]
+    );
+}
+
+/// The log without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
+    acked.values().filter(|ack| ack.epoch == epoch).count()
+}
+
+/// A partition (network namespaces, as root): the primary `w1` and reader `ra` on side A, the
+/// standbys `w2`, `w3` and reader `rb` on side B, storage reachable from both. B elects a new
+/// primary; `w1`, which can no longer acknowledge anything (its standbys are gone, and
+/// removing them needs a catalog commit that the new promote fences), steps down. Healing
+/// leaves one view: one primary, everyone in sync, nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
+    if !crate::netns::available() {
+        crate::harness::skip(
+            "test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view",
+            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
+        );
+        return;
+    }
+    let split = crate::netns::Split::create();
+    let storage = tempfile::tempdir().unwrap();
+    let plan = [
+        ("w1", "writer", true, 9101),
+        ("ra", "reader", true, 9102),
+        ("w2", "writer", false, 9103),
+        ("w3", "writer", false, 9104),
+        ("rb", "reader", false, 9105),
+    ];
+    let seeds = format!("{}:9101,{}:9103", split.a_link_ip, split.b_link_ip);
+    let mut nodes: BTreeMap<&str, TestNode> = BTreeMap::new();
+    for (id, role, in_a, port) in plan {
+        let (netns, link_ip, reach_ip) = if in_a {
+            (&split.a, split.a_link_ip, split.a_reach_ip)
+        } else {
+            (&split.b, split.b_link_ip, split.b_reach_ip)
+        };
+        let member = Member {
+            id: id.to_string(),
+            role,
+            gossip_port: port,
+        };
+        let mut env = member_env("partition", &member, &[], storage.path());
+        env.extend([
+            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+            (
+                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
+                link_ip.to_string(),
+            ),
+            (
+                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
+                format!("{link_ip}:{port}"),
+            ),
+            (
+                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
+                format!("{link_ip}:0"),
+            ),
+            ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
+        ]);
+        let mut node = TestNode::prepare_owned(env).in_netns(netns, reach_ip);
+        // w1 first, so it wins the bootstrap race.
+        node.spawn().await;
+        nodes.insert(id, node);
+    }
+    let ra = nodes.remove("ra").unwrap();
+    let rb = nodes.remove("rb").unwrap();
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("ra", &ra), ("rb", &rb)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let side_a = load((&ra, "ra"), 0..2, stop.clone(), acked.clone());
+    let side_b = load((&rb, "rb"), 2..4, stop.clone(), acked.clone());
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&rb)).await;
+    assert_eq!(first, "w1");
+    wait_for("writes from both sides", DEADLINE, || async {
+        let acked = acked.lock().unwrap();
+        let from =
+            |low: u64, high: u64| acked.keys().filter(|id| (low..high).contains(*id)).count();
+        (from(0, 20_000_000) > 30 && from(20_000_000, 40_000_000) > 30).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes["w1"]).await;
+
+    split.partition();
+    let cut = Instant::now();
+    let (new_primary, new_epoch) = wait_for("B to elect a primary", DEADLINE, || async {
+        let (primary, now) = primary_of(&rb).await?;
+        (now > epoch && primary != "w1").then_some((primary, now))
+    })
+    .await;
+    wait_for("writes on side B in the new epoch", DEADLINE, || async {
+        let count = acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.epoch == new_epoch)
+            .count();
+        (count > 30).then_some(())
+    })
+    .await;
+    // w1 learns of the new epoch from the catalog (its ISR commit is fenced) and steps down.
+    wait_for("w1 to step down", DEADLINE, || async {
+        let local = get_json(&nodes["w1"], "/api/v1/cluster/local").await?;
+        (local["data"]["primary"] == false).then_some(())
+    })
+    .await;
+    let separated = cut.elapsed();
+
+    split.heal();
+    wait_all_in_sync(&nodes[new_primary.as_str()]).await;
+    let everyone: Vec<&TestNode> = nodes.values().chain([&ra, &rb]).collect();
+    for node in &everyone {
+        wait_for("one view of the primary", DEADLINE, || async {
+            let (primary, now) = primary_of(node).await?;
+            (primary == new_primary && now == new_epoch).then_some(())
+        })
+        .await;
+    }
+    wait_for("writes through side A again", DEADLINE, || async {
+        let count = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, ack)| **id < 20_000_000 && ack.epoch == new_epoch)
+            .count();
+        (count > 30).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    side_a.await.unwrap();
+    side_b.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    check_acknowledged(&acked, &nodes, &new_primary, &rb).await;
+    eprintln!(
+        "partition: {new_primary} took epoch {new_epoch}; w1 stepped down {separated:?} after the cut; {} writes acknowledged",
+        acked.len()
+    );
+}
+
+/// Defaults: with no timing setting changed (5 s gossip heartbeat, 10 s health checks, 3 s
+/// failover timeout, 5 s lag limit, default flush age), kill -9 of the primary is followed by
+/// the first acknowledged write on the new primary within 30 s, through a reader that learns
+/// of the new primary by gossip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_with_default_timings_a_kill_9_recovers_within_30_s() {
+    // An empty value is the same as unset: the node uses its default.
+    let defaults = [
+        ("ARC_CLUSTER_HEARTBEAT_INTERVAL", ""),
+        ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", ""),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", ""),
+    ];
+    let (_storage, mut nodes, reader) = start_cluster("defaults", &defaults).await;
+    let _logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let writers = load((&reader, "r1"), 0..2, stop.clone(), acked.clone());
+    let acked_in = |epoch: u64| {
+        acked
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|ack| ack.epoch == epoch)
+            .count()
+    };
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (acked_in(epoch) > 20).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let killed = Instant::now();
+    nodes.get_mut(first.as_str()).unwrap().kill9();
+    let recovered = wait_for("a write acknowledged in a new epoch", DEADLINE, || async {
+        let newer = acked
+            .lock()
+            .unwrap()
+            .values()
+            .any(|ack| ack.epoch > epoch && ack.at > killed);
+        newer.then(|| killed.elapsed())
+    })
+    .await;
+    assert!(
+        recovered < Duration::from_secs(30),
+        "recovery took {recovered:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    writers.await.unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let (primary, _) = primary_of(&reader).await.unwrap();
+    check_acknowledged(&acked, &nodes, &primary, &reader).await;
+    eprintln!("defaults: kill -9 -> first acknowledged write in {recovered:?}");
 }
 
 /// The old primary's unacknowledged tail: the primary syncs a write to its own WAL and dies

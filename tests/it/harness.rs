@@ -170,14 +170,16 @@ impl TestNode {
             .append(true)
             .open(self.dir.join("node.log"))
             .expect("opening node.log");
-        let binary = env!("CARGO_BIN_EXE_arc-node");
+        // A copy of the binary may be named, to run the suite while the workspace rebuilds.
+        let binary = std::env::var("ARC_TEST_NODE_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_arc-node").to_string());
         // `ip netns exec` execs the binary in place: the child's pid is the node's, so signals
         // reach it directly.
         let mut command = match &self.netns {
             None => Command::new(binary),
             Some((netns, _)) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns, binary]);
+                command.args(["netns", "exec", netns, &binary]);
                 command
             }
         };
@@ -278,6 +280,13 @@ impl TestNode {
     }
 
     /// Sends SIGTERM and waits for the exit status.
+    /// Whether the process is still running (not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     pub async fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");
         let status = Command::new("kill")
@@ -439,5 +448,40 @@ pub fn files_with(dir: &Path, extension: &str) -> Vec<std::path::PathBuf> {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Sends `SIG<name>` to a node's process.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Prints the logs of the nodes it was given when the test panics (declare it after the
+/// nodes, so it is dropped, and prints, while their directories still exist).
+pub struct LogsOnPanic(Vec<(String, PathBuf)>);
+
+impl LogsOnPanic {
+    pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a TestNode)>) -> LogsOnPanic {
+        LogsOnPanic(
+            nodes
+                .into_iter()
+                .map(|(id, node)| (id.to_string(), node.dir.join("node.log")))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (id, log) in &self.0 {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                eprintln!("---- {id} ----\n{text}");
+            }
+        }
     }
 }

@@ -70,7 +70,10 @@ pub struct Split {
 impl Split {
     /// Creates the namespaces and links, unique to this process.
     pub fn create() -> Split {
-        let id = std::process::id() % 200 + 20;
+        // Two splits per test process at most (the tests that partition run side by side).
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
+        let id = 20 + (std::process::id() % 110) * 2 + nth;
         let (a, b) = (format!("arc{id}a"), format!("arc{id}b"));
         let link = format!("arc{id}ab");
         let root_links = [format!("arc{id}ra"), format!("arc{id}rb")];

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Member, free_udp_ports, member_env, metric_sum, try_metric_sum};
-use crate::harness::{TestNode, wait_for};
+use crate::harness::{TestNode, signal, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const DB: &str = "repl";
@@ -856,13 +856,4 @@ async fn test_read_your_writes_with_min_lsn() {
     assert!(response.headers().contains_key("x-arc-applied-lsn"));
     let text = response.text().await.unwrap();
     assert!(text.contains("up to lsn"), "{text}");
-}
-
-/// Sends `SIG<name>` to a node's process.
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -{name} {pid}");
 }

@@ -39,8 +39,8 @@ use tokio::sync::{Mutex, watch};
 use tracing::{debug, info, warn};
 
 pub use record::{
-    Compact, DataObject, FORMAT_VERSION, FailoverRecord, Fence, Flush, Isr, LogRecord, Promote,
-    RecordBody,
+    Compact, DataObject, FORMAT_VERSION, FailoverEntry, FailoverRecord, Fence, Flush, Isr,
+    LogRecord, Promote, RecordBody,
 };
 pub use state::{CatalogState, TableState};
 

@@ -90,6 +90,21 @@ pub struct FailoverRecord {
     pub promoted_at_ms: u64,
 }
 
+/// One failover as the catalog state keeps it (see `CatalogState::failovers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverEntry {
+    /// The epoch the failover started.
+    pub epoch: u64,
+    /// The node that took over.
+    pub node_id: String,
+    /// The primary it replaced, if the log named one.
+    pub previous_primary: Option<String>,
+    /// The last LSN of the previous epoch the new primary held (its fence).
+    pub fence_lsn: u64,
+    /// Why and when.
+    pub record: FailoverRecord,
+}
+
 /// The fence of a promote: the epoch it ends and the last LSN it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fence {
@@ -198,6 +213,8 @@ pub(crate) struct Checkpoint {
     in_sync: Vec<String>,
     fence: Option<Fence>,
     tables: Vec<CheckpointTable>,
+    #[serde(default)]
+    failovers: Vec<FailoverEntry>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -228,6 +245,7 @@ impl Checkpoint {
                     objects: table_state.objects.clone(),
                 })
                 .collect(),
+            failovers: state.failovers.clone(),
         };
         serde_json::to_vec(&checkpoint).expect("a checkpoint always serializes")
     }
@@ -279,6 +297,7 @@ impl Checkpoint {
             in_sync: checkpoint.in_sync,
             fence: checkpoint.fence,
             tables,
+            failovers: checkpoint.failovers,
         })
     }
 }

@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::catalog::record::{Compact, DataObject, Fence, Flush, LogRecord, RecordBody};
+use crate::catalog::record::{
+    Compact, DataObject, FailoverEntry, Fence, Flush, LogRecord, RecordBody,
+};
 use crate::model::{ColumnSpec, TableId, TimeRange};
 
 /// The catalog after applying records `1..=seq`.
@@ -36,7 +38,13 @@ pub struct CatalogState {
     pub fence: Option<Fence>,
     /// Live tables.
     pub tables: BTreeMap<TableId, Arc<TableState>>,
+    /// The newest failovers (valid promotes with a failover record), oldest first, at most
+    /// [`FAILOVER_HISTORY`]: the cluster API's history and the health trigger's cooldown.
+    pub failovers: Vec<FailoverEntry>,
 }
+
+/// How many failovers [`CatalogState::failovers`] keeps.
+pub const FAILOVER_HISTORY: usize = 20;
 
 /// The live state of one table.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -198,6 +206,18 @@ impl CatalogState {
         }
         match &record.record {
             RecordBody::Promote(promote) => {
+                if let Some(failover) = &promote.failover {
+                    if self.failovers.len() == FAILOVER_HISTORY {
+                        self.failovers.remove(0);
+                    }
+                    self.failovers.push(FailoverEntry {
+                        epoch: promote.epoch,
+                        node_id: promote.node_id.clone(),
+                        previous_primary: self.primary.clone(),
+                        fence_lsn: promote.fence.last_lsn,
+                        record: failover.clone(),
+                    });
+                }
                 self.epoch = promote.epoch;
                 self.primary = Some(promote.node_id.clone());
                 self.in_sync = promote.in_sync.clone();
@@ -322,6 +342,57 @@ mod tests {
         assert_eq!(state.epoch, 1, "the void promote changed nothing");
         // A start-up claim (no failover part) is not bound by the in-sync set.
         assert_eq!(state.check(2, &promote(2, "b")), Verdict::Valid);
+    }
+
+    /// Valid failover promotes form the history (bounded, newest last, naming whom each one
+    /// replaced); start-up claims and void promotes do not; a checkpoint keeps it.
+    #[test]
+    fn test_should_keep_a_bounded_failover_history_across_checkpoints() {
+        let failover = |epoch: u64, node: &str| {
+            let RecordBody::Promote(mut body) = promote(epoch, node) else {
+                unreachable!()
+            };
+            body.in_sync = vec!["a".into(), "b".into()];
+            body.failover = Some(crate::catalog::record::FailoverRecord {
+                reason: "silent".into(),
+                detected_at_ms: epoch * 10,
+                promoted_at_ms: epoch * 10 + 1,
+            });
+            RecordBody::Promote(body)
+        };
+        let mut state = CatalogState::default();
+        state.apply(&record(1, 1, promote(1, "a")));
+        state.apply(&record(
+            2,
+            1,
+            RecordBody::Isr(crate::catalog::record::Isr {
+                in_sync: vec!["a".into(), "b".into()],
+            }),
+        ));
+        let total = FAILOVER_HISTORY as u64 + 3;
+        for epoch in 2..2 + total {
+            let node = if epoch % 2 == 0 { "b" } else { "a" };
+            state.apply(&record(epoch + 1, epoch - 1, failover(epoch, node)));
+        }
+        // A stale promote (epoch not newer) is void and leaves no trace.
+        state.apply(&record(total + 3, 1, failover(2, "b")));
+        assert_eq!(state.failovers.len(), FAILOVER_HISTORY);
+        let newest = state.failovers.last().unwrap();
+        assert_eq!(newest.epoch, 1 + total);
+        assert_eq!(newest.record.detected_at_ms, (1 + total) * 10);
+        let previous = &state.failovers[FAILOVER_HISTORY - 2];
+        assert_eq!(
+            newest.previous_primary.as_deref(),
+            Some(previous.node_id.as_str())
+        );
+        assert_eq!(
+            state.failovers[0].epoch,
+            1 + total - FAILOVER_HISTORY as u64 + 1
+        );
+
+        let bytes = crate::catalog::record::Checkpoint::encode(&state);
+        let decoded = crate::catalog::record::Checkpoint::decode("k", state.seq, &bytes).unwrap();
+        assert_eq!(decoded.failovers, state.failovers);
     }
 
     fn live_paths<'a>(state: &'a CatalogState, table: &TableId) -> Vec<&'a str> {

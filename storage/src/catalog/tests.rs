@@ -439,3 +439,59 @@ async fn test_should_commit_through_latency_and_contention() {
     assert_eq!(state.seq, 10);
     assert_eq!(all_live_paths(&state).len(), 10);
 }
+
+/// Standbys racing to replace the same primary (one `Catalog` each, as separate processes
+/// are, on one store): exactly one failover promote on the epoch they read wins each round,
+/// every other one is told it was fenced, and the log names the winner.
+#[tokio::test]
+async fn test_should_let_exactly_one_racing_failover_promote_win() {
+    const STANDBYS: usize = 4;
+    const ROUNDS: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let ids: Vec<String> = (0..STANDBYS).map(|i| format!("w{i}")).collect();
+    let first = open(store.clone()).await;
+    first.promote_if(0, "w0", 0, ids.clone()).await.unwrap();
+    let mut catalogs = Vec::new();
+    for _ in 0..STANDBYS {
+        catalogs.push(open(store.clone()).await);
+    }
+    for round in 1..=ROUNDS {
+        let mut racers = Vec::new();
+        for (catalog, id) in catalogs.iter().zip(&ids) {
+            let (catalog, id, in_sync) = (catalog.clone(), id.clone(), ids.clone());
+            racers.push(tokio::spawn(async move {
+                let record = FailoverRecord {
+                    reason: "dead".into(),
+                    detected_at_ms: round,
+                    promoted_at_ms: round,
+                };
+                let outcome = catalog
+                    .promote_for_failover(round, &id, round * 10, in_sync, record)
+                    .await;
+                (id, outcome)
+            }));
+        }
+        let mut winners = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                (id, Ok(epoch)) => {
+                    assert_eq!(epoch, round + 1);
+                    winners.push(id);
+                }
+                (_, Err(CatalogError::Fenced { current_epoch, .. })) => {
+                    assert_eq!(current_epoch, round + 1);
+                }
+                (id, Err(other)) => panic!("{id}: {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        for catalog in &catalogs {
+            catalog.refresh().await.unwrap();
+            let state = catalog.snapshot();
+            assert_eq!(state.epoch, round + 1);
+            assert_eq!(state.primary.as_ref(), Some(&winners[0]));
+        }
+    }
+}
