@@ -1084,40 +1084,15 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
     let mut nodes: Vec<TestNode> = plan
         .iter()
         .map(|(id, role, in_a, port)| {
-            let (netns, link_ip, reach_ip) = if *in_a {
-                (&split.a, split.a_link_ip, split.a_reach_ip)
-            } else {
-                (&split.b, split.b_link_ip, split.b_reach_ip)
-            };
             let member = Member {
                 id: id.to_string(),
                 role,
                 gossip_port: *port,
             };
-            let mut env = member_env("split", &member, &[], storage.path());
-            env.extend([
-                ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
-                (
-                    "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
-                    link_ip.to_string(),
-                ),
-                (
-                    "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
-                    format!("{link_ip}:{port}"),
-                ),
-                (
-                    "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
-                    format!("{link_ip}:0"),
-                ),
-                // What gossip shows across a partition, without failover (which would promote
-                // writer-2 in B): B has no primary and says so.
-                (
-                    "ARC_CLUSTER_FAILOVER_ENABLED".to_string(),
-                    "false".to_string(),
-                ),
-                ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
-            ]);
-            TestNode::prepare_owned(env).in_netns(netns, reach_ip)
+            // What gossip shows across a partition, without failover (which would promote
+            // writer-2 in B): B has no primary and says so.
+            let extra = [("ARC_CLUSTER_FAILOVER_ENABLED", "false")];
+            split.member("split", &member, *in_a, &seeds, storage.path(), &extra)
         })
         .collect();
     // writer-1 first, so it wins the bootstrap race.

@@ -91,6 +91,41 @@ fn load(
     })
 }
 
+/// Clients writing fresh ids (see [`load`]) and every write they had acknowledged.
+#[derive(Default)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<u64, Ack>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Adds clients `clients` writing through `entry` (node and node id).
+    fn through(&mut self, entry: (&TestNode, &str), clients: std::ops::Range<u64>) {
+        let handle = load(entry, clients, self.stop.clone(), self.acked.clone());
+        self.clients.push(handle);
+    }
+
+    /// Looks at the acknowledged writes so far.
+    fn with<T>(&self, look: impl FnOnce(&BTreeMap<u64, Ack>) -> T) -> T {
+        look(&self.acked.lock().unwrap())
+    }
+
+    /// How many writes were acknowledged in `epoch`.
+    fn acked_in(&self, epoch: u64) -> usize {
+        self.with(|acked| acked_in_epoch(acked, epoch))
+    }
+
+    /// Stops the clients; returns every acknowledged write.
+    async fn finish(self) -> BTreeMap<u64, Ack> {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
 async fn get_json(node: &TestNode, path: &str) -> Option<Value> {
     let response = node.client.get(node.url(path)).send().await.ok()?;
     response.json().await.ok()
@@ -105,7 +140,7 @@ async fn primary_of(observer: &TestNode) -> Option<(String, u64)> {
 
 /// Three writers (`w1` primary at first, `w2` and `w3` standbys) and a reader `r1` on one
 /// shared storage directory, with `extra` settings; returns the storage, the writers by id,
-/// and the reader.
+/// the reader, and the guard that prints their logs if the test fails (keep it last).
 async fn start_cluster(
     name: &str,
     extra: &[(&str, &str)],
@@ -113,6 +148,7 @@ async fn start_cluster(
     tempfile::TempDir,
     BTreeMap<&'static str, TestNode>,
     TestNode,
+    LogsOnPanic,
 ) {
     let ports = free_udp_ports(4);
     let storage = tempfile::tempdir().unwrap();
@@ -142,7 +178,13 @@ async fn start_cluster(
         nodes.insert(id, node);
     }
     let reader = nodes.remove("r1").unwrap();
-    (storage, nodes, reader)
+    let logs = LogsOnPanic::new(
+        nodes
+            .iter()
+            .map(|(id, node)| (*id, node))
+            .chain([("r1", &reader)]),
+    );
+    (storage, nodes, reader, logs)
 }
 
 /// Waits until `primary` names both other writers in sync (asked of the primary, which
@@ -251,34 +293,19 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         .unwrap_or(10);
     // The benchmark script may try another failover timeout.
     let timeout = std::env::var("ARC_CLUSTER_FAILOVER_TIMEOUT").unwrap_or_default();
-    let (_storage, mut nodes, reader) = start_cluster(
+    let (_storage, mut nodes, reader, _logs) = start_cluster(
         "failover",
         &[("ARC_CLUSTER_FAILOVER_TIMEOUT", timeout.as_str())],
     )
     .await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load((&reader, "r1"), 0..4, stop.clone(), acked.clone());
-    let acked_in = |epoch: u64| {
-        acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == epoch)
-            .count()
-    };
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..4);
     let mut recoveries = Vec::new();
     for drill in 0..drills {
         // Both standbys in sync, load flowing.
         let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
         wait_for("writes in the current epoch", DEADLINE, || async {
-            (acked_in(epoch) > 50).then_some(())
+            (load.acked_in(epoch) > 50).then_some(())
         })
         .await;
         wait_all_in_sync(&nodes[primary.as_str()]).await;
@@ -303,7 +330,7 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
         wait_for(
             "a write acknowledged in the new epoch",
             DEADLINE,
-            || async { (acked_in(new_epoch) > 0).then_some(()) },
+            || async { (load.acked_in(new_epoch) > 0).then_some(()) },
         )
         .await;
         let recovery = killed.elapsed();
@@ -344,19 +371,11 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
     }
     let (primary, _) = primary_of(&reader).await.unwrap();
     wait_for("writes after the last drill", DEADLINE, || async {
-        let last = acked
-            .lock()
-            .unwrap()
-            .values()
-            .map(|ack| ack.epoch)
-            .max()
-            .unwrap_or(0);
-        (acked_in(last) > 50).then_some(())
+        let last = load.with(|acked| acked.values().map(|ack| ack.epoch).max().unwrap_or(0));
+        (load.acked_in(last) > 50).then_some(())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
 
     check_acknowledged(&acked, &nodes, &primary, &reader).await;
     for (id, node) in &nodes {
@@ -380,45 +399,20 @@ async fn test_kill_9_of_the_primary_under_load_loses_nothing() {
 /// process (same pid, no restart) and gets back in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_frozen_primary_steps_down_in_process_when_thawed() {
-    let (_storage, mut nodes, reader) = start_cluster("frozen", &[]).await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let via_reader = load((&reader, "r1"), 0..3, stop.clone(), acked.clone());
+    let (_storage, mut nodes, reader, _logs) = start_cluster("frozen", &[]).await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..3);
     let (old, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    let acked_in = |epoch: u64| {
-        acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == epoch)
-            .count()
-    };
     wait_for("writes in the first epoch", DEADLINE, || async {
-        (acked_in(epoch) > 50).then_some(())
+        (load.acked_in(epoch) > 50).then_some(())
     })
     .await;
     wait_all_in_sync(&nodes[old.as_str()]).await;
     // Clients writing to the old primary directly too: they are the ones it could wrongly
     // acknowledge once thawed.
-    let direct = load(
-        (&nodes[old.as_str()], &old),
-        3..5,
-        stop.clone(),
-        acked.clone(),
-    );
+    load.through((&nodes[old.as_str()], &old), 3..5);
     wait_for("direct writes acknowledged", DEADLINE, || async {
-        let direct = acked
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|id| **id >= 30_000_000)
-            .count();
+        let direct = load.with(|acked| acked.keys().filter(|id| **id >= 30_000_000).count());
         (direct > 20).then_some(())
     })
     .await;
@@ -431,7 +425,7 @@ async fn test_a_frozen_primary_steps_down_in_process_when_thawed() {
     .await;
     let promoted = Instant::now();
     wait_for("writes in the new epoch", DEADLINE, || async {
-        (acked_in(new_epoch) > 50).then_some(())
+        (load.acked_in(new_epoch) > 50).then_some(())
     })
     .await;
     signal(pid, "CONT");
@@ -456,19 +450,16 @@ async fn test_a_frozen_primary_steps_down_in_process_when_thawed() {
     assert!(log.contains("stepping down to standby"), "{log}");
     wait_all_in_sync(&nodes[new_primary.as_str()]).await;
     wait_for("writes after the step-down", DEADLINE, || async {
-        let after = acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.at > thawed && ack.epoch == new_epoch)
-            .count();
+        let after = load.with(|acked| {
+            acked
+                .values()
+                .filter(|ack| ack.at > thawed && ack.epoch == new_epoch)
+                .count()
+        });
         (after > 50).then_some(())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    via_reader.await.unwrap();
-    direct.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     // Nothing acknowledged in the old epoch once the new one was known (an answer sent before
     // the freeze arrives at once; the promote came seconds later).
     let late: Vec<_> = acked
@@ -495,17 +486,10 @@ async fn test_a_frozen_primary_steps_down_in_process_when_thawed() {
 /// failover. Nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_an_unhealthy_primary_is_replaced_once_within_the_cooldown() {
-    let (_storage, nodes, reader) =
+    let (_storage, nodes, reader, _logs) =
         start_cluster("unhealthy", &[("ARC_CLUSTER_UNHEALTHY_THRESHOLD", "2")]).await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load((&reader, "r1"), 0..2, stop.clone(), acked.clone());
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..2);
     let (old, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
     wait_all_in_sync(&nodes[old.as_str()]).await;
     let break_probe = |node: &TestNode| {
@@ -554,9 +538,7 @@ async fn test_an_unhealthy_primary_is_replaced_once_within_the_cooldown() {
         "{held_back} held back, and no one took over"
     );
     std::fs::remove_dir(&probe).unwrap_or_default();
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &new_primary, &reader).await;
 }
 
@@ -567,24 +549,9 @@ async fn test_an_unhealthy_primary_is_replaced_once_within_the_cooldown() {
 /// standby gets 409 naming why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_planned_switchover_under_load_loses_nothing() {
-    let (_storage, nodes, reader) = start_cluster("switchover", &[]).await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load((&reader, "r1"), 0..4, stop.clone(), acked.clone());
-    let acked_in = |epoch: u64| {
-        acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == epoch)
-            .count()
-    };
+    let (_storage, nodes, reader, _logs) = start_cluster("switchover", &[]).await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..4);
     let switch = |target: Option<&str>| {
         let request = reader
             .client
@@ -605,7 +572,7 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
     };
     let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
     wait_for("writes", DEADLINE, || async {
-        (acked_in(epoch) > 50).then_some(())
+        (load.acked_in(epoch) > 50).then_some(())
     })
     .await;
     wait_all_in_sync(&nodes[first.as_str()]).await;
@@ -637,7 +604,7 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
         }
         windows.push(data["unavailable_ms"].as_u64().unwrap());
         wait_for("writes in the new epoch", DEADLINE, || async {
-            (acked_in(new_epoch) > 50).then_some(())
+            (load.acked_in(new_epoch) > 50).then_some(())
         })
         .await;
         // The old primary follows the new one, in the same process, and is in sync again
@@ -663,9 +630,7 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
         .map(|failover| failover["reason"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(reasons, ["switchover", "switchover"], "{summary}");
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     // The longest gap between two acknowledgements, as the clients saw it.
     let mut times: Vec<Instant> = acked.values().map(|ack| ack.at).collect();
     times.sort();
@@ -700,28 +665,13 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
     let markers = tempfile::tempdir().unwrap();
     let marker = markers.path().join("aborted");
     let failpoint = format!("failover-after-promote=abort-once:{}", marker.display());
-    let (_storage, mut nodes, reader) =
+    let (_storage, mut nodes, reader, _logs) =
         start_cluster("midway", &[("ARC_FAILPOINTS", failpoint.as_str())]).await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load((&reader, "r1"), 0..3, stop.clone(), acked.clone());
-    let acked_in = |epoch: u64| {
-        acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == epoch)
-            .count()
-    };
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..3);
     let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
     wait_for("writes", DEADLINE, || async {
-        (acked_in(epoch) > 50).then_some(())
+        (load.acked_in(epoch) > 50).then_some(())
     })
     .await;
     wait_all_in_sync(&nodes[first.as_str()]).await;
@@ -743,7 +693,7 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
         "{candidate} aborted"
     );
     wait_for("writes in the survivor's epoch", DEADLINE, || async {
-        (acked_in(final_epoch) > 50).then_some(())
+        (load.acked_in(final_epoch) > 50).then_some(())
     })
     .await;
     // Both dead nodes come back as standbys.
@@ -751,9 +701,7 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
         nodes.get_mut(id).unwrap().spawn().await;
     }
     wait_all_in_sync(&nodes[survivor.as_str()]).await;
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     assert_eq!(
         acked_in_epoch(&acked, epoch + 1),
         0,
@@ -817,34 +765,12 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
     let seeds = format!("{}:9101,{}:9103", split.a_link_ip, split.b_link_ip);
     let mut nodes: BTreeMap<&str, TestNode> = BTreeMap::new();
     for (id, role, in_a, port) in plan {
-        let (netns, link_ip, reach_ip) = if in_a {
-            (&split.a, split.a_link_ip, split.a_reach_ip)
-        } else {
-            (&split.b, split.b_link_ip, split.b_reach_ip)
-        };
         let member = Member {
             id: id.to_string(),
             role,
             gossip_port: port,
         };
-        let mut env = member_env("partition", &member, &[], storage.path());
-        env.extend([
-            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
-            (
-                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
-                link_ip.to_string(),
-            ),
-            (
-                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
-                format!("{link_ip}:{port}"),
-            ),
-            (
-                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
-                format!("{link_ip}:0"),
-            ),
-            ("ARC_CLUSTER_SEEDS".to_string(), seeds.clone()),
-        ]);
-        let mut node = TestNode::prepare_owned(env).in_netns(netns, reach_ip);
+        let mut node = split.member("partition", &member, in_a, &seeds, storage.path(), &[]);
         // w1 first, so it wins the bootstrap race.
         node.spawn().await;
         nodes.insert(id, node);
@@ -857,16 +783,15 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
             .map(|(id, node)| (*id, node))
             .chain([("ra", &ra), ("rb", &rb)]),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let side_a = load((&ra, "ra"), 0..2, stop.clone(), acked.clone());
-    let side_b = load((&rb, "rb"), 2..4, stop.clone(), acked.clone());
+    let mut load = Load::default();
+    load.through((&ra, "ra"), 0..2);
+    load.through((&rb, "rb"), 2..4);
     let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&rb)).await;
     assert_eq!(first, "w1");
     wait_for("writes from both sides", DEADLINE, || async {
-        let acked = acked.lock().unwrap();
-        let from =
-            |low: u64, high: u64| acked.keys().filter(|id| (low..high).contains(*id)).count();
+        let from = |low: u64, high: u64| {
+            load.with(|acked| acked.keys().filter(|id| (low..high).contains(*id)).count())
+        };
         (from(0, 20_000_000) > 30 && from(20_000_000, 40_000_000) > 30).then_some(())
     })
     .await;
@@ -880,13 +805,7 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
     })
     .await;
     wait_for("writes on side B in the new epoch", DEADLINE, || async {
-        let count = acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == new_epoch)
-            .count();
-        (count > 30).then_some(())
+        (load.acked_in(new_epoch) > 30).then_some(())
     })
     .await;
     // w1 learns of the new epoch from the catalog (its ISR commit is fenced) and steps down.
@@ -908,19 +827,16 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
         .await;
     }
     wait_for("writes through side A again", DEADLINE, || async {
-        let count = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(id, ack)| **id < 20_000_000 && ack.epoch == new_epoch)
-            .count();
+        let count = load.with(|acked| {
+            acked
+                .iter()
+                .filter(|(id, ack)| **id < 20_000_000 && ack.epoch == new_epoch)
+                .count()
+        });
         (count > 30).then_some(())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    side_a.await.unwrap();
-    side_b.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &new_primary, &rb).await;
     eprintln!(
         "partition: {new_primary} took epoch {new_epoch}; w1 stepped down {separated:?} after the cut; {} writes acknowledged",
@@ -940,38 +856,23 @@ async fn test_with_default_timings_a_kill_9_recovers_within_30_s() {
         ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL", ""),
         ("ARC_INGEST_MAX_BUFFER_AGE_MS", ""),
     ];
-    let (_storage, mut nodes, reader) = start_cluster("defaults", &defaults).await;
-    let _logs = LogsOnPanic::new(
-        nodes
-            .iter()
-            .map(|(id, node)| (*id, node))
-            .chain([("r1", &reader)]),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let writers = load((&reader, "r1"), 0..2, stop.clone(), acked.clone());
-    let acked_in = |epoch: u64| {
-        acked
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|ack| ack.epoch == epoch)
-            .count()
-    };
+    let (_storage, mut nodes, reader, _logs) = start_cluster("defaults", &defaults).await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..2);
     let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
     wait_for("writes", DEADLINE, || async {
-        (acked_in(epoch) > 20).then_some(())
+        (load.acked_in(epoch) > 20).then_some(())
     })
     .await;
     wait_all_in_sync(&nodes[first.as_str()]).await;
     let killed = Instant::now();
     nodes.get_mut(first.as_str()).unwrap().kill9();
     let recovered = wait_for("a write acknowledged in a new epoch", DEADLINE, || async {
-        let newer = acked
-            .lock()
-            .unwrap()
-            .values()
-            .any(|ack| ack.epoch > epoch && ack.at > killed);
+        let newer = load.with(|acked| {
+            acked
+                .values()
+                .any(|ack| ack.epoch > epoch && ack.at > killed)
+        });
         newer.then(|| killed.elapsed())
     })
     .await;
@@ -979,9 +880,7 @@ async fn test_with_default_timings_a_kill_9_recovers_within_30_s() {
         recovered < Duration::from_secs(30),
         "recovery took {recovered:?}"
     );
-    stop.store(true, Ordering::Relaxed);
-    writers.await.unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = load.finish().await;
     let (primary, _) = primary_of(&reader).await.unwrap();
     check_acknowledged(&acked, &nodes, &primary, &reader).await;
     eprintln!("defaults: kill -9 -> first acknowledged write in {recovered:?}");

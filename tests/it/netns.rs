@@ -153,6 +153,48 @@ impl Split {
         }
     }
 
+    /// A cluster member prepared to run on side A (`in_a`) or B: gossip on `port` of its side's
+    /// link address, the HTTP API on every interface, replication on any free port of the
+    /// link, `seeds` as given, the shared `storage`, and `extra` settings last.
+    pub fn member(
+        &self,
+        cluster: &str,
+        member: &crate::cluster::Member,
+        in_a: bool,
+        seeds: &str,
+        storage: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> crate::harness::TestNode {
+        let (netns, link_ip, reach_ip) = if in_a {
+            (&self.a, self.a_link_ip, self.a_reach_ip)
+        } else {
+            (&self.b, self.b_link_ip, self.b_reach_ip)
+        };
+        let mut env = crate::cluster::member_env(cluster, member, &[], storage);
+        env.extend([
+            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+            (
+                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
+                link_ip.to_string(),
+            ),
+            (
+                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
+                format!("{link_ip}:{}", member.gossip_port),
+            ),
+            (
+                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
+                format!("{link_ip}:0"),
+            ),
+            ("ARC_CLUSTER_SEEDS".to_string(), seeds.to_string()),
+        ]);
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string())),
+        );
+        crate::harness::TestNode::prepare_owned(env).in_netns(netns, reach_ip)
+    }
+
     /// Cuts the A–B link: nothing passes between the namespaces.
     pub fn partition(&self) {
         ip(&["-n", &self.a, "link", "set", &self.link, "down"]);
