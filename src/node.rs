@@ -1590,9 +1590,11 @@ async fn advertise_loop(inner: Arc<NodeInner>, stop: CancellationToken) {
     }
 }
 
-/// A primary that sees, in gossip, a primary of a newer epoch reads the catalog and steps
-/// down if it holds that epoch: sooner than its next flush or ISR commit would be fenced, so
-/// writes in flight on it get their 503 (and clients retry on the new primary) at once.
+/// A primary reads the catalog, and steps down if a newer epoch holds it, when gossip shows a
+/// primary of a newer epoch, or when an in-sync standby has not confirmed anything for the
+/// failover timeout (it may be following a new primary the partition hides from gossip).
+/// Sooner than its next flush or ISR commit would be fenced, so writes held on it get their
+/// 503 (and clients retry on the new primary) at once.
 async fn check_deposed(inner: &NodeInner) {
     let Some(own) = inner.epoch.get().copied() else {
         return;
@@ -1602,18 +1604,38 @@ async fn check_deposed(inner: &NodeInner) {
         .view()
         .primary()
         .filter(|node| !node.is_self && node.info.epoch > own)
-        .map(|node| (node.id.clone(), node.info.epoch));
-    let Some((node, epoch)) = newer else {
+        .map(|node| {
+            format!(
+                "gossip shows {} primary at epoch {}",
+                node.id, node.info.epoch
+            )
+        });
+    let silent_ms =
+        u64::try_from(inner.config.cluster.failover_timeout.0.as_millis()).unwrap_or(u64::MAX);
+    let silent = || {
+        let status = inner.replication.get()?.status();
+        status
+            .committed_isr
+            .iter()
+            .find(|node| {
+                !status
+                    .followers
+                    .iter()
+                    .any(|follower| &follower.node_id == *node && follower.lag_ms < silent_ms)
+            })
+            .map(|node| format!("in-sync standby {node} confirmed nothing for {silent_ms} ms"))
+    };
+    let Some(why) = newer.or_else(silent) else {
         return;
     };
     if let Err(error) = inner.catalog.refresh().await {
-        warn!(%error, %node, epoch, "reading the catalog after gossip showed a newer primary");
+        warn!(%error, %why, "reading the catalog to see whether a newer epoch exists");
         return;
     }
     let snapshot = inner.catalog.snapshot();
     if snapshot.epoch > own {
         inner.step_down(format!(
-            "the catalog's epoch is {} (primary {}), this node's {own}",
+            "the catalog's epoch is {} (primary {}), this node's {own} ({why})",
             snapshot.epoch,
             snapshot.primary.as_deref().unwrap_or("unknown")
         ));

@@ -804,17 +804,18 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
         (now > epoch && primary != "w1").then_some((primary, now))
     })
     .await;
-    wait_for("writes on side B in the new epoch", DEADLINE, || async {
-        (load.acked_in(new_epoch) > 30).then_some(())
-    })
-    .await;
-    // w1 learns of the new epoch from the catalog (its ISR commit is fenced) and steps down.
+    // w1 learns of the new epoch from the catalog (read when its in-sync standbys stay silent
+    // past the failover timeout) and steps down.
     wait_for("w1 to step down", DEADLINE, || async {
         let local = get_json(&nodes["w1"], "/api/v1/cluster/local").await?;
         (local["data"]["primary"] == false).then_some(())
     })
     .await;
     let separated = cut.elapsed();
+    wait_for("writes on side B in the new epoch", DEADLINE, || async {
+        (load.acked_in(new_epoch) > 30).then_some(())
+    })
+    .await;
 
     split.heal();
     wait_all_in_sync(&nodes[new_primary.as_str()]).await;
@@ -838,8 +839,14 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
     .await;
     let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &new_primary, &rb).await;
+    for line in strip_ansi(&nodes["w1"].log())
+        .lines()
+        .filter(|line| line.contains("stepping down to standby"))
+    {
+        eprintln!("w1: {line}");
+    }
     eprintln!(
-        "partition: {new_primary} took epoch {new_epoch}; w1 stepped down {separated:?} after the cut; {} writes acknowledged",
+        "partition: {new_primary} took epoch {new_epoch}; w1 a standby {separated:?} after the cut; {} writes acknowledged",
         acked.len()
     );
 }
