@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_auth::Permission;
 use axum::Router;
@@ -165,7 +165,7 @@ fn table() -> Vec<Route> {
         // Sent to the primary wherever it arrives: only the primary can hand its epoch over.
         route(
             "POST",
-            "/api/v1/cluster/failover",
+            SWITCHOVER_PATH,
             Requires(Permission::Admin),
             post(cluster_api::failover),
         )
@@ -277,6 +277,9 @@ async fn forward(
     }
 }
 
+/// The planned switchover's route.
+const SWITCHOVER_PATH: &str = "/api/v1/cluster/failover";
+
 /// Headers that describe one hop, not the request, and are never passed on.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -330,13 +333,33 @@ pub(crate) async fn proxy(
     if let Ok(value) = HeaderValue::from_str(&forwarded_by.join(",")) {
         headers.insert(FORWARDED_BY_HEADER, value);
     }
-    let sent = node
+    let sending = node
         .forward_client
         .request(parts.method.clone(), &url)
         .headers(headers)
         .body(body)
-        .send()
-        .await;
+        .send();
+    // A write held by a primary that stopped answering (frozen, cut off) would wait for the
+    // forward timeout; once another node is primary it can never be acknowledged by it, so the
+    // client learns at once that the outcome is unknown and retries on the new primary. (Not
+    // a switchover request: replacing the primary is what it does.)
+    let sent = if label == "write" && parts.uri.path() != SWITCHOVER_PATH {
+        tokio::select! {
+            sent = sending => sent,
+            replacement = primary_replaced(node, node_id) => {
+                m::record_forward(label, "unknown");
+                warn!(target = node_id, %address, %replacement, "a forwarded write's primary was replaced while it was in flight");
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "forwarded {label} to {node_id} at {address}, but {replacement} became primary before it answered; the outcome is unknown"
+                    ),
+                );
+            }
+        }
+    } else {
+        sending.await
+    };
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {
@@ -388,6 +411,20 @@ pub(crate) async fn proxy(
     let mut response = (status, bytes).into_response();
     *response.headers_mut() = relayed;
     response
+}
+
+/// Resolves once this node's view shows another node than `target` as the primary (a newer
+/// epoch, or `target` dead); returns that node's id.
+async fn primary_replaced(node: &AppState, target: &str) -> String {
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticks.tick().await;
+        if let Some(primary) = node.cluster.view().primary()
+            && primary.id != target
+        {
+            return primary.id.clone();
+        }
+    }
 }
 
 /// An error and its causes, `outer: inner: ...` (reqwest's own text hides why a request
