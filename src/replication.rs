@@ -835,6 +835,10 @@ impl Stream {
             if self.state.phase() != FollowerPhase::Idle {
                 self.state.stream_ended();
             }
+            if ended == "named" {
+                // Named primary by a switchover: take over at once (top of the loop).
+                continue;
+            }
             info!(%primary, reason = ended, "replication stream ended; subscribing again");
             if pause(stop, &mut backoff).await {
                 return;
@@ -1140,6 +1144,7 @@ impl Stream {
     /// Carries out the state machine's actions; returns why the stream must end, if it must.
     async fn act(&mut self, client: &ReplicationClient) -> anyhow::Result<Option<&'static str>> {
         let mut end = None;
+        let mut nudged = false;
         loop {
             let mut appends = Vec::new();
             let mut notices = Vec::new();
@@ -1171,6 +1176,8 @@ impl Stream {
                     }
                     FollowerAction::CommitAdvanced { .. } => {}
                     FollowerAction::Flushed(notice) => {
+                        // A notice naming no table is a switchover's nudge: a promote landed.
+                        nudged |= notice.tables.is_empty();
                         notices
                             .extend(notice.tables.into_iter().map(|(table, lsn)| (table, lsn.0)));
                         self.tail.notify_one();
@@ -1194,6 +1201,16 @@ impl Stream {
             }
         }
         self.expose();
+        if nudged && end.is_none() && self.standby.is_some() {
+            // A standby the promote names takes over now, not at its next tick.
+            if let Err(error) = self.inner.catalog().refresh().await {
+                debug!(%error, "reading the catalog after a switchover's nudge");
+            }
+            let snapshot = self.inner.catalog().snapshot();
+            if snapshot.primary.as_deref() == Some(self.inner.node_id.as_str()) {
+                end = Some("named");
+            }
+        }
         if end.is_none() {
             self.set_streaming(matches!(
                 self.state.phase(),
