@@ -539,7 +539,7 @@ struct Stream {
     last_heard: Instant,
     /// Whether a reconnect failed since the stream went silent.
     reconnect_failed: bool,
-    /// When an ineligible standby last said so (rate-limits the warning).
+    /// When a failover warning (ineligible, held back) was last logged (rate-limits them).
     ineligible_warned: Option<Instant>,
     /// When this follower started (gossip's liveness is not believed before a detection
     /// bound has passed).
@@ -850,32 +850,20 @@ impl Stream {
     /// whenever the stream is down (silent, closed, or the primary unreachable), and on each
     /// tick while it streams (gossip may show the primary dead or unhealthy).
     async fn consider_failover(&mut self) -> anyhow::Result<Takeover> {
-        let Some(failover) = self.failover.as_mut() else {
+        if self.failover.is_none() {
             return Ok(Takeover::No);
-        };
-        let failover_timeout = self.inner.config.cluster.failover_timeout.0;
-        // Silence is measured per primary: a new one starts with a clean slate.
-        let primary = self.inner.catalog().snapshot().primary.clone();
-        if primary != self.silence_of {
-            self.silence_of = primary;
-            self.last_heard = Instant::now();
-            self.reconnect_failed = false;
         }
-        let silent = self.last_heard.elapsed();
-        if silent >= failover_timeout {
+        let failover_timeout = self.inner.config.cluster.failover_timeout.0;
+        self.measure_silence_of(&self.inner.catalog().snapshot());
+        if self.last_heard.elapsed() >= failover_timeout {
             // Decide on the newest in-sync set and epoch.
             if let Err(error) = self.inner.catalog().refresh().await {
                 debug!(%error, "reading the catalog log");
             }
         }
         let snapshot = self.inner.catalog().snapshot();
-        if snapshot.primary != self.silence_of {
-            // The read named a new primary: the silence measured was the old one's. The new
-            // one gets its own (and this node follows it first).
-            self.silence_of = snapshot.primary.clone();
-            self.last_heard = Instant::now();
-            self.reconnect_failed = false;
-        }
+        // The read may name a new primary: the silence measured was the old one's.
+        self.measure_silence_of(&snapshot);
         let silent = self.last_heard.elapsed();
         let catalog = CatalogView {
             epoch: snapshot.epoch,
@@ -893,6 +881,9 @@ impl Stream {
             .and_then(|primary| view.get(primary))
             .map_or(0, |node| node.info.health.unhealthy_checks);
         let now_ms = self.inner.clock.unix_ms();
+        let Some(failover) = self.failover.as_mut() else {
+            return Ok(Takeover::No);
+        };
         let action = failover.tick(&FailoverInput {
             now_ms,
             view: &view,
@@ -920,27 +911,19 @@ impl Stream {
         let (expected_epoch, reason, triggered_at_ms) = match action {
             FailoverAction::Follow | FailoverAction::Wait { .. } => return Ok(Takeover::No),
             FailoverAction::HeldBack { until_ms } => {
-                if self
-                    .ineligible_warned
-                    .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
-                {
+                if self.warning_due() {
                     warn!(
                         primary = ?catalog.primary,
                         unhealthy_checks = primary_unhealthy_checks,
                         cooldown_left_ms = until_ms.saturating_sub(now_ms),
                         "the primary is unhealthy, but the last failover was within cluster.failover_cooldown: holding back"
                     );
-                    self.ineligible_warned = Some(Instant::now());
                 }
                 return Ok(Takeover::No);
             }
             FailoverAction::Ineligible { reason } => {
-                if self
-                    .ineligible_warned
-                    .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
-                {
+                if self.warning_due() {
                     warn!(%reason, in_sync = ?catalog.in_sync, "the primary needs replacing, but this standby may not take over (not in sync, or not healthy)");
-                    self.ineligible_warned = Some(Instant::now());
                 }
                 return Ok(Takeover::No);
             }
@@ -968,7 +951,7 @@ impl Stream {
             arc_gossip::rank_standbys(&view, &catalog.in_sync)
                 .into_iter()
                 .map(|candidate| candidate.id)
-                .filter(|id| *id != self.inner.node_id && catalog.in_sync.contains(id)),
+                .filter(|id| *id != self.inner.node_id),
         );
         info!(%reason, expected_epoch, durable_lsn = durable, ?in_sync, "taking over as primary");
         let promoted = self
@@ -987,16 +970,8 @@ impl Stream {
                 crate::failpoints::hit("failover-after-promote");
                 failover.promoted(expected_epoch);
                 let wal = standby.wal.take().context("the standby's wal is closed")?;
-                crate::node::take_over(&self.inner, wal, epoch).await?;
                 let detection = Duration::from_millis(now_ms.saturating_sub(triggered_at_ms));
-                m::record_failover(
-                    reason.as_str(),
-                    detection,
-                    attempt.elapsed(),
-                    self.inner.clock.unix_ms(),
-                );
-                info!(epoch, %reason, detection_ms = detection.as_millis() as u64, promotion_ms = attempt.elapsed().as_millis() as u64, "took over as primary");
-                Ok(Takeover::Done)
+                self.serve(wal, epoch, reason, detection, attempt).await
             }
             Err(CatalogError::Fenced { current_epoch, .. }) => {
                 info!(
@@ -1046,7 +1021,6 @@ impl Stream {
         }
         let started = Instant::now();
         let wal = standby.wal.take().context("the standby's wal is closed")?;
-        crate::node::take_over(&self.inner, wal, snapshot.epoch).await?;
         if let Some(failover) = self.failover.as_mut() {
             failover.promoted(snapshot.epoch.saturating_sub(1));
         }
@@ -1061,19 +1035,56 @@ impl Stream {
                         .saturating_sub(failover.record.detected_at_ms),
                 )
             });
-        m::record_failover(
-            arc_gossip::FailoverReason::Switchover.as_str(),
+        self.serve(
+            wal,
+            snapshot.epoch,
+            arc_gossip::FailoverReason::Switchover,
             detection,
-            started.elapsed(),
+            started,
+        )
+        .await
+    }
+
+    /// Takes over as the primary of `epoch` (its promote committed) with the standby's `wal`;
+    /// records the failover (`detection`, and the promotion since `attempt`).
+    async fn serve(
+        &mut self,
+        wal: Wal,
+        epoch: u64,
+        reason: arc_gossip::FailoverReason,
+        detection: Duration,
+        attempt: Instant,
+    ) -> anyhow::Result<Takeover> {
+        crate::node::take_over(&self.inner, wal, epoch).await?;
+        m::record_failover(
+            reason.as_str(),
+            detection,
+            attempt.elapsed(),
             self.inner.clock.unix_ms(),
         );
-        info!(
-            epoch = snapshot.epoch,
-            fence_lsn = fence.last_lsn,
-            promotion_ms = started.elapsed().as_millis() as u64,
-            "took over as primary: named by a planned switchover"
-        );
+        info!(epoch, %reason, detection_ms = detection.as_millis() as u64, promotion_ms = attempt.elapsed().as_millis() as u64, "took over as primary");
         Ok(Takeover::Done)
+    }
+
+    /// Starts measuring the silence of the primary `snapshot` names, if it is another one than
+    /// the one measured: a new primary starts with a clean slate.
+    fn measure_silence_of(&mut self, snapshot: &CatalogState) {
+        if snapshot.primary != self.silence_of {
+            self.silence_of = snapshot.primary.clone();
+            self.last_heard = Instant::now();
+            self.reconnect_failed = false;
+        }
+    }
+
+    /// Whether a rate-limited failover warning may be logged now (one per 10 s); notes it.
+    fn warning_due(&mut self) -> bool {
+        let due = self
+            .ineligible_warned
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(10));
+        if due {
+            self.ineligible_warned = Some(Instant::now());
+        }
+        due
     }
 
     /// Tells the state machine about the catalog's newest promote. Entries this node holds

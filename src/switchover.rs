@@ -130,7 +130,7 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
     let ranked: Vec<String> = arc_gossip::rank_standbys(&view, &catalog.in_sync)
         .into_iter()
         .map(|candidate| candidate.id)
-        .filter(|id| *id != inner.node_id && catalog.in_sync.contains(id))
+        .filter(|id| *id != inner.node_id)
         .collect();
     let target = match target {
         Some(target) if ranked.contains(&target) => target,

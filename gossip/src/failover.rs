@@ -275,14 +275,8 @@ impl Failover {
         };
         let triggered_at_ms = *self.triggered_at_ms.get_or_insert(input.now_ms);
 
-        // `rank_standbys` treats an empty in-sync set as "no restriction"; here it must be one,
-        // or a standby missing acknowledged writes could take over.
-        let rank = if catalog.in_sync.contains(&self.node_id) {
-            rank_of(&rank_standbys(input.view, &catalog.in_sync), &self.node_id)
-        } else {
-            None
-        };
-        let Some(rank) = rank else {
+        let Some(rank) = rank_of(&rank_standbys(input.view, &catalog.in_sync), &self.node_id)
+        else {
             return FailoverAction::Ineligible { reason };
         };
         let wait_ms = u64::try_from(rank)

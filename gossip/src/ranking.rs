@@ -32,8 +32,9 @@ pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
 /// Returns the standbys eligible to replace the primary, best first (see [`compare`]).
 ///
 /// Eligible: role writer, not claiming primary, state healthy (alive, ready, not unhealthy),
-/// and listed in `in_sync` unless `in_sync` is empty (no restriction). The candidate at index
-/// `k` waits `k` steps before trying.
+/// and listed in `in_sync` (the catalog's in-sync set: only its members hold every
+/// acknowledged write, so an empty set has no candidate). The candidate at index `k` waits
+/// `k` steps before trying.
 pub fn rank_standbys(view: &ClusterView, in_sync: &[String]) -> Vec<Candidate> {
     let mut candidates: Vec<Candidate> = view
         .nodes
@@ -41,7 +42,7 @@ pub fn rank_standbys(view: &ClusterView, in_sync: &[String]) -> Vec<Candidate> {
         .filter(|node| node.info.role == Role::Writer)
         .filter(|node| !node.info.primary)
         .filter(|node| node.state == NodeState::Healthy)
-        .filter(|node| in_sync.is_empty() || in_sync.contains(&node.id))
+        .filter(|node| in_sync.contains(&node.id))
         .map(|node| Candidate {
             id: node.id.clone(),
             durable_lsn: node.info.durable_lsn,
@@ -125,10 +126,15 @@ mod tests {
         let ids = |ranking: Vec<Candidate>| -> Vec<String> {
             ranking.into_iter().map(|c| c.id).collect()
         };
-        assert_eq!(ids(rank_standbys(&view, &[])), ["w1", "w7", "w6"]);
+        let everyone: Vec<String> = view.nodes.iter().map(|node| node.id.clone()).collect();
+        assert_eq!(ids(rank_standbys(&view, &everyone)), ["w1", "w7", "w6"]);
         let in_sync = ["w7".to_string(), "w6".to_string(), "w3".to_string()];
         assert_eq!(ids(rank_standbys(&view, &in_sync)), ["w7", "w6"]);
-        let ranking = rank_standbys(&view, &[]);
+        assert!(
+            rank_standbys(&view, &[]).is_empty(),
+            "no in-sync set, no candidate"
+        );
+        let ranking = rank_standbys(&view, &everyone);
         assert_eq!(rank_of(&ranking, "w7"), Some(1));
         assert_eq!(rank_of(&ranking, "p"), None);
     }

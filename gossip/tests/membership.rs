@@ -184,7 +184,7 @@ async fn test_should_publish_local_updates() {
             .is_some_and(|primary| primary.id == "a" && primary.info.durable_lsn == 42)
     })
     .await;
-    let ranking = arc_gossip::rank_standbys(&b.view(), &[]);
+    let ranking = arc_gossip::rank_standbys(&b.view(), &["a".to_string(), "b".to_string()]);
     assert_eq!(
         ranking.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
         ["b"]
