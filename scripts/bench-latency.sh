@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Acknowledgement latency of 1-line writes at 1, 8 and 64 connections, beside the disk's own
-# fdatasync latency measured in the same run on the same directory. One fresh node with every
-# default (fdatasync, port 18100), 15 s per concurrency.
+# fdatasync latency measured in the same run on the same directory, and the floor under both: a
+# GET /health at the same concurrency (the HTTP stack and the load generator alone, no write
+# work). One fresh node with every default (fdatasync, port 18100), 15 s per concurrency.
 #   scripts/bench-latency.sh [ARC_NODE_BINARY] [ARC_BENCH_BINARY]
 set -u
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -19,5 +20,7 @@ for i in $(seq 300); do curl -sf localhost:18100/ready >/dev/null && break; slee
 for connections in 1 8 64; do
   echo "c=$connections :: $($B --url http://127.0.0.1:18100 --concurrency $connections --duration 15 \
     write --format lp --batch-size 1 --payloads 4096 2>&1 | tail -1)"
+  echo "c=$connections GET /health :: $($B --url http://127.0.0.1:18100 --concurrency $connections \
+    --duration 15 get --path /health 2>&1 | tail -1)"
 done
 echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"

@@ -304,7 +304,8 @@ impl NodeInner {
         {
             let status = replication.status();
             return Some(format!(
-                "cluster.replication_ack is {} but {} standby writer(s) are in sync ({:?});                  writes resume once a standby has caught up",
+                "cluster.replication_ack is {} but {} standby writer(s) are in sync ({:?}); \
+                    writes resume once a standby has caught up",
                 self.config.cluster.replication_ack,
                 status.committed_isr.len(),
                 status.committed_isr

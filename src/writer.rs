@@ -219,7 +219,9 @@ async fn acknowledge(
                 Err(_) => {
                     m::record_ack_wait("timeout", started.elapsed());
                     let message = format!(
-                        "the write is durable on this node but the in-sync standbys did not                          acknowledge it within {:?}; it is kept and may become visible, so a                          retry may store its rows twice",
+                        "the write is durable on this node but the in-sync standbys did not \
+                    acknowledge it within {:?}; it is kept and may become visible, so a \
+                    retry may store its rows twice",
                         replication.ack_timeout
                     );
                     for (_, reply) in replies.drain(..) {

@@ -80,6 +80,13 @@ enum Command {
         #[arg(long, default_value = "bench")]
         database: String,
     },
+    /// Sends `GET <path>` repeatedly (e.g. `/health`): the round trip of the HTTP stack alone,
+    /// the floor under every write's latency on the same machine.
+    Get {
+        /// Path to request.
+        #[arg(long, default_value = "/health")]
+        path: String,
+    },
     /// Measures ack-to-visible: writes one row at a time to `--url` (the primary) and polls
     /// `--reader-url` without `x-arc-min-lsn` until the row shows; reports the time from each
     /// 204 to the first answer that counts the row.
@@ -113,8 +120,9 @@ enum QueryFormat {
 }
 
 struct Request {
+    /// `None` for a `GET` without body, else the `POST` body.
+    body: Option<bytes::Bytes>,
     url: String,
-    body: bytes::Bytes,
     rows: u64,
     content_type: &'static str,
 }
@@ -210,14 +218,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     match format {
                         WriteFormat::Lp => Request {
                             url: format!("{base}/api/v1/write/line-protocol"),
-                            body: line_protocol(measurement, *batch_size, *hosts, start_ns).into(),
+                            body: Some(
+                                line_protocol(measurement, *batch_size, *hosts, start_ns).into(),
+                            ),
                             rows: *batch_size as u64,
                             content_type: "text/plain",
                         },
                         WriteFormat::Msgpack => Request {
                             url: format!("{base}/api/v1/write/msgpack"),
-                            body: msgpack_columnar(measurement, *batch_size, *hosts, start_ns)
-                                .into(),
+                            body: Some(
+                                msgpack_columnar(measurement, *batch_size, *hosts, start_ns).into(),
+                            ),
                             rows: *batch_size as u64,
                             content_type: "application/msgpack",
                         },
@@ -233,14 +244,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             vec![Request {
                 url: format!("{base}{path}"),
-                body: serde_json::to_vec(&serde_json::json!({ "sql": sql }))?.into(),
+                body: Some(serde_json::to_vec(&serde_json::json!({ "sql": sql }))?.into()),
                 rows: 0,
                 content_type: "application/json",
             }]
         }
+        Command::Get { path } => vec![Request {
+            url: format!("{base}{path}"),
+            body: None,
+            rows: 0,
+            content_type: "text/plain",
+        }],
     };
     let database = match &cli.command {
         Command::Write { database, .. } | Command::Query { database, .. } => database.clone(),
+        Command::Get { .. } => String::new(),
         Command::Fsync { .. } | Command::Visible { .. } => unreachable!("measured above"),
     };
     let is_query = matches!(cli.command, Command::Query { .. });
@@ -276,11 +294,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let request = &requests[index % requests.len()];
                 index += 1;
-                let mut builder = client
-                    .post(&request.url)
-                    .header("content-type", request.content_type)
-                    .header("x-arc-database", &database)
-                    .body(request.body.clone());
+                let mut builder = match &request.body {
+                    Some(body) => client
+                        .post(&request.url)
+                        .header("content-type", request.content_type)
+                        .header("x-arc-database", &database)
+                        .body(body.clone()),
+                    None => client.get(&request.url),
+                };
                 if let Some(token) = &token {
                     builder = builder.bearer_auth(token);
                 }
@@ -335,7 +356,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let rows = rows_done.load(Ordering::Relaxed) as f64;
     let error_count = errors.load(Ordering::Relaxed);
     let report = serde_json::json!({
-        "mode": if is_query { "query" } else { "write" },
+        "mode": match cli.command {
+            Command::Query { .. } => "query",
+            Command::Get { .. } => "get",
+            _ => "write",
+        },
         "seconds": elapsed,
         "requests_ok": requests_ok,
         "requests_per_s": requests_ok / elapsed,
