@@ -156,6 +156,7 @@ async fn to_compactor(node: &Arc<NodeInner>, request: Request) -> Response {
         node,
         request,
         FORWARD_LABEL,
+        None,
         &target.id,
         &target.info.api_addr,
         forwarded_by,

@@ -33,6 +33,7 @@ use crate::ingest::{self, IngestError, Precision, TableWrite};
 use crate::metrics as m;
 use crate::node::NodeInner;
 use crate::writer::WriteError;
+use arc_gossip::NodeState;
 
 /// Bodies at least this large are decoded on the blocking pool.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;
@@ -272,7 +273,16 @@ async fn forward(
             error_response(StatusCode::LOOP_DETECTED, message)
         }
         Routing::Forward { node_id, address } => {
-            proxy(&node, request, label, &node_id, &address, forwarded_by).await
+            proxy(
+                &node,
+                request,
+                label,
+                Some(need),
+                &node_id,
+                &address,
+                forwarded_by,
+            )
+            .await
         }
     }
 }
@@ -296,11 +306,14 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Sends the request to `node_id` and relays its answer. A request that never reached the
 /// target answers 503 (retry is safe); one whose outcome is unknown (timeout mid-way)
-/// answers 504, so a client does not take a possibly applied write for a failed one.
+/// answers 504, so a client does not take a possibly applied write for a failed one. With
+/// `need`, the request ends early once the target can no longer answer it (see
+/// [`target_lost`]).
 pub(crate) async fn proxy(
     node: &AppState,
     request: Request,
     label: &'static str,
+    need: Option<Need>,
     node_id: &str,
     address: &str,
     mut forwarded_by: Vec<String>,
@@ -339,35 +352,58 @@ pub(crate) async fn proxy(
         .headers(headers)
         .body(body)
         .send();
-    // A write held by a primary that stopped answering (frozen, cut off) would wait for the
-    // forward timeout; once another node is primary it can never be acknowledged by it, so the
-    // client learns at once that the outcome is unknown and retries on the new primary. (Not
-    // a switchover request: replacing the primary is what it does.)
-    let sent = if label == "write" && parts.uri.path() != SWITCHOVER_PATH {
-        tokio::select! {
-            sent = sending => sent,
-            replacement = primary_replaced(node, node_id) => {
-                m::record_forward(label, "unknown");
-                warn!(target = node_id, %address, %replacement, "a forwarded write's primary was replaced while it was in flight");
-                return error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "forwarded {label} to {node_id} at {address}, but {replacement} became primary before it answered; the outcome is unknown"
-                    ),
-                );
+    // A request held by a node that stopped answering (frozen, cut off) would wait for the
+    // forward timeout. A write's outcome is then unknown (504) once another node is primary: the
+    // old one can never acknowledge it, so the client retries on the new one. A query has no
+    // outcome to lose: once the reader is shown dead or gone, the client is told to retry (503),
+    // which routes it to a live reader. (Not a switchover request: replacing the primary is
+    // what it does.)
+    let watch = need.filter(|_| parts.uri.path() != SWITCHOVER_PATH);
+    let exchange = relay(sending, label, node_id, address, parts.uri.path());
+    let Some(need) = watch else {
+        return exchange.await;
+    };
+    tokio::select! {
+        response = exchange => response,
+        lost = target_lost(node, need, node_id) => {
+            warn!(target = node_id, %address, reason = %lost, "a forwarded {label}'s target was lost while it was in flight");
+            match need {
+                Need::Write => {
+                    m::record_forward(label, "unknown");
+                    error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "forwarded {label} to {node_id} at {address}, but {lost} before it answered; the outcome is unknown"
+                        ),
+                    )
+                }
+                Need::Query => {
+                    m::record_forward(label, "unavailable");
+                    unavailable(format!(
+                        "forwarded {label} to {node_id} at {address}, but {lost} before it answered; retry to reach a live reader"
+                    ))
+                }
             }
         }
-    } else {
-        sending.await
-    };
-    let answer = match sent {
+    }
+}
+
+/// Waits for the answer of a forwarded request, head and body, and relays it.
+async fn relay(
+    sending: impl Future<Output = reqwest::Result<reqwest::Response>>,
+    label: &'static str,
+    node_id: &str,
+    address: &str,
+    path: &str,
+) -> Response {
+    let answer = match sending.await {
         Ok(answer) => answer,
         Err(error) => {
             // The URL's query may hold a token (`?p=`): neither the log nor the answer shows it.
             let error = error.without_url();
             let reached = !error.is_connect();
             m::record_forward(label, if reached { "unknown" } else { "unreachable" });
-            warn!(error = %with_causes(&error), target = node_id, %address, path = parts.uri.path(), "forwarding failed");
+            warn!(error = %with_causes(&error), target = node_id, %address, path, "forwarding failed");
             return if reached {
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -413,16 +449,29 @@ pub(crate) async fn proxy(
     response
 }
 
-/// Resolves once this node's view shows another node than `target` as the primary (a newer
-/// epoch, or `target` dead); returns that node's id.
-async fn primary_replaced(node: &AppState, target: &str) -> String {
+/// Resolves once this node's view shows that `target` will not answer a forwarded request:
+/// for a write, another node is the primary (a newer epoch, or `target` dead); for a query,
+/// `target` is dead, has left, or is gone from the view. Returns why, for the client.
+async fn target_lost(node: &AppState, need: Need, target: &str) -> String {
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     loop {
         ticks.tick().await;
-        if let Some(primary) = node.cluster.view().primary()
-            && primary.id != target
-        {
-            return primary.id.clone();
+        let view = node.cluster.view();
+        match need {
+            Need::Write => {
+                if let Some(primary) = view.primary()
+                    && primary.id != target
+                {
+                    return format!("{} became primary", primary.id);
+                }
+            }
+            Need::Query => match view.get(target).map(|peer| peer.state) {
+                None => return format!("{target} left this node's view of the cluster"),
+                Some(state @ (NodeState::Dead | NodeState::Left)) => {
+                    return format!("this node's view shows {target} {state}");
+                }
+                Some(_) => {}
+            },
         }
     }
 }

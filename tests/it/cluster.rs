@@ -1181,3 +1181,72 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
     let rows = nodes[0].query("SELECT count(*) FROM split.m").await;
     assert_eq!(rows[0][0], 2);
 }
+
+/// A query a compactor forwarded to a reader that then froze (SIGSTOP) gets 503 with
+/// `Retry-After` once the compactor's view shows the reader dead, instead of waiting for the
+/// 300 s forward timeout; after the thaw, queries are forwarded and answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_query_forwarded_to_a_frozen_reader_is_refused_once_it_is_shown_dead() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = free_udp_ports(3);
+    let plan = [
+        ("writer-1", "writer"),
+        ("reader-1", "reader"),
+        ("compactor-1", "compactor"),
+    ];
+    let members: Vec<Member> = plan
+        .iter()
+        .zip(&ports)
+        .map(|((id, role), port)| Member {
+            id: id.to_string(),
+            role,
+            gossip_port: *port,
+        })
+        .collect();
+    let nodes = start_members("frozen-reader", &members, &ports[..1], storage.path(), &[]).await;
+    let _logs = crate::harness::LogsOnPanic::new(plan.iter().map(|(id, _)| *id).zip(&nodes));
+    let (reader, compactor) = (&nodes[1], &nodes[2]);
+    let all_healthy = expect(&plan.map(|(id, _)| (id, "healthy")));
+    wait_states(&[compactor], &all_healthy, "3 healthy nodes").await;
+    let (status, body) = compactor.query_raw("SELECT 42 AS answer").await;
+    assert_eq!(
+        status, 200,
+        "the compactor forwards queries to the reader: {body}"
+    );
+
+    let pid = reader.pid().expect("the reader runs");
+    crate::harness::signal(pid, "STOP");
+    let started = std::time::Instant::now();
+    // Far beyond the failure detector's bound, far below the forward timeout.
+    let answer = compactor
+        .client
+        .post(compactor.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": "SELECT 42 AS answer" }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let waited = started.elapsed();
+    crate::harness::signal(pid, "CONT");
+    let answer = answer.expect("the compactor answers the forwarded query before 60 s");
+    assert_eq!(answer.status().as_u16(), 503, "waited {waited:?}");
+    assert_eq!(answer.headers()["retry-after"], "1");
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.contains("reader-1") && text.contains("dead") && text.contains("retry"),
+        "{text}"
+    );
+    assert!(waited < CONVERGE_DEADLINE, "waited {waited:?}");
+
+    wait_states(
+        &[compactor],
+        &all_healthy,
+        "the thawed reader healthy again",
+    )
+    .await;
+    wait_for(
+        "a forwarded query answered again",
+        CONVERGE_DEADLINE,
+        || async { (compactor.query_raw("SELECT 42 AS answer").await.0 == 200).then_some(()) },
+    )
+    .await;
+}
