@@ -1250,3 +1250,102 @@ async fn test_a_query_forwarded_to_a_frozen_reader_is_refused_once_it_is_shown_d
     )
     .await;
 }
+
+/// The cluster warnings `node` shows under `key` of the cluster API document at `path`.
+async fn warnings(node: &TestNode, path: &str, key: &str) -> Option<Vec<String>> {
+    let data = cluster_data(node, path).await?;
+    Some(
+        data[key]
+            .as_array()?
+            .iter()
+            .filter_map(|warning| warning.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// The warnings an operator sees about the cluster as a whole, through the binaries: a lone
+/// primary logs that it is the only writer, and `GET /api/v1/cluster` (and the health
+/// document's `cluster_warnings`) names a primary without an in-sync standby until a standby
+/// writer catches up, and again after a failover left the new primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_primary_without_an_in_sync_standby_is_warned_about() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = free_udp_ports(3);
+    let plan = [("w1", "writer"), ("r1", "reader"), ("w2", "writer")];
+    let members: Vec<Member> = plan
+        .iter()
+        .zip(&ports)
+        .map(|((id, role), port)| Member {
+            id: id.to_string(),
+            role,
+            gossip_port: *port,
+        })
+        .collect();
+    let mut nodes = start_members("warned", &members[..2], &ports[..1], storage.path(), &[]).await;
+    let alone = "no standby is in sync with w1";
+    for (path, key) in [
+        ("/api/v1/cluster", "warnings"),
+        ("/api/v1/cluster/health", "cluster_warnings"),
+    ] {
+        let shown = wait_for(
+            "the lone primary warned about",
+            CONVERGE_DEADLINE,
+            || async {
+                warnings(&nodes[1], path, key)
+                    .await
+                    .filter(|shown| shown.iter().any(|warning| warning.starts_with(alone)))
+            },
+        )
+        .await;
+        assert_eq!(shown.len(), 1, "{shown:?}");
+    }
+    wait_for(
+        "the lone writer's log warning",
+        CONVERGE_DEADLINE,
+        || async {
+            nodes[0]
+                .log()
+                .contains("this primary is the only writer in the cluster")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A standby writer catches up: no warning left, and the standby does not log the lone
+    // writer's warning.
+    let mut standby = TestNode::prepare_owned(member_env(
+        "warned",
+        &members[2],
+        &ports[..1],
+        storage.path(),
+    ));
+    standby.spawn().await;
+    nodes.push(standby);
+    let _logs = crate::harness::LogsOnPanic::new(plan.iter().map(|(id, _)| *id).zip(&nodes));
+    for node in &nodes {
+        wait_for("no cluster warning", CONVERGE_DEADLINE, || async {
+            warnings(node, "/api/v1/cluster", "warnings")
+                .await
+                .filter(Vec::is_empty)
+        })
+        .await;
+    }
+    assert!(!nodes[2].log().contains("the only writer"));
+
+    // The primary dies: the standby takes over, and is now the one without a standby.
+    nodes[0].kill9();
+    wait_for(
+        "the new primary warned about",
+        CONVERGE_DEADLINE,
+        || async {
+            warnings(&nodes[1], "/api/v1/cluster", "warnings")
+                .await
+                .filter(|shown| {
+                    shown
+                        .iter()
+                        .any(|warning| warning.starts_with("no standby is in sync with w2"))
+                })
+        },
+    )
+    .await;
+}
