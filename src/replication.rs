@@ -10,7 +10,7 @@
 //! them. A standby also appends every entry to its own WAL at the primary's LSN and fsyncs it
 //! before it acknowledges: that is what lets the primary count it in the in-sync set.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,30 +191,44 @@ async fn commit_isr_changes(
     }
 }
 
-/// Keeps the per-follower gauges current.
+/// Keeps the per-follower gauges current. A follower that left the status, and every one
+/// once the server stops (a step-down), is shown disconnected with no lag, and the ISR size
+/// zero: a standby's scrape must not show the followers it had as primary.
 async fn publish_follower_metrics(handle: ReplicationHandle, cancel: CancellationToken) {
     let mut changes = handle.status_changes();
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published: BTreeSet<(String, &'static str)> = BTreeSet::new();
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             _ = ticks.tick() => {}
-            changed = changes.changed() => if changed.is_err() { return },
+            changed = changes.changed() => if changed.is_err() { break },
         }
         let status = changes.borrow_and_update().clone();
         let durable = status.local_durable.map_or(0, |lsn| lsn.0);
+        let mut current = BTreeSet::new();
         for follower in &status.followers {
             let confirmed = follower.confirmed.map_or(0, |lsn| lsn.0);
+            let role = role_label(follower.role);
             m::set_follower(
                 &follower.node_id,
-                role_label(follower.role),
+                role,
                 durable.saturating_sub(confirmed),
                 follower.lag_ms,
                 follower.connected,
             );
+            current.insert((follower.node_id.clone(), role));
         }
+        for (node, role) in published.difference(&current) {
+            m::set_follower(node, role, 0, 0, false);
+        }
+        published = current;
     }
+    for (node, role) in &published {
+        m::set_follower(node, role, 0, 0, false);
+    }
+    m::set_isr_size(0);
 }
 
 fn role_label(role: FollowerRole) -> &'static str {
@@ -1056,6 +1070,8 @@ impl Stream {
         attempt: Instant,
     ) -> anyhow::Result<Takeover> {
         crate::node::take_over(&self.inner, wal, epoch).await?;
+        // This node follows no one any more: its follower gauges would stay frozen.
+        m::set_follower_lsns(0, 0, 0);
         m::record_failover(
             reason.as_str(),
             detection,

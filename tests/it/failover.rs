@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{Member, free_udp_ports, member_env};
+use crate::cluster::{Member, free_udp_ports, member_env, metric_sum};
 use crate::harness::{LogsOnPanic, TestNode, signal, wait_for};
 
 const DB: &str = "failover";
@@ -670,6 +670,20 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
         })
         .await;
         wait_all_in_sync(&nodes[new_primary.as_str()]).await;
+        // Neither scrape shows the role the node had before: no followers on the standby, no
+        // follower position on the primary.
+        let old = &nodes[current.0.as_str()];
+        assert_eq!(
+            metric_sum(old, "arc_replication_follower_connected", "").await,
+            0.0
+        );
+        assert_eq!(metric_sum(old, "arc_replication_isr_size", "").await, 0.0);
+        let new = &nodes[new_primary.as_str()];
+        assert_eq!(
+            metric_sum(new, "arc_replication_received_lsn", "").await,
+            0.0
+        );
+        assert!(metric_sum(new, "arc_replication_isr_size", "").await >= 1.0);
         // Back to the first primary, by name.
         expected = Some(current.0.clone());
         current = (new_primary, new_epoch);
