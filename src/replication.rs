@@ -1250,22 +1250,21 @@ impl Stream {
     /// A standby's own WAL holds entries no flush covers yet: queued like streamed ones, they
     /// are shown once the primary's commit LSN covers them (the stream starts after them).
     fn queue_own_wal(&mut self) -> anyhow::Result<()> {
-        let Some(wal) = self
-            .standby
-            .as_ref()
-            .and_then(|standby| standby.wal.as_ref())
-        else {
+        // Taken out while read, one entry at a time (`receive` needs `self`): collecting them
+        // first held every entry twice, raw and decoded, at the peak.
+        let Some(wal) = self.standby.as_mut().and_then(|standby| standby.wal.take()) else {
             return Ok(());
         };
-        let entries = wal
-            .read_from(Lsn(0))
-            .context("reading the standby's wal")?
-            .collect::<Result<Vec<Entry>, _>>()
-            .context("reading an entry of the standby's wal")?;
-        for entry in &entries {
-            self.receive(entry);
+        let queued = (|| -> anyhow::Result<()> {
+            for entry in wal.read_from(Lsn(0)).context("reading the standby's wal")? {
+                self.receive(&entry.context("reading an entry of the standby's wal")?);
+            }
+            Ok(())
+        })();
+        if let Some(standby) = self.standby.as_mut() {
+            standby.wal = Some(wal);
         }
-        Ok(())
+        queued
     }
 
     /// Decodes an entry's rows (those of tables whose flushes do not cover it yet) and queues
