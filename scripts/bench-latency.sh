@@ -17,10 +17,23 @@ echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"
 ARC_SERVER_PORT=18100 ARC_AUTH_BOOTSTRAP_TOKEN=$T RUST_LOG=warn "$NODE" > node.log 2>&1 &
 pid=$!
 for i in $(seq 300); do curl -sf localhost:18100/ready >/dev/null && break; sleep 0.1; done
+# The node's CPU time (user + system, in clock ticks) so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+# Runs arc-bench with the given arguments; prints its summary and the node's CPU time per
+# request during the run (steadier than latency on a shared machine).
+measure() {
+  local before after line requests
+  before=$(cpu_ticks)
+  line=$($B --url http://127.0.0.1:18100 "$@" 2>&1 | tail -1)
+  after=$(cpu_ticks)
+  requests=${line%% *}
+  requests=${requests%.*}
+  echo "$line, node CPU $(( (after - before) * 1000000 / $(getconf CLK_TCK) / (requests > 0 ? requests : 1) )) us/request"
+}
 for connections in 1 8 64; do
-  echo "c=$connections :: $($B --url http://127.0.0.1:18100 --concurrency $connections --duration 15 \
-    write --format lp --batch-size 1 --payloads 4096 2>&1 | tail -1)"
-  echo "c=$connections GET /health :: $($B --url http://127.0.0.1:18100 --concurrency $connections \
-    --duration 15 get --path /health 2>&1 | tail -1)"
+  echo "c=$connections :: $(measure --concurrency $connections --duration 15 \
+    write --format lp --batch-size 1 --payloads 4096)"
+  echo "c=$connections GET /health :: $(measure --concurrency $connections --duration 15 \
+    get --path /health)"
 done
 echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_auth::Permission;
+use arc_gossip::NodeState;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Query, Request, State};
@@ -33,7 +34,6 @@ use crate::ingest::{self, IngestError, Precision, TableWrite};
 use crate::metrics as m;
 use crate::node::NodeInner;
 use crate::writer::WriteError;
-use arc_gossip::NodeState;
 
 /// Bodies at least this large are decoded on the blocking pool.
 const INLINE_DECODE_LIMIT: usize = 64 * 1024;

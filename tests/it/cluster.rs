@@ -44,6 +44,18 @@ pub struct Member {
     pub gossip_port: u16,
 }
 
+/// The members of `plan` (id, role), each gossiping on the port of the same index.
+fn plan_members(plan: &[(&str, &'static str)], ports: &[u16]) -> Vec<Member> {
+    plan.iter()
+        .zip(ports)
+        .map(|((id, role), port)| Member {
+            id: id.to_string(),
+            role,
+            gossip_port: *port,
+        })
+        .collect()
+}
+
 /// The `ARC_*` variables an operator would set for `member`.
 pub fn member_env(
     cluster: &str,
@@ -213,15 +225,7 @@ async fn test_five_nodes_converge_forward_writes_and_track_deaths_leaves_and_res
         ("reader-2", "reader"),
         ("compactor-1", "compactor"),
     ];
-    let members: Vec<Member> = plan
-        .iter()
-        .zip(&ports)
-        .map(|((id, role), port)| Member {
-            id: id.to_string(),
-            role,
-            gossip_port: *port,
-        })
-        .collect();
+    let members = plan_members(&plan, &ports);
     let seeds = [ports[0], ports[2]];
     // Without failover: the primary killed here comes back as primary (tests/it/failover.rs
     // has the standby taking over).
@@ -1194,15 +1198,7 @@ async fn test_a_query_forwarded_to_a_frozen_reader_is_refused_once_it_is_shown_d
         ("reader-1", "reader"),
         ("compactor-1", "compactor"),
     ];
-    let members: Vec<Member> = plan
-        .iter()
-        .zip(&ports)
-        .map(|((id, role), port)| Member {
-            id: id.to_string(),
-            role,
-            gossip_port: *port,
-        })
-        .collect();
+    let members = plan_members(&plan, &ports);
     let nodes = start_members("frozen-reader", &members, &ports[..1], storage.path(), &[]).await;
     let _logs = crate::harness::LogsOnPanic::new(plan.iter().map(|(id, _)| *id).zip(&nodes));
     let (reader, compactor) = (&nodes[1], &nodes[2]);
@@ -1272,15 +1268,7 @@ async fn test_a_primary_without_an_in_sync_standby_is_warned_about() {
     let storage = tempfile::tempdir().unwrap();
     let ports = free_udp_ports(3);
     let plan = [("w1", "writer"), ("r1", "reader"), ("w2", "writer")];
-    let members: Vec<Member> = plan
-        .iter()
-        .zip(&ports)
-        .map(|((id, role), port)| Member {
-            id: id.to_string(),
-            role,
-            gossip_port: *port,
-        })
-        .collect();
+    let members = plan_members(&plan, &ports);
     let mut nodes = start_members("warned", &members[..2], &ports[..1], storage.path(), &[]).await;
     let alone = "no standby is in sync with w1";
     for (path, key) in [
