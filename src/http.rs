@@ -25,7 +25,7 @@ use axum::routing::{MethodRouter, get, post};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::json;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cluster::{self, FORWARDED_BY_HEADER, Need, Routing};
 use crate::cluster_api;
@@ -308,7 +308,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// target answers 503 (retry is safe); one whose outcome is unknown (timeout mid-way)
 /// answers 504, so a client does not take a possibly applied write for a failed one. With
 /// `need`, the request ends early once the target can no longer answer it (see
-/// [`target_lost`]).
+/// [`target_lost`]); a query is then sent once more, to another healthy reader if there is one.
 pub(crate) async fn proxy(
     node: &AppState,
     request: Request,
@@ -316,7 +316,7 @@ pub(crate) async fn proxy(
     need: Option<Need>,
     node_id: &str,
     address: &str,
-    mut forwarded_by: Vec<String>,
+    forwarded_by: Vec<String>,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let body = match read_body(
@@ -335,56 +335,70 @@ pub(crate) async fn proxy(
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |path| path.as_str());
-    let url = format!("{scheme}://{address}{target}");
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(&name.as_str()) && name.as_str() != FORWARDED_BY_HEADER {
             headers.append(name.clone(), value.clone());
         }
     }
-    forwarded_by.push(node.node_id.clone());
-    if let Ok(value) = HeaderValue::from_str(&forwarded_by.join(",")) {
+    let chain = [forwarded_by.as_slice(), std::slice::from_ref(&node.node_id)].concat();
+    if let Ok(value) = HeaderValue::from_str(&chain.join(",")) {
         headers.insert(FORWARDED_BY_HEADER, value);
     }
-    let sending = node
-        .forward_client
-        .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body)
-        .send();
+    let send = |address: &str| {
+        node.forward_client
+            .request(
+                parts.method.clone(),
+                format!("{scheme}://{address}{target}"),
+            )
+            .headers(headers.clone())
+            .body(body.clone())
+            .send()
+    };
     // A request held by a node that stopped answering (frozen, cut off) would wait for the
     // forward timeout. A write's outcome is then unknown (504) once another node is primary: the
     // old one can never acknowledge it, so the client retries on the new one. A query has no
-    // outcome to lose: once the reader is shown dead or gone, the client is told to retry (503),
-    // which routes it to a live reader. (Not a switchover request: replacing the primary is
+    // outcome to lose: once the reader is shown dead or gone it goes to another healthy reader,
+    // or the client is told to retry (503). (Not a switchover request: replacing the primary is
     // what it does.)
     let watch = need.filter(|_| parts.uri.path() != SWITCHOVER_PATH);
-    let exchange = relay(sending, label, node_id, address, parts.uri.path());
-    let Some(need) = watch else {
-        return exchange.await;
-    };
-    tokio::select! {
-        response = exchange => response,
-        lost = target_lost(node, need, node_id) => {
-            warn!(target = node_id, %address, reason = %lost, "a forwarded {label}'s target was lost while it was in flight");
-            match need {
-                Need::Write => {
-                    m::record_forward(label, "unknown");
-                    error_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "forwarded {label} to {node_id} at {address}, but {lost} before it answered; the outcome is unknown"
-                        ),
-                    )
-                }
-                Need::Query => {
-                    m::record_forward(label, "unavailable");
-                    unavailable(format!(
-                        "forwarded {label} to {node_id} at {address}, but {lost} before it answered; retry to reach a live reader"
-                    ))
-                }
-            }
+    let (mut node_id, mut address) = (node_id.to_string(), address.to_string());
+    let mut resent = false;
+    loop {
+        let exchange = relay(send(&address), label, &node_id, &address, parts.uri.path());
+        let Some(need) = watch else {
+            return exchange.await;
+        };
+        let lost = tokio::select! {
+            response = exchange => return response,
+            lost = target_lost(node, need, &node_id) => lost,
+        };
+        warn!(target = %node_id, %address, reason = %lost, "a forwarded {label}'s target was lost while it was in flight");
+        if need == Need::Write {
+            m::record_forward(label, "unknown");
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "forwarded {label} to {node_id} at {address}, but {lost} before it answered; the outcome is unknown"
+                ),
+            );
         }
+        // The lost reader is no longer healthy in the view, so routing skips it.
+        if !resent
+            && let Routing::Forward {
+                node_id: next,
+                address: next_address,
+            } = node.cluster.route(need, false, &forwarded_by)
+        {
+            info!(from = %node_id, to = %next, "sending the query to another reader");
+            m::record_forward(label, "resent");
+            (node_id, address, resent) = (next, next_address, true);
+            continue;
+        }
+        m::record_forward(label, "unavailable");
+        return unavailable(format!(
+            "forwarded {label} to {node_id} at {address}, but {lost} before it answered, and no other healthy reader is known; retry"
+        ));
     }
 }
 

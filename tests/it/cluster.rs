@@ -1186,49 +1186,78 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
     assert_eq!(rows[0][0], 2);
 }
 
-/// A query a compactor forwarded to a reader that then froze (SIGSTOP) gets 503 with
-/// `Retry-After` once the compactor's view shows the reader dead, instead of waiting for the
-/// 300 s forward timeout; after the thaw, queries are forwarded and answered again.
+/// A query a compactor forwarded to a reader that then froze (SIGSTOP) does not wait for the
+/// 300 s forward timeout: once the compactor's view shows the reader dead, the query goes to
+/// the other healthy reader and is answered; with no healthy reader left it gets 503 with
+/// `Retry-After`. After the thaw, both readers answer forwarded queries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_a_query_forwarded_to_a_frozen_reader_is_refused_once_it_is_shown_dead() {
+async fn test_a_query_forwarded_to_a_frozen_reader_goes_to_another_once_it_is_shown_dead() {
     let storage = tempfile::tempdir().unwrap();
-    let ports = free_udp_ports(3);
+    let ports = free_udp_ports(4);
     let plan = [
         ("writer-1", "writer"),
         ("reader-1", "reader"),
+        ("reader-2", "reader"),
         ("compactor-1", "compactor"),
     ];
     let members = plan_members(&plan, &ports);
     let nodes = start_members("frozen-reader", &members, &ports[..1], storage.path(), &[]).await;
     let _logs = crate::harness::LogsOnPanic::new(plan.iter().map(|(id, _)| *id).zip(&nodes));
-    let (reader, compactor) = (&nodes[1], &nodes[2]);
+    let compactor = &nodes[3];
     let all_healthy = expect(&plan.map(|(id, _)| (id, "healthy")));
-    wait_states(&[compactor], &all_healthy, "3 healthy nodes").await;
-    let (status, body) = compactor.query_raw("SELECT 42 AS answer").await;
+    wait_states(&[compactor], &all_healthy, "4 healthy nodes").await;
+    // Far beyond the failure detector's bound, far below the forward timeout.
+    let query = || async {
+        let started = std::time::Instant::now();
+        let answer = compactor
+            .client
+            .post(compactor.url("/api/v1/query"))
+            .json(&serde_json::json!({ "sql": "SELECT 42 AS answer" }))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .expect("the compactor answers a forwarded query within 60 s");
+        let served_by = answer
+            .headers()
+            .get("x-arc-served-by")
+            .map(|value| value.to_str().unwrap().to_string());
+        let retry_after = answer.headers().get("retry-after").cloned();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        (status, served_by, retry_after, text, started.elapsed())
+    };
+    let mut served = BTreeMap::new();
+    for _ in 0..2 {
+        let (status, served_by, ..) = query().await;
+        assert_eq!(status, 200, "the compactor forwards queries to the readers");
+        *served.entry(served_by.unwrap()).or_insert(0) += 1;
+    }
     assert_eq!(
-        status, 200,
-        "the compactor forwards queries to the reader: {body}"
+        served.len(),
+        2,
+        "queries go to both readers in turn: {served:?}"
     );
 
-    let pid = reader.pid().expect("the reader runs");
-    crate::harness::signal(pid, "STOP");
-    let started = std::time::Instant::now();
-    // Far beyond the failure detector's bound, far below the forward timeout.
-    let answer = compactor
-        .client
-        .post(compactor.url("/api/v1/query"))
-        .json(&serde_json::json!({ "sql": "SELECT 42 AS answer" }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await;
-    let waited = started.elapsed();
-    crate::harness::signal(pid, "CONT");
-    let answer = answer.expect("the compactor answers the forwarded query before 60 s");
-    assert_eq!(answer.status().as_u16(), 503, "waited {waited:?}");
-    assert_eq!(answer.headers()["retry-after"], "1");
-    let text = answer.text().await.unwrap();
+    // Two queries at once: one goes to the frozen reader-1 and, once it is shown dead, to
+    // reader-2; the other to reader-2 at once.
+    let (pid1, pid2) = (nodes[1].pid().unwrap(), nodes[2].pid().unwrap());
+    crate::harness::signal(pid1, "STOP");
+    let (first, second) = tokio::join!(query(), query());
+    for (status, served_by, _, text, waited) in [&first, &second] {
+        assert_eq!(*status, 200, "after {waited:?}: {text}");
+        assert_eq!(served_by.as_deref(), Some("reader-2"), "{text}");
+        assert!(*waited < CONVERGE_DEADLINE, "waited {waited:?}");
+    }
+    // No healthy reader left: the query sent to the frozen reader-2 gets 503 once it is shown
+    // dead.
+    crate::harness::signal(pid2, "STOP");
+    let (status, _, retry_after, text, waited) = query().await;
+    crate::harness::signal(pid1, "CONT");
+    crate::harness::signal(pid2, "CONT");
+    assert_eq!(status, 503, "after {waited:?}: {text}");
+    assert_eq!(retry_after.unwrap(), "1");
     assert!(
-        text.contains("reader-1") && text.contains("dead") && text.contains("retry"),
+        text.contains("reader-2") && text.contains("dead") && text.contains("retry"),
         "{text}"
     );
     assert!(waited < CONVERGE_DEADLINE, "waited {waited:?}");
@@ -1236,7 +1265,7 @@ async fn test_a_query_forwarded_to_a_frozen_reader_is_refused_once_it_is_shown_d
     wait_states(
         &[compactor],
         &all_healthy,
-        "the thawed reader healthy again",
+        "the thawed readers healthy again",
     )
     .await;
     wait_for(
