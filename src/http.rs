@@ -370,7 +370,7 @@ pub(crate) async fn proxy(
             return exchange.await;
         };
         let lost = tokio::select! {
-            response = exchange => return response,
+            response = exchange => return cut_when_lost(response, node.clone(), need, node_id),
             lost = target_lost(node, need, &node_id) => lost,
         };
         warn!(target = %node_id, %address, reason = %lost, "a forwarded {label}'s target was lost while it was in flight");
@@ -402,7 +402,7 @@ pub(crate) async fn proxy(
     }
 }
 
-/// Waits for the answer of a forwarded request, head and body, and relays it.
+/// Waits for the head of the answer to a forwarded request and relays it, body streamed.
 async fn relay(
     sending: impl Future<Output = reqwest::Result<reqwest::Response>>,
     label: &'static str,
@@ -441,26 +441,41 @@ async fn relay(
             relayed.append(name.clone(), value.clone());
         }
     }
-    let bytes = match answer.bytes().await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            m::record_forward(label, "unknown");
-            return error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "reading the answer of {node_id} at {address} to a forwarded {label}: {}; the outcome is unknown",
-                    with_causes(&error)
-                ),
-            );
-        }
-    };
     m::record_forward(label, if status.is_success() { "ok" } else { "error" });
     if let Ok(value) = HeaderValue::from_str(node_id) {
         relayed.insert("x-arc-served-by", value);
     }
-    let mut response = (status, bytes).into_response();
+    // Streamed as it arrives, never collected: a query's answer may be as large as
+    // `query.max_result_bytes`, and several may pass through at once. An error mid-way ends the
+    // body early, which the client sees as a broken answer, not a short one.
+    let mut response = Response::new(Body::from_stream(answer.bytes_stream()));
+    *response.status_mut() = status;
     *response.headers_mut() = relayed;
     response
+}
+
+/// Ends the body of `response`, relayed from `target`, with an error once `target` is lost
+/// (see [`target_lost`]): a reader that froze mid-answer would otherwise hold the client until
+/// the forward timeout.
+fn cut_when_lost(response: Response, node: AppState, need: Need, target: String) -> Response {
+    let (parts, body) = response.into_parts();
+    let lost = Box::pin(async move {
+        let reason = target_lost(&node, need, &target).await;
+        warn!(target = %target, %reason, "a forwarded answer's sender was lost mid-way; the answer is cut");
+        std::io::Error::other(format!("{reason} while its answer was relayed"))
+    });
+    let chunks = body.into_data_stream();
+    let guarded = futures::stream::unfold(Some((chunks, lost)), |state| async move {
+        let (mut chunks, mut lost) = state?;
+        tokio::select! {
+            chunk = chunks.next() => {
+                let chunk = chunk?.map_err(std::io::Error::other);
+                Some((chunk, Some((chunks, lost))))
+            }
+            error = &mut lost => Some((Err(error), None)),
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(guarded))
 }
 
 /// Resolves once this node's view shows that `target` will not answer a forwarded request:

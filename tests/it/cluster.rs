@@ -1186,12 +1186,14 @@ async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_p
     assert_eq!(rows[0][0], 2);
 }
 
-/// A query a compactor forwarded to a reader that then froze (SIGSTOP) does not wait for the
-/// 300 s forward timeout: once the compactor's view shows the reader dead, the query goes to
+/// A compactor relays a forwarded query's answer as it arrives (a large one passes in bounded
+/// memory), and cuts an answer whose reader froze (SIGSTOP) mid-way once the reader is shown
+/// dead. A query it forwarded to a reader that then froze does not wait for the 300 s forward
+/// timeout either: once the compactor's view shows the reader dead, the query goes to
 /// the other healthy reader and is answered; with no healthy reader left it gets 503 with
 /// `Retry-After`. After the thaw, both readers answer forwarded queries again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_a_query_forwarded_to_a_frozen_reader_goes_to_another_once_it_is_shown_dead() {
+async fn test_a_compactor_streams_forwarded_answers_and_resends_a_query_whose_reader_froze() {
     let storage = tempfile::tempdir().unwrap();
     let ports = free_udp_ports(4);
     let plan = [
@@ -1237,6 +1239,77 @@ async fn test_a_query_forwarded_to_a_frozen_reader_goes_to_another_once_it_is_sh
         2,
         "queries go to both readers in turn: {served:?}"
     );
+
+    // A large answer passes through the compactor as it arrives, whole and never collected.
+    const ROWS: u64 = 10_000_000;
+    let pid = compactor.pid().unwrap();
+    let baseline = crate::harness::peak_rss(pid);
+    let mut response = compactor
+        .client
+        .post(compactor.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({ROWS})") }))
+        .send()
+        .await
+        .expect("an answer starts");
+    assert_eq!(response.status().as_u16(), 200);
+    let (mut bytes, mut tail) = (0u64, Vec::new());
+    while let Some(chunk) = response.chunk().await.expect("the whole body") {
+        bytes += chunk.len() as u64;
+        tail.extend_from_slice(&chunk);
+        tail.drain(..tail.len().saturating_sub(4096));
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains(&format!("\"row_count\":{ROWS},")),
+        "the document's end: {tail}"
+    );
+    let grown = crate::harness::peak_rss(pid).saturating_sub(baseline);
+    assert!(
+        grown < bytes / 4,
+        "the compactor grew by {grown} bytes relaying a {bytes}-byte answer: it was collected"
+    );
+
+    // A reader that freezes mid-answer: the compactor cuts the answer once the reader is shown
+    // dead, so the client sees a broken answer in seconds instead of waiting for the forward
+    // timeout.
+    let mut response = compactor
+        .client
+        .post(compactor.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({ROWS})") }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer starts");
+    let sender = response.headers()["x-arc-served-by"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let sender_pid = nodes[plan.iter().position(|(id, _)| *id == sender).unwrap()]
+        .pid()
+        .unwrap();
+    response.chunk().await.expect("a first chunk");
+    crate::harness::signal(sender_pid, "STOP");
+    let started = std::time::Instant::now();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    let waited = started.elapsed();
+    crate::harness::signal(sender_pid, "CONT");
+    assert!(
+        ended.is_err(),
+        "the answer of a frozen reader arrived whole"
+    );
+    assert!(waited < CONVERGE_DEADLINE, "cut after {waited:?}");
+    wait_states(
+        &[compactor],
+        &all_healthy,
+        "the thawed reader healthy again",
+    )
+    .await;
 
     // Two queries at once: one goes to the frozen reader-1 and, once it is shown dead, to
     // reader-2; the other to reader-2 at once.

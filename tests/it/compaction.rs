@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{TestNode, wait_for, wait_paused};
+use crate::harness::{TestNode, peak_rss, wait_for, wait_paused};
 
 /// The database of every test here.
 const DB: &str = "compact";
@@ -918,21 +918,6 @@ async fn test_should_compact_on_s3_with_the_default_paths() {
         "no job left scratch files"
     );
     server.stop().await;
-}
-
-/// `VmHWM` (peak resident set) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .expect("a VmHWM line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .expect("VmHWM in kB");
-    kib * 1024
 }
 
 /// Bounded memory, measured: one hour several times larger than `compaction.memory_limit`

@@ -451,6 +451,21 @@ impl Drop for TestNode {
     }
 }
 
+/// Peak resident memory of process `pid` so far, in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .expect("VmHWM value");
+    kib * 1024
+}
+
 /// Sends `SIG<name>` to a node's process.
 pub fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")

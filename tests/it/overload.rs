@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{TestNode, wait_for};
+use crate::harness::{TestNode, peak_rss, wait_for};
 
 /// A query that would run for hours on two cores.
 const ENDLESS: &str = "SELECT count(*) FROM range(1000000000000)";
@@ -242,21 +242,6 @@ async fn test_should_refuse_queries_past_max_concurrent_and_keep_taking_writes()
         },
     )
     .await;
-}
-
-/// Peak resident memory of the process so far, in bytes (`VmHWM`).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .expect("VmHWM");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|value| value.parse().ok())
-        .expect("VmHWM value");
-    kib * 1024
 }
 
 /// Sixteen concurrent zstd bodies of a few kilobytes, each inflating to 120 MB: each is within
