@@ -1244,25 +1244,7 @@ async fn test_a_compactor_streams_forwarded_answers_and_resends_a_query_whose_re
     const ROWS: u64 = 10_000_000;
     let pid = compactor.pid().unwrap();
     let baseline = crate::harness::peak_rss(pid);
-    let mut response = compactor
-        .client
-        .post(compactor.url("/api/v1/query"))
-        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({ROWS})") }))
-        .send()
-        .await
-        .expect("an answer starts");
-    assert_eq!(response.status().as_u16(), 200);
-    let (mut bytes, mut tail) = (0u64, Vec::new());
-    while let Some(chunk) = response.chunk().await.expect("the whole body") {
-        bytes += chunk.len() as u64;
-        tail.extend_from_slice(&chunk);
-        tail.drain(..tail.len().saturating_sub(4096));
-    }
-    let tail = String::from_utf8_lossy(&tail);
-    assert!(
-        tail.contains(&format!("\"row_count\":{ROWS},")),
-        "the document's end: {tail}"
-    );
+    let bytes = crate::harness::read_range_answer(compactor, ROWS).await;
     let grown = crate::harness::peak_rss(pid).saturating_sub(baseline);
     assert!(
         grown < bytes / 4,

@@ -451,6 +451,32 @@ impl Drop for TestNode {
     }
 }
 
+/// Asks `node` for `SELECT * FROM range(rows)` as JSON and reads the answer chunk by chunk
+/// without keeping it; checks that it is whole (its end names the row count) and returns its
+/// size in bytes.
+pub async fn read_range_answer(node: &TestNode, rows: u64) -> u64 {
+    let mut response = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({rows})") }))
+        .send()
+        .await
+        .expect("an answer starts");
+    assert_eq!(response.status().as_u16(), 200);
+    let (mut bytes, mut tail) = (0u64, Vec::new());
+    while let Some(chunk) = response.chunk().await.expect("the whole body") {
+        bytes += chunk.len() as u64;
+        tail.extend_from_slice(&chunk);
+        tail.drain(..tail.len().saturating_sub(4096));
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains(&format!("\"row_count\":{rows},")),
+        "the document's end: {tail}"
+    );
+    bytes
+}
+
 /// Peak resident memory of process `pid` so far, in bytes (`VmHWM`).
 pub fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");

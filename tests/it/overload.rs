@@ -80,28 +80,7 @@ async fn test_should_stream_a_large_result_in_bounded_memory() {
     let node = TestNode::start(&[]).await;
     let pid = node.pid().expect("node runs");
     let baseline = peak_rss(pid);
-    let mut response = node
-        .client
-        .post(node.url("/api/v1/query"))
-        .json(&serde_json::json!({ "sql": format!("SELECT * FROM range({ROWS})") }))
-        .send()
-        .await
-        .expect("an answer starts");
-    assert_eq!(response.status().as_u16(), 200);
-    let mut bytes = 0u64;
-    let mut tail = Vec::new();
-    while let Some(chunk) = response.chunk().await.expect("the whole body") {
-        bytes += chunk.len() as u64;
-        tail.extend_from_slice(&chunk);
-        if tail.len() > 4096 {
-            tail.drain(..tail.len() - 4096);
-        }
-    }
-    let tail = String::from_utf8_lossy(&tail);
-    assert!(
-        tail.contains(&format!("\"row_count\":{ROWS},")),
-        "the document's end: {tail}"
-    );
+    let bytes = crate::harness::read_range_answer(&node, ROWS).await;
     let grown = peak_rss(pid).saturating_sub(baseline);
     assert!(
         grown < bytes / 2,
