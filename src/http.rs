@@ -319,11 +319,21 @@ pub(crate) async fn proxy(
     forwarded_by: Vec<String>,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    // A write's body is held here until the target has it: it counts against this node's
+    // budget of write bytes in flight, as if it were ingested here.
+    let mut reservation = match need {
+        Some(Need::Write) => match node.ingest_budget.reserve(0) {
+            Ok(reservation) => Some(reservation),
+            Err(error) => return ingest_error(error),
+        },
+        _ => None,
+    };
     let body = match read_body(
         &parts.headers,
         body,
         node.max_payload_size(),
         node.body_read_timeout(),
+        reservation.as_mut(),
     )
     .await
     {
@@ -582,12 +592,17 @@ const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(
 
 /// Reads the whole body, refusing more than `limit` bytes (413) without buffering them, and a
 /// body not complete within `timeout` of the handler's start (408: a client sending a byte
-/// now and then must not hold the request, its memory and its connection for good).
+/// now and then must not hold the request, its memory and its connection for good). With a
+/// `reservation` (a write), the buffer is paid for from `ingest.max_inflight_bytes` before it
+/// grows, and the rest of the body is discarded once the budget is spent (503, or 413 for a
+/// body larger than the whole budget): concurrent bodies are bounded while they are read, not
+/// only once they are in memory.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     timeout: std::time::Duration,
+    mut reservation: Option<&mut ingest::Reservation>,
 ) -> Result<Bytes, Response> {
     let deadline = tokio::time::Instant::now() + timeout;
     let too_large = || {
@@ -613,7 +628,28 @@ pub(crate) async fn read_body(
         }
         return Err(too_large());
     }
-    let mut buffer = BytesMut::new();
+    let refused = |error: IngestError| {
+        let mut response = match error {
+            IngestError::Busy(message) => unavailable(message),
+            other => error_response(StatusCode::PAYLOAD_TOO_LARGE, other.to_string()),
+        };
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    // A declared length is allocated (and paid for) once, exactly, instead of by doubling.
+    let mut buffer = match (declared, reservation.as_deref_mut()) {
+        (Some(length), Some(reservation)) => {
+            let length = length as usize;
+            if let Err(error) = reservation.grow_to(length) {
+                drain(&mut stream).await;
+                return Err(refused(error));
+            }
+            BytesMut::with_capacity(length)
+        }
+        _ => BytesMut::new(),
+    };
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, stream.next()).await else {
             let mut response = error_response(
@@ -636,9 +672,20 @@ pub(crate) async fn read_body(
                 format!("reading request body: {error}"),
             )
         })?;
-        if buffer.len() + chunk.len() > limit {
+        let wanted = buffer.len() + chunk.len();
+        if wanted > limit {
             drain(&mut stream).await;
             return Err(too_large());
+        }
+        if let Some(reservation) = reservation.as_deref_mut()
+            && wanted > buffer.capacity()
+        {
+            // Growing may double the allocation: paid for before it happens.
+            if let Err(error) = reservation.grow_to(wanted.max(buffer.capacity() * 2)) {
+                drop(buffer);
+                drain(&mut stream).await;
+                return Err(refused(error));
+            }
         }
         buffer.extend_from_slice(&chunk);
     }
@@ -732,13 +779,28 @@ async fn ingest(
         return unavailable(node.not_ready_reason());
     }
     let limit = node.max_payload_size();
-    let raw = match read_body(&headers, body, limit, node.body_read_timeout()).await {
+    // Held until the rows are in the WAL (see ingest/admission.rs); it grows as the body is
+    // read and as it is inflated.
+    let mut reservation = match node.ingest_budget.reserve(0) {
+        Ok(reservation) => reservation,
+        Err(error) => return ingest_error(error),
+    };
+    let raw = match read_body(
+        &headers,
+        body,
+        limit,
+        node.body_read_timeout(),
+        Some(&mut reservation),
+    )
+    .await
+    {
         Ok(raw) => raw,
         Err(response) => {
             // read_body serves the query and forwarding routes too: the write is counted here.
             m::record_rejected(match response.status() {
                 StatusCode::PAYLOAD_TOO_LARGE => "too_large",
                 StatusCode::REQUEST_TIMEOUT => "body_timeout",
+                StatusCode::SERVICE_UNAVAILABLE => "busy",
                 _ => "unreadable_body",
             });
             return response;
@@ -751,11 +813,6 @@ async fn ingest(
     }
     let received = raw.len() as u64;
     let inline = raw.len() < INLINE_DECODE_LIMIT && !ingest::is_compressed(&raw);
-    // Held until the rows are in the WAL (see ingest/admission.rs).
-    let mut reservation = match node.ingest_budget.reserve(raw.len()) {
-        Ok(reservation) => reservation,
-        Err(error) => return ingest_error(error),
-    };
     let now_ns = node.now_ns();
     let label = format.label();
     let decode = move || -> Result<(Vec<TableWrite>, ingest::Reservation), IngestError> {

@@ -224,7 +224,7 @@ async fn run(
     let limit = node
         .max_payload_size()
         .min(arc_query::MAX_SQL_BYTES * 6 + 64 * 1024);
-    let body = read_body(headers, body, limit, node.body_read_timeout()).await?;
+    let body = read_body(headers, body, limit, node.body_read_timeout(), None).await?;
     let (sql, database) = parse_query_request(headers, &body)?;
     *freshness = wait_min_lsn(node, headers).await?;
     node.sync_catalog()

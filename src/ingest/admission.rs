@@ -3,7 +3,8 @@
 //!
 //! Each request is capped (`server.max_payload_size`, before and after decompression), but
 //! concurrency was not: eight small zstd bodies inflating to a gigabyte each took the node's
-//! memory together. A request reserves its body's bytes when it is read and the inflated
+//! memory together. A request reserves its body's bytes as it is read (before each growth of
+//! its buffer, so bodies refused are discarded as they arrive) and the inflated
 //! bytes as decompression allocates them (by buffer capacity, so growth is paid before it
 //! happens), and holds them until its rows are in the WAL. Past the budget it gets 503 with
 //! `Retry-After` instead of waiting: a client retrying later is cheaper than a queue of bodies
