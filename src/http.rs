@@ -321,13 +321,7 @@ pub(crate) async fn proxy(
     let (parts, body) = request.into_parts();
     // A write's body is held here until the target has it: it counts against this node's
     // budget of write bytes in flight, as if it were ingested here.
-    let mut reservation = match need {
-        Some(Need::Write) => match node.ingest_budget.reserve(0) {
-            Ok(reservation) => Some(reservation),
-            Err(error) => return ingest_error(error),
-        },
-        _ => None,
-    };
+    let mut reservation = (need == Some(Need::Write)).then(|| node.ingest_budget.reservation());
     let body = match read_body(
         &parts.headers,
         body,
@@ -781,10 +775,7 @@ async fn ingest(
     let limit = node.max_payload_size();
     // Held until the rows are in the WAL (see ingest/admission.rs); it grows as the body is
     // read and as it is inflated.
-    let mut reservation = match node.ingest_budget.reserve(0) {
-        Ok(reservation) => reservation,
-        Err(error) => return ingest_error(error),
-    };
+    let mut reservation = node.ingest_budget.reservation();
     let raw = match read_body(
         &headers,
         body,

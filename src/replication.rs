@@ -554,7 +554,7 @@ struct Stream {
     /// Whether a reconnect failed since the stream went silent.
     reconnect_failed: bool,
     /// When a failover warning (ineligible, held back) was last logged (rate-limits them).
-    ineligible_warned: Option<Instant>,
+    failover_warned: Option<Instant>,
     /// When this follower started (gossip's liveness is not believed before a detection
     /// bound has passed).
     started: Instant,
@@ -644,7 +644,7 @@ async fn follow(
         failover,
         last_heard: Instant::now(),
         reconnect_failed: false,
-        ineligible_warned: None,
+        failover_warned: None,
         started: Instant::now(),
         silence_of: None,
     };
@@ -668,11 +668,7 @@ impl Stream {
         let mut last_warning: Option<Instant> = None;
         while !stop.is_cancelled() {
             self.set_streaming(false);
-            let decided = match self.named_primary().await {
-                Ok(Takeover::No) => self.consider_failover().await,
-                done => done,
-            };
-            match decided {
+            match self.decide_takeover().await {
                 Ok(Takeover::No) => {}
                 Ok(Takeover::Done) => return,
                 Err(error) => {
@@ -778,11 +774,7 @@ impl Stream {
                         // A live primary can still need replacing (gossip shows it dead or
                         // unhealthy). Promoting here is safe: no frame is acknowledged meanwhile,
                         // and after a promote nothing more of the old epoch is.
-                        let decided = match self.named_primary().await {
-                            Ok(Takeover::No) => self.consider_failover().await,
-                            done => done,
-                        };
-                        match decided {
+                        match self.decide_takeover().await {
                             Ok(Takeover::No) => {}
                             Ok(Takeover::Done) => break "promoted",
                             Err(error) => {
@@ -857,6 +849,15 @@ impl Stream {
             if pause(stop, &mut backoff).await {
                 return;
             }
+        }
+    }
+
+    /// Takes over if the catalog names this standby primary (a switchover), else if the
+    /// failover decision says so.
+    async fn decide_takeover(&mut self) -> anyhow::Result<Takeover> {
+        match self.named_primary().await {
+            Ok(Takeover::No) => self.consider_failover().await,
+            done => done,
         }
     }
 
@@ -1095,10 +1096,10 @@ impl Stream {
     /// Whether a rate-limited failover warning may be logged now (one per 10 s); notes it.
     fn warning_due(&mut self) -> bool {
         let due = self
-            .ineligible_warned
+            .failover_warned
             .is_none_or(|at| at.elapsed() > Duration::from_secs(10));
         if due {
-            self.ineligible_warned = Some(Instant::now());
+            self.failover_warned = Some(Instant::now());
         }
         due
     }

@@ -12,7 +12,6 @@
 //! target holds the fence. Nothing is doubled: no write is admitted after the gate closed, so
 //! nothing the old primary wrote lies above the fence.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -149,15 +148,6 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
     };
     let started = Instant::now();
     let detected_at_ms = inner.clock.unix_ms();
-    info!(%target, epoch, "switchover: closing writes");
-    if !inner.write_gate.close(STEP_TIMEOUT).await {
-        if inner.step_down_noted() {
-            inner.step_down_now("fenced while a switchover drained its writes".into());
-        }
-        return Err(SwitchoverError::Abandoned(format!(
-            "writes in flight were not answered within {STEP_TIMEOUT:?}; the switchover to {target} was abandoned"
-        )));
-    }
     let abandon = |message: String| {
         inner.write_gate.open();
         if inner.step_down_noted() {
@@ -168,6 +158,12 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
         }
         SwitchoverError::Abandoned(message)
     };
+    info!(%target, epoch, "switchover: closing writes");
+    if !inner.write_gate.close(STEP_TIMEOUT).await {
+        return Err(abandon(format!(
+            "writes in flight were not answered within {STEP_TIMEOUT:?}; the switchover to {target} was abandoned"
+        )));
+    }
     // Everything this primary will ever acknowledge is in its WAL by now.
     let fence = writer.next_lsn().saturating_sub(1);
     let mut status = replication.status_changes();
@@ -253,7 +249,7 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
 }
 
 /// Steps `inner` down after a switchover's answer went out.
-pub fn finish(inner: &Arc<NodeInner>, switched: &Switched) {
+pub fn finish(inner: &NodeInner, switched: &Switched) {
     inner.step_down_now(format!(
         "switched over to {} (epoch {})",
         switched.new_primary, switched.epoch
@@ -262,6 +258,8 @@ pub fn finish(inner: &Arc<NodeInner>, switched: &Switched) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     /// A closing gate waits for every admitted write, refuses new ones, and reopens when it

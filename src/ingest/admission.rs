@@ -47,16 +47,22 @@ impl InflightBudget {
         }
     }
 
+    /// An empty reservation for a new request, grown as its body is read and inflated.
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            permit: None,
+            units: 0,
+        }
+    }
+
     /// Reserves `bytes` for a new request.
     ///
     /// # Errors
     /// See [`Reservation::grow_to`].
+    #[cfg(test)]
     pub fn reserve(&self, bytes: usize) -> Result<Reservation, IngestError> {
-        let mut reservation = Reservation {
-            budget: self.clone(),
-            permit: None,
-            units: 0,
-        };
+        let mut reservation = self.reservation();
         reservation.grow_to(bytes)?;
         Ok(reservation)
     }
