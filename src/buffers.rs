@@ -505,7 +505,7 @@ mod tests {
     use crate::ingest::{Precision, decode_line_protocol};
 
     fn writes(lines: &str) -> Vec<TableWrite> {
-        decode_line_protocol(lines.as_bytes(), "db", Precision::Ns, 0).unwrap()
+        decode_line_protocol(lines.as_bytes(), "db", Precision::Ns, 0, None).unwrap()
     }
 
     #[test]

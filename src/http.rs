@@ -703,7 +703,7 @@ async fn drain(stream: &mut axum::body::BodyDataStream) {
 
 fn ingest_error(error: IngestError) -> Response {
     match error {
-        IngestError::TooLarge { .. } => {
+        IngestError::TooLarge { .. } | IngestError::DecodedTooLarge { .. } => {
             m::record_rejected("too_large");
             error_response(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
@@ -809,10 +809,16 @@ async fn ingest(
     let decode = move || -> Result<(Vec<TableWrite>, ingest::Reservation), IngestError> {
         let body = ingest::decompress(raw, limit, &mut reservation)?;
         let writes = match format {
-            Format::LineProtocol(precision) => {
-                ingest::decode_line_protocol(&body, &database, precision, now_ns)
+            Format::LineProtocol(precision) => ingest::decode_line_protocol(
+                &body,
+                &database,
+                precision,
+                now_ns,
+                Some(&mut reservation),
+            ),
+            Format::MessagePack => {
+                ingest::decode_msgpack(&body, &database, now_ns, Some(&mut reservation))
             }
-            Format::MessagePack => ingest::decode_msgpack(&body, &database, now_ns),
         }?;
         Ok((writes, reservation))
     };

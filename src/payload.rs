@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn test_should_round_trip_table_writes() {
         let body = b"cpu,host=a usage=1.5,count=3i,ok=t,note=\"x y\" 1700000000000000001\nmem,host=b free=7u 1700000000000000002\n";
-        let writes = decode_line_protocol(body, "default", Precision::Ns, 0).unwrap();
+        let writes = decode_line_protocol(body, "default", Precision::Ns, 0, None).unwrap();
         let bytes = encode(&writes).unwrap();
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.len(), writes.len());
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn test_should_reject_truncated_and_garbage_payloads_without_panic() {
         let body = b"cpu,host=a usage=1.5 1700000000000000001\n";
-        let writes = decode_line_protocol(body, "default", Precision::Ns, 0).unwrap();
+        let writes = decode_line_protocol(body, "default", Precision::Ns, 0, None).unwrap();
         let bytes = encode(&writes).unwrap();
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");

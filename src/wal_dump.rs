@@ -674,8 +674,8 @@ mod tests {
             if n % 2 == 0 {
                 body.push_str("mem free=1i 5\n");
             }
-            let writes =
-                decode_line_protocol(body.as_bytes(), "default", Precision::Ns, 0).expect("lp");
+            let writes = decode_line_protocol(body.as_bytes(), "default", Precision::Ns, 0, None)
+                .expect("lp");
             let payload = payload::encode(&writes).expect("encode");
             assert_eq!(wal.append(Epoch(7), &payload).expect("append"), Lsn(n));
             // Segments rotate at a sync, so one per entry lets them fill and rotate.

@@ -660,7 +660,8 @@ mod tests {
                 for seq in 0..400u64 {
                     let line = format!("power,c={client} seq={seq}i {}", seq + 1);
                     let writes =
-                        decode_line_protocol(line.as_bytes(), "db", Precision::Ns, 0).unwrap();
+                        decode_line_protocol(line.as_bytes(), "db", Precision::Ns, 0, None)
+                            .unwrap();
                     let payload = payload::encode(&writes).unwrap();
                     match handle.write(writes).await {
                         Ok(written) => {
@@ -733,10 +734,11 @@ mod tests {
     #[test]
     fn test_should_reject_type_conflicts_atomically() {
         let mut registry = SchemaRegistry::new();
-        let first = decode_line_protocol(b"cpu,host=a v=1i 1", "db", Precision::Ns, 0).unwrap();
+        let first =
+            decode_line_protocol(b"cpu,host=a v=1i 1", "db", Precision::Ns, 0, None).unwrap();
         check_schema(&mut registry, &first).unwrap();
         let conflicting =
-            decode_line_protocol(b"mem x=1 1\ncpu v=1.5 2", "db", Precision::Ns, 0).unwrap();
+            decode_line_protocol(b"mem x=1 1\ncpu v=1.5 2", "db", Precision::Ns, 0, None).unwrap();
         let error = check_schema(&mut registry, &conflicting).unwrap_err();
         assert!(
             error.contains("\"v\"") && error.contains("db.cpu"),
@@ -747,7 +749,7 @@ mod tests {
             "nothing recorded"
         );
         let tag_as_field =
-            decode_line_protocol(b"cpu host=\"x\" 3", "db", Precision::Ns, 0).unwrap();
+            decode_line_protocol(b"cpu host=\"x\" 3", "db", Precision::Ns, 0, None).unwrap();
         assert!(check_schema(&mut registry, &tag_as_field).is_err());
     }
 
@@ -759,13 +761,13 @@ mod tests {
             b"t2 usage=1,USAGE=2 1",
             b"t3,Host=a,host=b v=1 1",
         ] {
-            let writes = decode_line_protocol(lines, "db", Precision::Ns, 0).unwrap();
+            let writes = decode_line_protocol(lines, "db", Precision::Ns, 0, None).unwrap();
             let error = check_schema(&mut registry, &writes).unwrap_err();
             assert!(error.contains("differ only in case"), "{error}");
         }
-        let first = decode_line_protocol(b"cpu usage=1 1", "db", Precision::Ns, 0).unwrap();
+        let first = decode_line_protocol(b"cpu usage=1 1", "db", Precision::Ns, 0, None).unwrap();
         check_schema(&mut registry, &first).unwrap();
-        let later = decode_line_protocol(b"cpu Usage=1 2", "db", Precision::Ns, 0).unwrap();
+        let later = decode_line_protocol(b"cpu Usage=1 2", "db", Precision::Ns, 0, None).unwrap();
         let error = check_schema(&mut registry, &later).unwrap_err();
         assert!(
             error.contains("\"Usage\"") && error.contains("\"usage\""),

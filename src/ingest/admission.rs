@@ -6,7 +6,8 @@
 //! memory together. A request reserves its body's bytes as it is read (before each growth of
 //! its buffer, so bodies refused are discarded as they arrive) and the inflated
 //! bytes as decompression allocates them (by buffer capacity, so growth is paid before it
-//! happens), and holds them until its rows are in the WAL. Past the budget it gets 503 with
+//! happens), then its decoded rows as the builders make them (see `builder`: a line of a few
+//! bytes can decode to a hundred), and holds them until its rows are in the WAL. Past the budget it gets 503 with
 //! `Retry-After` instead of waiting: a client retrying later is cheaper than a queue of bodies
 //! in memory. A body that alone needs more than the whole budget can never fit: 413.
 
@@ -75,6 +76,11 @@ impl InflightBudget {
 }
 
 impl Reservation {
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.units.saturating_mul(UNIT)
+    }
+
     /// Makes the reservation cover `bytes` in all (it never shrinks).
     ///
     /// # Errors

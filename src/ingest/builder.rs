@@ -12,6 +12,12 @@
 //! table. So the cells (values plus null padding) a request may materialize are budgeted in
 //! proportion to its body ([`cell_budget`]), and tables per request and columns per table are
 //! capped, since each builder costs more than the bytes that named it. Builders start empty.
+//!
+//! A cell is also the unit of the memory a request decodes to: eight bytes, the size of a value
+//! (or null) in a numeric column, of a row's time, and of each eight bytes of string data. A
+//! request holding a [`Reservation`] pays for its cells from the node's inflight budget as it
+//! builds them, in tranches (see [`Budget::take`]), so concurrent requests cannot decode their
+//! way past the budget that already bounds their bodies.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,6 +31,7 @@ use arrow::array::{
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 
+use super::admission::Reservation;
 use super::{IngestError, TableWrite, shorten, validate_database_name, validate_measurement_name};
 
 /// Most tables (measurements) one request may write.
@@ -33,10 +40,23 @@ pub(super) const MAX_TABLES_PER_REQUEST: usize = 10_000;
 /// Most columns (tags plus fields) one table may get in one request.
 pub(super) const MAX_COLUMNS_PER_TABLE: usize = 10_000;
 
-/// Cells (values and null padding, all columns) a request may build per byte of body. Dense
-/// data needs under one per byte (every value costs at least a byte: MessagePack's smallest
-/// value is one byte, line protocol's `a=1,` four); the slack admits sparse columns.
+/// Cells (values and null padding, all columns, times, string bytes) a request may build per
+/// byte of body. Dense data needs at most one per byte (every value or time costs at least a
+/// byte: MessagePack's smallest value is one byte, line protocol's `a=1,` four; and a string's
+/// cells are an eighth of its bytes); the slack admits sparse columns.
 const CELLS_PER_BODY_BYTE: usize = 2;
+
+/// Decoded bytes one cell stands for: a value, a null or a time in its 64-bit slot.
+const BYTES_PER_CELL: usize = 8;
+
+/// The first payment for cells (8 KiB of decoded data): a one-line write holds little of the
+/// budget, so thousands of small writes fit in it at once.
+const FIRST_TRANCHE_CELLS: usize = 1024;
+
+/// The largest payment for cells (4 MiB of decoded data). Payments double from the first to
+/// this: few enough that their cost vanishes, small enough that what a request holds unused
+/// stays small.
+const MAX_TRANCHE_CELLS: usize = 512 * 1024;
 
 /// Cells every request may build whatever its size, so small sparse requests always pass.
 const MIN_CELLS: usize = 1 << 20;
@@ -117,6 +137,9 @@ pub(super) enum BuildError {
         /// The column.
         column: String,
     },
+    /// The node's inflight budget could not pay for more cells; the request's reason is kept
+    /// by its [`RequestBuilder`] (see [`RequestBuilder::refusal`]).
+    Unpaid,
 }
 
 impl fmt::Display for BuildError {
@@ -160,6 +183,7 @@ impl fmt::Display for BuildError {
                 "column \"{}\" holds more than {MAX_STRING_BYTES} bytes of strings",
                 shorten(column)
             ),
+            BuildError::Unpaid => write!(f, "the node's ingest budget cannot hold the rows"),
         }
     }
 }
@@ -279,7 +303,7 @@ impl ColumnBuilder {
     /// Takes the cells needed to write `row` (its padding and the value) from `cells_left`,
     /// or refuses a second value for a row already written.
     #[inline]
-    fn charge(&self, row: usize, cells_left: &mut Budget) -> Result<(), BuildError> {
+    fn charge(&self, row: usize, cells_left: &mut Budget<'_>) -> Result<(), BuildError> {
         if self.len > row {
             return Err(BuildError::Repeated {
                 column: self.name.clone(),
@@ -297,38 +321,101 @@ impl ColumnBuilder {
     }
 }
 
-/// What is left of a request's cell budget.
-#[derive(Debug, Clone, Copy)]
-struct Budget {
-    left: usize,
+/// What is left of a request's cell budget, and what pays for it.
+#[derive(Debug, Default)]
+struct Budget<'r> {
+    /// Cells paid for and not yet built.
+    paid: usize,
+    /// Cells the request may still build beyond `paid`, once paid for.
+    unpaid: usize,
+    /// The whole budget, for messages.
     total: usize,
+    /// Pays for cells from the node's inflight budget; `None` builds them unmetered.
+    reservation: Option<&'r mut Reservation>,
+    /// Bytes the reservation held before the first cell (the body).
+    base: usize,
+    /// Why the reservation could not grow, once it could not.
+    refusal: Option<IngestError>,
 }
 
-impl Budget {
+impl<'r> Budget<'r> {
+    fn new(total: usize, reservation: Option<&'r mut Reservation>) -> Self {
+        let base = reservation.as_deref().map_or(0, Reservation::bytes);
+        let metered = reservation.is_some();
+        Self {
+            paid: if metered { 0 } else { total },
+            unpaid: if metered { total } else { 0 },
+            total,
+            reservation,
+            base,
+            refusal: None,
+        }
+    }
+
+    /// Takes `cells` from the budget, paying for another tranche first when the paid cells run
+    /// out. The common case is one subtraction.
     #[inline]
     fn take(&mut self, cells: usize) -> Result<(), BuildError> {
-        self.left = self
-            .left
-            .checked_sub(cells)
-            .ok_or(BuildError::TooSparse { budget: self.total })?;
+        match self.paid.checked_sub(cells) {
+            Some(left) => {
+                self.paid = left;
+                Ok(())
+            }
+            None => self.pay(cells),
+        }
+    }
+
+    #[cold]
+    fn pay(&mut self, cells: usize) -> Result<(), BuildError> {
+        let short = cells - self.paid;
+        if short > self.unpaid {
+            return Err(BuildError::TooSparse { budget: self.total });
+        }
+        let paid_so_far = self.total - self.unpaid;
+        let tranche = paid_so_far
+            .clamp(FIRST_TRANCHE_CELLS, MAX_TRANCHE_CELLS)
+            .max(short)
+            .min(self.unpaid);
+        if let Some(reservation) = self.reservation.as_deref_mut() {
+            let cells_paid = paid_so_far + tranche;
+            let bytes = self
+                .base
+                .saturating_add(cells_paid.saturating_mul(BYTES_PER_CELL));
+            if let Err(error) = reservation.grow_to(bytes) {
+                self.refusal = Some(match error {
+                    IngestError::TooLarge { limit } => IngestError::DecodedTooLarge { limit },
+                    other => other,
+                });
+                return Err(BuildError::Unpaid);
+            }
+        }
+        self.unpaid -= tranche;
+        self.paid = self.paid + tranche - cells;
         Ok(())
     }
 }
 
-/// Appends a string to a `Utf8` builder unless the column would outgrow `i32` offsets.
+/// Appends a string to a `Utf8` builder, taking its bytes' cells from `cells`, unless the
+/// column would outgrow `i32` offsets.
 #[inline]
-fn append_string(builder: &mut StringBuilder, value: &str, name: &str) -> Result<(), BuildError> {
+fn append_string(
+    builder: &mut StringBuilder,
+    value: &str,
+    name: &str,
+    cells: &mut Budget<'_>,
+) -> Result<(), BuildError> {
     if builder.values_slice().len() + value.len() > MAX_STRING_BYTES {
         return Err(BuildError::StringsTooLarge {
             column: name.to_string(),
         });
     }
+    cells.take(value.len() / BYTES_PER_CELL)?;
     builder.append_value(value);
     Ok(())
 }
 
 /// The rows of one measurement in one request.
-pub(super) struct TableBuilder {
+pub(super) struct TableBuilder<'r> {
     measurement: String,
     times: Vec<i64>,
     columns: Vec<ColumnBuilder>,
@@ -338,10 +425,10 @@ pub(super) struct TableBuilder {
     slot_cache: Vec<usize>,
     /// The request's whole remaining cell budget while this is the current table; handed
     /// back by [`RequestBuilder::table`] when another table becomes current.
-    cells: Budget,
+    cells: Budget<'r>,
 }
 
-impl TableBuilder {
+impl TableBuilder<'_> {
     fn new(measurement: &str) -> Self {
         Self {
             measurement: measurement.to_string(),
@@ -349,7 +436,7 @@ impl TableBuilder {
             columns: Vec::new(),
             by_name: HashMap::new(),
             slot_cache: Vec::new(),
-            cells: Budget { left: 0, total: 0 },
+            cells: Budget::default(),
         }
     }
 
@@ -358,16 +445,12 @@ impl TableBuilder {
         self.times.len()
     }
 
-    /// Starts a row at `time_ns` and returns its index.
+    /// Starts a row at `time_ns` (its time takes a cell) and returns its index.
     #[inline]
-    pub(super) fn push_row(&mut self, time_ns: i64) -> usize {
+    pub(super) fn push_row(&mut self, time_ns: i64) -> Result<usize, BuildError> {
+        self.cells.take(1)?;
         self.times.push(time_ns);
-        self.times.len() - 1
-    }
-
-    /// Reserves room for `additional` more rows.
-    pub(super) fn reserve_rows(&mut self, additional: usize) {
-        self.times.reserve(additional);
+        Ok(self.times.len() - 1)
     }
 
     /// Returns the index of column `name`, creating it with `kind` if it is new. `slot` is the
@@ -437,7 +520,7 @@ impl TableBuilder {
         if column.len < row {
             builder.append_nulls(row - column.len);
         }
-        append_string(builder, value, &column.name)?;
+        append_string(builder, value, &column.name, &mut self.cells)?;
         column.len = row + 1;
         Ok(())
     }
@@ -494,7 +577,7 @@ impl TableBuilder {
             (ColumnData::UInteger(builder), FieldValue::UInteger(v)) => builder.append_value(v),
             (ColumnData::Boolean(builder), FieldValue::Boolean(v)) => builder.append_value(v),
             (ColumnData::String(builder), FieldValue::String(v)) => {
-                append_string(builder, v, &column.name)?
+                append_string(builder, v, &column.name, &mut self.cells)?
             }
             // Excluded by the check above.
             _ => return Err(column.conflict(ColumnKind::Field(value.field_type()))),
@@ -505,7 +588,11 @@ impl TableBuilder {
 
     /// Builds the batch: `time`, then tags by name, then fields by name. `None` if no rows.
     /// The final null padding is taken from `cells`.
-    fn finish(self, database: &str, cells: &mut Budget) -> Result<Option<TableWrite>, IngestError> {
+    fn finish(
+        self,
+        database: &str,
+        cells: &mut Budget<'_>,
+    ) -> Result<Option<TableWrite>, IngestError> {
         let rows = self.times.len();
         if rows == 0 {
             return Ok(None);
@@ -542,39 +629,52 @@ impl TableBuilder {
 }
 
 /// All tables of one request.
-pub(super) struct RequestBuilder<'d> {
+pub(super) struct RequestBuilder<'d, 'r> {
     database: &'d str,
-    tables: Vec<TableBuilder>,
+    tables: Vec<TableBuilder<'r>>,
     by_measurement: HashMap<String, usize>,
     /// The table of the previous line: consecutive lines mostly share a measurement. It holds
     /// the cell budget (see [`TableBuilder::cells`]).
     last: Option<usize>,
     /// The cell budget while no table holds it.
-    cells: Budget,
+    cells: Budget<'r>,
 }
 
-impl<'d> RequestBuilder<'d> {
+impl<'d, 'r> RequestBuilder<'d, 'r> {
     /// Starts a request for `database` whose body is `body_len` bytes (which sets its cell
-    /// budget).
+    /// budget). With a `reservation` (which already holds the body), the cells are paid for
+    /// from it as they are built.
     ///
     /// # Errors
     ///
     /// [`IngestError::Invalid`] if the database name breaks the naming rules.
-    pub(super) fn new(database: &'d str, body_len: usize) -> Result<Self, IngestError> {
+    pub(super) fn new(
+        database: &'d str,
+        body_len: usize,
+        reservation: Option<&'r mut Reservation>,
+    ) -> Result<Self, IngestError> {
         validate_database_name(database)?;
-        let total = cell_budget(body_len);
         Ok(Self {
             database,
             tables: Vec::new(),
             by_measurement: HashMap::new(),
             last: None,
-            cells: Budget { left: total, total },
+            cells: Budget::new(cell_budget(body_len), reservation),
         })
+    }
+
+    /// Why the inflight budget refused to pay for the request's cells, if it did: the answer
+    /// to give instead of the [`BuildError::Unpaid`] a decoder saw.
+    pub(super) fn refusal(&mut self) -> Option<IngestError> {
+        match self.last {
+            Some(last) => self.tables[last].cells.refusal.take(),
+            None => self.cells.refusal.take(),
+        }
     }
 
     /// Returns the table of `measurement`, creating it (after checking the name) if new.
     #[inline]
-    pub(super) fn table(&mut self, measurement: &str) -> Result<&mut TableBuilder, BuildError> {
+    pub(super) fn table(&mut self, measurement: &str) -> Result<&mut TableBuilder<'r>, BuildError> {
         let index = match self.last {
             Some(last) if self.tables[last].measurement == measurement => {
                 return Ok(&mut self.tables[last]);
@@ -586,9 +686,9 @@ impl<'d> RequestBuilder<'d> {
         };
         // Pass the budget from the previous current table to this one.
         if let Some(last) = self.last {
-            self.cells = self.tables[last].cells;
+            self.cells = std::mem::take(&mut self.tables[last].cells);
         }
-        self.tables[index].cells = self.cells;
+        self.tables[index].cells = std::mem::take(&mut self.cells);
         self.last = Some(index);
         Ok(&mut self.tables[index])
     }
@@ -608,17 +708,20 @@ impl<'d> RequestBuilder<'d> {
     ///
     /// # Errors
     ///
-    /// [`IngestError::Invalid`] if padding the tables' columns would exceed the cell budget.
-    pub(super) fn finish(self) -> Result<Vec<TableWrite>, IngestError> {
+    /// [`IngestError::Invalid`] if padding the tables' columns would exceed the cell budget;
+    /// the [`refusal`](Self::refusal) if the inflight budget cannot pay for the padding.
+    pub(super) fn finish(mut self) -> Result<Vec<TableWrite>, IngestError> {
         let database = self.database;
         let mut cells = match self.last {
-            Some(last) => self.tables[last].cells,
+            Some(last) => std::mem::take(&mut self.tables[last].cells),
             None => self.cells,
         };
         let mut writes = Vec::with_capacity(self.tables.len());
         for table in self.tables {
-            if let Some(write) = table.finish(database, &mut cells)? {
-                writes.push(write);
+            match table.finish(database, &mut cells) {
+                Ok(Some(write)) => writes.push(write),
+                Ok(None) => {}
+                Err(error) => return Err(cells.refusal.take().unwrap_or(error)),
             }
         }
         Ok(writes)
@@ -634,19 +737,19 @@ mod tests {
 
     #[test]
     fn test_should_pad_missing_values_with_nulls_and_sort_columns() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
-        let row = table.push_row(1);
+        let row = table.push_row(1).unwrap();
         let usage = table
             .column(Some(0), "usage", ColumnKind::Field(FieldType::Float))
             .unwrap();
         table
             .append_field(usage, row, FieldValue::Float(1.5), false)
             .unwrap();
-        let row = table.push_row(2);
+        let row = table.push_row(2).unwrap();
         let host = table.column(Some(0), "host", ColumnKind::Tag).unwrap();
         table.append_tag(host, row, "a").unwrap();
-        table.push_row(3);
+        table.push_row(3).unwrap();
         let writes = request.finish().unwrap();
         assert_eq!(writes.len(), 1);
         let batch = &writes[0].batch;
@@ -662,9 +765,9 @@ mod tests {
 
     #[test]
     fn test_should_refuse_a_column_written_twice_in_one_row() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
-        let row = table.push_row(1);
+        let row = table.push_row(1).unwrap();
         let usage = table
             .column(None, "usage", ColumnKind::Field(FieldType::Integer))
             .unwrap();
@@ -682,16 +785,16 @@ mod tests {
 
     #[test]
     fn test_should_merge_ints_and_floats_only_when_asked() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
         let column = table
             .column(None, "v", ColumnKind::Field(FieldType::Integer))
             .unwrap();
-        let row = table.push_row(1);
+        let row = table.push_row(1).unwrap();
         table
             .append_field(column, row, FieldValue::Integer(2), false)
             .unwrap();
-        let row = table.push_row(2);
+        let row = table.push_row(2).unwrap();
         let error = table
             .append_field(column, row, FieldValue::Float(0.5), false)
             .unwrap_err();
@@ -702,7 +805,7 @@ mod tests {
         table
             .append_field(column, row, FieldValue::Float(0.5), true)
             .unwrap();
-        let row = table.push_row(3);
+        let row = table.push_row(3).unwrap();
         table
             .append_field(column, row, FieldValue::Integer(3), true)
             .unwrap();
@@ -713,7 +816,7 @@ mod tests {
 
     #[test]
     fn test_should_refuse_reserved_empty_and_too_many_columns() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
         assert_eq!(
             table.column(None, "time", ColumnKind::Tag),
@@ -736,8 +839,8 @@ mod tests {
 
     #[test]
     fn test_should_refuse_too_many_tables_and_bad_names() {
-        assert!(RequestBuilder::new("1db", 0).is_err());
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        assert!(RequestBuilder::new("1db", 0, None).is_err());
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         assert!(matches!(
             request.table("bad name"),
             Err(BuildError::InvalidMeasurement(_))
@@ -756,39 +859,42 @@ mod tests {
     #[test]
     fn test_should_refuse_requests_sparser_than_the_cell_budget() {
         // One new column per row: the padding grows with rows times columns.
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
         let mut refused = None;
         for row in 0..5_000usize {
-            let time = table.push_row(row as i64);
-            let column = table
-                .column(None, &format!("c{row}"), ColumnKind::Tag)
-                .unwrap();
-            if let Err(error) = table.append_tag(column, time, "x") {
+            let outcome = table.push_row(row as i64).and_then(|time| {
+                let column = table
+                    .column(None, &format!("c{row}"), ColumnKind::Tag)
+                    .unwrap();
+                table.append_tag(column, time, "x")
+            });
+            if let Err(error) = outcome {
                 refused = Some((row, error));
                 break;
             }
         }
         let (row, error) = refused.expect("the budget should run out");
         assert!(matches!(error, BuildError::TooSparse { budget } if budget == MIN_CELLS));
-        // 1 + 2 + ... + row cells were built when the budget ran out.
+        // (1 + 1) + (1 + 2) + ... + (1 + row) cells were built when the budget ran out.
         assert!(row * (row + 1) / 2 <= MIN_CELLS && row < 1_500, "{row}");
     }
 
     #[test]
     fn test_should_charge_final_padding_and_share_the_budget_across_tables() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let cpu = request.table("cpu").unwrap();
         let column = cpu.column(None, "a", ColumnKind::Tag).unwrap();
-        let row = cpu.push_row(0);
+        let row = cpu.push_row(0).unwrap();
         cpu.append_tag(column, row, "x").unwrap();
-        // A million more rows without a value for `a`: its padding is due at finish.
-        for time in 0..MIN_CELLS as i64 {
-            cpu.push_row(time);
+        // Half a million more rows (a cell each for their times) without a value for `a`: its
+        // padding, another half million, is due at finish.
+        for time in 0..(MIN_CELLS / 2) as i64 {
+            cpu.push_row(time).unwrap();
         }
         let mem = request.table("mem").unwrap();
         let column = mem.column(None, "b", ColumnKind::Tag).unwrap();
-        let row = mem.push_row(0);
+        let row = mem.push_row(0).unwrap();
         mem.append_tag(column, row, "y").unwrap();
         let error = request.finish().unwrap_err();
         assert!(error.to_string().starts_with("cpu: too sparse"), "{error}");
@@ -797,9 +903,9 @@ mod tests {
 
     #[test]
     fn test_should_keep_kinds_in_field_metadata() {
-        let mut request = RequestBuilder::new("db", 0).unwrap();
+        let mut request = RequestBuilder::new("db", 0, None).unwrap();
         let table = request.table("cpu").unwrap();
-        let row = table.push_row(5);
+        let row = table.push_row(5).unwrap();
         let column = table
             .column(None, "n", ColumnKind::Field(FieldType::Integer))
             .unwrap();

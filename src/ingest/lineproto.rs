@@ -27,21 +27,25 @@ use arc_storage::model::ColumnKind;
 
 use self::parser::{Line, LineError, Lines, Value};
 use super::builder::{FieldValue, RequestBuilder};
-use super::{IngestError, Precision, TableWrite, shorten};
+use super::{IngestError, Precision, Reservation, TableWrite, shorten};
 
 /// Decodes a line protocol body into one [`TableWrite`] per measurement.
 ///
 /// `precision` is the unit of the timestamps in the body; `now_ns` is the time given to lines
-/// without one.
+/// without one. With a `reservation` (holding the body), the decoded rows are paid for from it
+/// as they are built.
 ///
 /// # Errors
 ///
-/// [`IngestError::Invalid`] naming the first bad line (`line 3: ...`), or the database.
+/// [`IngestError::Invalid`] naming the first bad line (`line 3: ...`), or the database;
+/// [`IngestError::Busy`] or [`IngestError::DecodedTooLarge`] when `reservation` cannot pay
+/// for the rows.
 pub fn decode_line_protocol(
     body: &[u8],
     database: &str,
     precision: Precision,
     now_ns: i64,
+    reservation: Option<&mut Reservation>,
 ) -> Result<Vec<TableWrite>, IngestError> {
     let text = std::str::from_utf8(body).map_err(|error| {
         let offset = error.valid_up_to();
@@ -51,7 +55,7 @@ pub fn decode_line_protocol(
         ))
     })?;
     let nanos_per_unit = precision.nanos_per_unit();
-    let mut request = RequestBuilder::new(database, body.len())?;
+    let mut request = RequestBuilder::new(database, body.len(), reservation)?;
     let located = |line_start: usize, message: &dyn Display| {
         IngestError::Invalid(format!("line {}: {message}", line_number(body, line_start)))
     };
@@ -59,8 +63,13 @@ pub fn decode_line_protocol(
     let mut line = Line::default();
     while let Some(step) = lines.next_line(&mut line) {
         match step {
-            Ok(line_start) => add_line(&mut request, &line, nanos_per_unit, now_ns)
-                .map_err(|error| located(line_start, &error))?,
+            Ok(line_start) => {
+                if let Err(error) = add_line(&mut request, &line, nanos_per_unit, now_ns) {
+                    return Err(request
+                        .refusal()
+                        .unwrap_or_else(|| located(line_start, &error)));
+                }
+            }
             Err((line_start, error)) => return Err(located(line_start, &describe(&error))),
         }
     }
@@ -108,7 +117,7 @@ fn line_number(body: &[u8], offset: usize) -> usize {
 /// Appends one parsed line to its table. The error is the message without the line number.
 #[inline]
 fn add_line(
-    request: &mut RequestBuilder<'_>,
+    request: &mut RequestBuilder<'_, '_>,
     line: &Line<'_>,
     nanos_per_unit: i64,
     now_ns: i64,
@@ -122,7 +131,7 @@ fn add_line(
             format!("timestamp {timestamp} overflows the nanosecond range at this precision")
         })?,
     };
-    let row = table.push_row(time_ns);
+    let row = table.push_row(time_ns).map_err(|error| error.to_string())?;
     for (slot, (key, value)) in line.tags.iter().enumerate() {
         let column = table
             .column(Some(slot), key, ColumnKind::Tag)
@@ -192,7 +201,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_123_456_789;
 
     fn decode(body: &str) -> Result<Vec<TableWrite>, IngestError> {
-        decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW)
+        decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW, None)
     }
 
     fn decode_one(body: &str) -> RecordBatch {
@@ -358,10 +367,11 @@ mod tests {
             (Precision::Ms, 1_700_000_000_000_000),
             (Precision::S, 1_700_000_000_000_000_000),
         ] {
-            let writes = decode_line_protocol(b"m v=1 1700000000", "db", precision, NOW).unwrap();
+            let writes =
+                decode_line_protocol(b"m v=1 1700000000", "db", precision, NOW, None).unwrap();
             assert_eq!(times(&writes[0].batch), vec![expected], "{precision}");
         }
-        let writes = decode_line_protocol(b"m v=1 -5", "db", Precision::S, NOW).unwrap();
+        let writes = decode_line_protocol(b"m v=1 -5", "db", Precision::S, NOW, None).unwrap();
         assert_eq!(times(&writes[0].batch), vec![-5_000_000_000]);
     }
 
@@ -523,8 +533,9 @@ mod tests {
 
     #[test]
     fn test_should_refuse_timestamp_overflow_at_coarse_precision() {
-        let error = decode_line_protocol(b"m v=1 1\nm v=1 10000000000", "db", Precision::S, NOW)
-            .unwrap_err();
+        let error =
+            decode_line_protocol(b"m v=1 1\nm v=1 10000000000", "db", Precision::S, NOW, None)
+                .unwrap_err();
         assert_eq!(
             error,
             IngestError::Invalid(
@@ -537,7 +548,7 @@ mod tests {
     #[test]
     fn test_should_name_the_line_of_invalid_utf8() {
         let body = b"m v=1\nm v=2\nm s=\"\xff\"\n";
-        let error = decode_line_protocol(body, "db", Precision::Ns, NOW).unwrap_err();
+        let error = decode_line_protocol(body, "db", Precision::Ns, NOW, None).unwrap_err();
         assert_eq!(
             error,
             IngestError::Invalid("line 3: invalid utf-8 at byte offset 17".into())
@@ -546,7 +557,7 @@ mod tests {
 
     #[test]
     fn test_should_refuse_an_invalid_database() {
-        let error = decode_line_protocol(b"m v=1", "no db", Precision::Ns, NOW).unwrap_err();
+        let error = decode_line_protocol(b"m v=1", "no db", Precision::Ns, NOW, None).unwrap_err();
         assert!(error.to_string().starts_with("invalid database name"));
     }
 
@@ -562,6 +573,50 @@ mod tests {
             .map(|i| format!("m c{}=1i {i}\n", i % 100))
             .collect();
         assert_eq!(decode(&body).unwrap()[0].batch.num_columns(), 101);
+    }
+
+    #[test]
+    fn test_should_pay_for_decoded_rows_from_the_reservation() {
+        use crate::ingest::InflightBudget;
+        // A row of `m v=1` is 6 bytes of body and two cells (time and value): 16 bytes.
+        let body = "m v=1\n".repeat(1_000_000);
+        let decode_within = |budget: &InflightBudget, held: usize| {
+            let mut reservation = budget.reservation();
+            reservation.grow_to(held).unwrap();
+            let decoded = decode_line_protocol(
+                body.as_bytes(),
+                "db",
+                Precision::Ns,
+                NOW,
+                Some(&mut reservation),
+            );
+            (decoded, reservation.bytes())
+        };
+        let budget = InflightBudget::new(64 << 20);
+        let (decoded, held) = decode_within(&budget, body.len());
+        assert_eq!(decoded.unwrap()[0].batch.num_rows(), 1_000_000);
+        let rows_bytes = 16_000_000;
+        assert!(
+            held >= body.len() + rows_bytes && held <= body.len() + rows_bytes + (5 << 20),
+            "held {held} bytes for a {} byte body and {rows_bytes} bytes of rows",
+            body.len()
+        );
+        // A one-line write holds little more than its body, so thousands fit at once.
+        let mut reservation = budget.reservation();
+        reservation.grow_to(6).unwrap();
+        decode_line_protocol(b"m v=1\n", "db", Precision::Ns, NOW, Some(&mut reservation)).unwrap();
+        assert!(reservation.bytes() <= 128 << 10, "{}", reservation.bytes());
+        drop(reservation);
+        // Body and rows need more than the whole budget: 413, whatever else is running.
+        let (decoded, _) = decode_within(&InflightBudget::new(16 << 20), body.len());
+        assert!(
+            matches!(decoded, Err(IngestError::DecodedTooLarge { limit }) if limit == 16 << 20),
+            "{decoded:?}"
+        );
+        // Other requests hold the budget: 503, not a complaint about a line.
+        let _other = budget.reserve(50 << 20).unwrap();
+        let (decoded, _) = decode_within(&budget, body.len());
+        assert!(matches!(decoded, Err(IngestError::Busy(_))), "{decoded:?}");
     }
 
     #[test]
@@ -635,7 +690,7 @@ mod tests {
         ) {
             let tables = consistent(tables);
             let body = encode_line_protocol(&tables);
-            let writes = decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW)
+            let writes = decode_line_protocol(body.as_bytes(), "db", Precision::Ns, NOW, None)
                 .unwrap_or_else(|error| panic!("{error} in {body:?}"));
             assert_decoded(&tables, &writes);
         }
@@ -644,14 +699,14 @@ mod tests {
         fn test_should_never_panic_on_arbitrary_bytes(
             body in proptest::collection::vec(any::<u8>(), 0..256)
         ) {
-            let _ = decode_line_protocol(&body, "db", Precision::S, NOW);
+            let _ = decode_line_protocol(&body, "db", Precision::S, NOW, None);
         }
 
         #[test]
         fn test_should_never_panic_on_line_protocol_like_text(
             body in "[a-z0-9 ,=\"\\\\\n\r#.tfiu-]{0,80}"
         ) {
-            let _ = decode_line_protocol(body.as_bytes(), "db", Precision::Ms, NOW);
+            let _ = decode_line_protocol(body.as_bytes(), "db", Precision::Ms, NOW, None);
         }
     }
 }

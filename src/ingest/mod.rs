@@ -83,6 +83,16 @@ pub enum IngestError {
         /// The limit that was exceeded, in bytes.
         limit: usize,
     },
+    /// The rows of the body need more memory than the node's whole inflight budget, body
+    /// included (HTTP 413).
+    #[error(
+        "the request's rows need more than ingest.max_inflight_bytes ({limit} bytes) to decode, \
+         with its body; send them in smaller requests"
+    )]
+    DecodedTooLarge {
+        /// The inflight budget, in bytes.
+        limit: usize,
+    },
     /// Other writes hold the node's decoding budget now (HTTP 503 with `Retry-After`).
     #[error("{0}")]
     Busy(String),

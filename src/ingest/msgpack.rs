@@ -30,27 +30,38 @@ use arc_storage::model::{ColumnKind, FieldType, TIME_COLUMN};
 
 use super::builder::{BuildError, FieldValue, MAX_COLUMNS_PER_TABLE, RequestBuilder, TableBuilder};
 use super::msgpack_reader::{Reader, Token};
-use super::{IngestError, TableWrite, shorten};
+use super::{IngestError, Reservation, TableWrite, shorten};
 
 /// Decodes a MessagePack body into one [`TableWrite`] per measurement.
 ///
-/// `now_ns` is the time given to rows without one.
+/// `now_ns` is the time given to rows without one. With a `reservation` (holding the body),
+/// the decoded rows are paid for from it as they are built.
 ///
 /// # Errors
 ///
 /// [`IngestError::Invalid`] naming the first bad item path (`batch[2].fields.usage: ...`), or
-/// the database.
+/// the database; [`IngestError::Busy`] or [`IngestError::DecodedTooLarge`] when `reservation`
+/// cannot pay for the rows.
 pub fn decode_msgpack(
     body: &[u8],
     database: &str,
     now_ns: i64,
+    reservation: Option<&mut Reservation>,
 ) -> Result<Vec<TableWrite>, IngestError> {
     let mut decoder = Decoder {
-        request: RequestBuilder::new(database, body.len())?,
+        request: RequestBuilder::new(database, body.len(), reservation)?,
         now_ns,
         tag_names: Vec::new(),
         text: String::new(),
     };
+    if let Err(error) = decode_items(&mut decoder, body) {
+        return Err(decoder.request.refusal().unwrap_or(error));
+    }
+    decoder.request.finish()
+}
+
+/// Decodes the items of `body` into `decoder`'s request.
+fn decode_items<'a>(decoder: &mut Decoder<'a, '_, '_>, body: &'a [u8]) -> Result<(), IngestError> {
     let mut reader = Reader::new(body);
     match reader.next().map_err(|error| fail(Item::Body, "", error))? {
         Token::Map(len) => {
@@ -92,7 +103,7 @@ pub fn decode_msgpack(
             ),
         ));
     }
-    decoder.request.finish()
+    Ok(())
 }
 
 /// Which item of the body a path is in, for messages.
@@ -176,8 +187,8 @@ impl<'a> Keys<'a> {
 }
 
 /// The state of one decode call.
-struct Decoder<'a, 'd> {
-    request: RequestBuilder<'d>,
+struct Decoder<'a, 'd, 'r> {
+    request: RequestBuilder<'d, 'r>,
     now_ns: i64,
     /// The tag names of the row being decoded (reused across rows).
     tag_names: Vec<&'a str>,
@@ -185,7 +196,7 @@ struct Decoder<'a, 'd> {
     text: String,
 }
 
-impl<'a> Decoder<'a, '_> {
+impl<'a> Decoder<'a, '_, '_> {
     /// Decodes the array under `"batch"`.
     fn batch(&mut self, mut batch: Reader<'a>) -> Result<(), IngestError> {
         let len = match batch
@@ -364,7 +375,6 @@ impl<'a> Decoder<'a, '_> {
             return Ok(());
         }
         let base = table.rows();
-        table.reserve_rows(rows);
         match time {
             Some(mut values) => {
                 // The first value decides the unit of the whole column (Arc's rule).
@@ -376,12 +386,16 @@ impl<'a> Decoder<'a, '_> {
                         .map_err(|error| error.to_string())
                         .and_then(|token| time_ns(token, unit))
                         .map_err(|error| fail(item, &format!("columns.time[{index}]"), error))?;
-                    table.push_row(time_ns);
+                    table
+                        .push_row(time_ns)
+                        .map_err(|error| fail(item, &format!("columns.time[{index}]"), error))?;
                 }
             }
             None => {
                 for _ in 0..rows {
-                    table.push_row(self.now_ns);
+                    table
+                        .push_row(self.now_ns)
+                        .map_err(|error| fail(item, "columns", error))?;
                 }
             }
         }
@@ -446,7 +460,9 @@ impl<'a> Decoder<'a, '_> {
         if field_count == 0 {
             return Err(fail(item, "fields", "no fields"));
         }
-        let row = table.push_row(time_ns);
+        let row = table
+            .push_row(time_ns)
+            .map_err(|error| fail(item, "t", error))?;
         let mut slot = 0;
         tag_names.clear();
         if let Some(mut tags) = keys.tags {
@@ -698,7 +714,7 @@ impl Seen {
 /// `declared_tag` is whether `tag_keys` names the column (`None`: no `tag_keys`). The error
 /// carries the index of the offending value, if one.
 fn decode_column(
-    table: &mut TableBuilder,
+    table: &mut TableBuilder<'_>,
     text: &mut String,
     name: &str,
     values: Reader<'_>,
@@ -889,7 +905,7 @@ mod tests {
     }
 
     fn decode(value: &Value) -> Result<Vec<TableWrite>, IngestError> {
-        decode_msgpack(&encode(value), "db", NOW)
+        decode_msgpack(&encode(value), "db", NOW, None)
     }
 
     fn decode_one(value: &Value) -> RecordBatch {
@@ -1497,7 +1513,7 @@ mod tests {
         ]));
         let last = bytes.len() - 1;
         bytes[last] = 0xff;
-        let error = decode_msgpack(&bytes, "db", NOW).unwrap_err();
+        let error = decode_msgpack(&bytes, "db", NOW, None).unwrap_err();
         assert_eq!(
             error,
             IngestError::Invalid("fields.s: invalid utf-8 in string".into())
@@ -1505,7 +1521,7 @@ mod tests {
         let mut bytes = encode(&columnar_with("tag", vec!["é".into()]));
         let last = bytes.len() - 1;
         bytes[last] = 0xff;
-        let error = decode_msgpack(&bytes, "db", NOW).unwrap_err();
+        let error = decode_msgpack(&bytes, "db", NOW, None).unwrap_err();
         assert_eq!(
             error,
             IngestError::Invalid("columns.tag[0]: invalid utf-8 in string".into())
@@ -1516,18 +1532,46 @@ mod tests {
     fn test_should_refuse_truncated_and_trailing_bytes() {
         let bytes = encode(&columnar_with("v", vec![1.into(), 2.5.into(), "x".into()]));
         for cut in 0..bytes.len() {
-            let error = decode_msgpack(&bytes[..cut], "db", NOW).unwrap_err();
+            let error = decode_msgpack(&bytes[..cut], "db", NOW, None).unwrap_err();
             assert!(error.to_string().contains("truncated msgpack"), "{error}");
         }
         let mut bytes = encode(&row_with("m", "cpu".into()));
         bytes.push(0xc0);
-        let error = decode_msgpack(&bytes, "db", NOW).unwrap_err();
+        let error = decode_msgpack(&bytes, "db", NOW, None).unwrap_err();
         assert!(
             error
                 .to_string()
                 .starts_with("body: unexpected bytes after the msgpack value"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn test_should_pay_for_decoded_rows_from_the_reservation() {
+        use crate::ingest::InflightBudget;
+        // 500 000 rows of time and one value, from about 1 MB of columnar body: 8 MB of rows.
+        let values: Vec<Value> = (0..500_000).map(|i| Value::from(i % 100)).collect();
+        let body = encode(&map(vec![
+            ("m", "cpu".into()),
+            (
+                "columns",
+                map(vec![("time", array(values.clone())), ("v", array(values))]),
+            ),
+        ]));
+        let budget = InflightBudget::new(8 << 20);
+        let mut reservation = budget.reservation();
+        reservation.grow_to(body.len()).unwrap();
+        let error = decode_msgpack(&body, "db", NOW, Some(&mut reservation)).unwrap_err();
+        assert!(
+            matches!(error, IngestError::DecodedTooLarge { limit } if limit == 8 << 20),
+            "{error}"
+        );
+        let budget = InflightBudget::new(64 << 20);
+        let mut reservation = budget.reservation();
+        reservation.grow_to(body.len()).unwrap();
+        let writes = decode_msgpack(&body, "db", NOW, Some(&mut reservation)).unwrap();
+        assert_eq!(writes[0].batch.num_rows(), 500_000);
+        assert!(reservation.bytes() >= body.len() + 8_000_000);
     }
 
     #[test]
@@ -1541,23 +1585,23 @@ mod tests {
         body.extend([0xa6]);
         body.extend(b"fields");
         body.extend([0x81, 0xa1, b'v', 0x01]);
-        let writes = decode_msgpack(&body, "db", NOW).unwrap();
+        let writes = decode_msgpack(&body, "db", NOW, None).unwrap();
         assert_eq!(writes[0].batch.num_rows(), 1);
         // The same nesting as a field value: refused at its first level.
         let mut body = vec![0x82, 0xa1, b'm', 0xa3, b'c', b'p', b'u', 0xa6];
         body.extend(b"fields");
         body.extend([0x81, 0xa1, b'v']);
         body.extend(&nested);
-        let error = decode_msgpack(&body, "db", NOW).unwrap_err();
+        let error = decode_msgpack(&body, "db", NOW, None).unwrap_err();
         assert_eq!(
             error,
             IngestError::Invalid("fields.v: unsupported value type array".into())
         );
         // Four billion rows claimed, four bytes sent.
         let body = [0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0];
-        assert!(decode_msgpack(&body, "db", NOW).is_err());
+        assert!(decode_msgpack(&body, "db", NOW, None).is_err());
         let body = [0x82, 0xa1, b'm', 0xa1, b'c', 0xa7];
-        assert!(decode_msgpack(&body, "db", NOW).is_err());
+        assert!(decode_msgpack(&body, "db", NOW, None).is_err());
     }
 
     #[test]
@@ -1577,7 +1621,8 @@ mod tests {
 
     #[test]
     fn test_should_refuse_an_invalid_database() {
-        let error = decode_msgpack(&encode(&row_with("m", "cpu".into())), "", NOW).unwrap_err();
+        let error =
+            decode_msgpack(&encode(&row_with("m", "cpu".into())), "", NOW, None).unwrap_err();
         assert!(error.to_string().starts_with("invalid database name"));
     }
 
@@ -1705,7 +1750,7 @@ mod tests {
         fn test_should_never_panic_on_arbitrary_bytes(
             body in proptest::collection::vec(any::<u8>(), 0..256)
         ) {
-            let _ = decode_msgpack(&body, "db", NOW);
+            let _ = decode_msgpack(&body, "db", NOW, None);
         }
 
         #[test]
@@ -1803,7 +1848,7 @@ mod tests {
             ),
         ]));
         let started = std::time::Instant::now();
-        let writes = decode_msgpack(&body, "db", NOW).unwrap();
+        let writes = decode_msgpack(&body, "db", NOW, None).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(writes[0].batch.num_rows(), rows);
         println!(
@@ -1841,7 +1886,7 @@ mod tests {
             ),
         )]));
         let started = std::time::Instant::now();
-        let writes = decode_msgpack(&body, "db", NOW).unwrap();
+        let writes = decode_msgpack(&body, "db", NOW, None).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(writes[0].batch.num_rows(), rows);
         println!(

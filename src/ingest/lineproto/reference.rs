@@ -43,7 +43,7 @@ pub(super) fn decode_line_protocol_reference(
     // failure, including the `\r` of CRLF bodies that only the slow path strips, falls back
     // to the slow path, which decodes again line by line and names the bad line. Bad bodies
     // are rare; parsing them twice is the price of not splitting every good body twice.
-    let mut request = RequestBuilder::new(database, body.len())?;
+    let mut request = RequestBuilder::new(database, body.len(), None)?;
     let fast = parse_lines(text).try_for_each(|parsed| match parsed {
         Ok(line) => add_parsed_line(&mut request, &line, nanos_per_unit, now_ns).map_err(drop),
         Err(_) => Err(()),
@@ -61,7 +61,7 @@ fn decode_line_by_line(
     nanos_per_unit: i64,
     now_ns: i64,
 ) -> Result<Vec<TableWrite>, IngestError> {
-    let mut request = RequestBuilder::new(database, text.len())?;
+    let mut request = RequestBuilder::new(database, text.len(), None)?;
     for raw_line in split_lines(text) {
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
         // `None` for blank and comment lines.
@@ -119,7 +119,7 @@ fn describe_parse_error(error: &ParseError) -> String {
 
 /// Appends one parsed line to its table. The error is the message without the line number.
 fn add_parsed_line(
-    request: &mut RequestBuilder<'_>,
+    request: &mut RequestBuilder<'_, '_>,
     line: &ParsedLine<'_>,
     nanos_per_unit: i64,
     now_ns: i64,
@@ -133,7 +133,7 @@ fn add_parsed_line(
             format!("timestamp {timestamp} overflows the nanosecond range at this precision")
         })?,
     };
-    let row = table.push_row(time_ns);
+    let row = table.push_row(time_ns).map_err(|error| error.to_string())?;
     let tags = line.series.tag_set.as_deref().unwrap_or_default();
     for (slot, (key, value)) in tags.iter().enumerate() {
         let column = table
@@ -200,7 +200,7 @@ mod tests {
     /// batches (Arrow's equality compares values bit for bit, so `-0.0` is not `0.0`), or the
     /// same error message, line number included. Returns whether the body was accepted.
     fn assert_same(body: &[u8], precision: Precision) -> bool {
-        let ours = decode_line_protocol(body, "db", precision, NOW);
+        let ours = decode_line_protocol(body, "db", precision, NOW, None);
         let reference = decode_line_protocol_reference(body, "db", precision, NOW);
         let shown = String::from_utf8_lossy(body);
         match (&ours, &reference) {
@@ -771,6 +771,7 @@ mod tests {
             "db",
             Precision::Ns,
             NOW,
+            None,
         )
         .unwrap();
         let batch = &writes[0].batch;
@@ -786,7 +787,7 @@ mod tests {
         assert_eq!(column("a,b"), "x\\y");
         assert_eq!(column("c"), "d=e");
         assert_eq!(column("s"), "p\\nq");
-        let zero = decode_line_protocol(b"m v=-0", "db", Precision::Ns, NOW).unwrap();
+        let zero = decode_line_protocol(b"m v=-0", "db", Precision::Ns, NOW, None).unwrap();
         let value = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(
             zero[0].batch.column(1),
         )
@@ -903,7 +904,7 @@ mod tests {
                 ))
             });
             let ours = rows_per_second(&body, LINES, budget, &|body| {
-                rows_of(decode_line_protocol(body, "db", Precision::Ns, NOW))
+                rows_of(decode_line_protocol(body, "db", Precision::Ns, NOW, None))
             });
             // The parser alone, without building Arrow columns.
             let parse_only = rows_per_second(&body, LINES, budget, &|body| {
