@@ -185,16 +185,21 @@ pub struct IngestSettings {
     /// 5000. Smaller means fresher files and more, smaller objects.
     pub max_buffer_age_ms: u64,
     /// Bytes that write bodies being read, decompressed and decoded may hold at once, all
-    /// requests together. Default `2GB`: with the Arrow batches and the WAL entry built from
-    /// them, a body costs three to four times its inflated size at its peak, so this keeps a
-    /// burst of large or compressed writes within a quarter to a third of a 24 GiB node. A
-    /// write past it gets 503 with `Retry-After`; one larger than all of it, 413.
+    /// requests together: a body as it is read and inflated, its rows as they are decoded (8
+    /// bytes per value, null and timestamp, plus the strings' bytes). Default `2GB`, a twelfth
+    /// of a 24 GiB node. A write past it gets 503 with `Retry-After`; one that needs more than
+    /// all of it, 413.
     pub max_inflight_bytes: ByteSize,
     /// Arrow bytes of acknowledged rows that may wait in memory for a flush. Default `4GB`.
     /// Past it (the object store is slow or down) writes get 503 with `Retry-After` until
     /// flushes catch up: what cannot be kept is never acknowledged, and the node never grows
     /// until the kernel kills it. A start whose WAL replay holds more flushes during replay.
     pub max_buffered_bytes: ByteSize,
+    /// Leave out the bad lines of a line protocol write and store the rest (Arc's behaviour)
+    /// instead of refusing the whole request with 400 naming the first. Default false. A
+    /// request whose every line is bad still gets 400; the answer to one with lines left out
+    /// is 204 with `x-arc-skipped-lines`, and `arc_ingest_skipped_lines_total` counts them.
+    pub lenient_line_protocol: bool,
 }
 
 impl Default for IngestSettings {
@@ -204,6 +209,7 @@ impl Default for IngestSettings {
             max_buffer_age_ms: 5_000,
             max_inflight_bytes: ByteSize(2 * 1024 * 1024 * 1024),
             max_buffered_bytes: ByteSize(4 * 1024 * 1024 * 1024),
+            lenient_line_protocol: false,
         }
     }
 }

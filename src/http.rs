@@ -25,7 +25,7 @@ use axum::routing::{MethodRouter, get, post};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{self, FORWARDED_BY_HEADER, Need, Routing};
 use crate::cluster_api;
@@ -762,6 +762,14 @@ impl Format {
     }
 }
 
+/// A decoded write body, and the share of the inflight budget it holds until its rows are in
+/// the WAL.
+struct Decoded {
+    writes: Vec<TableWrite>,
+    skipped: ingest::Skipped,
+    _reservation: ingest::Reservation,
+}
+
 async fn ingest(
     node: AppState,
     headers: HeaderMap,
@@ -806,21 +814,28 @@ async fn ingest(
     let inline = raw.len() < INLINE_DECODE_LIMIT && !ingest::is_compressed(&raw);
     let now_ns = node.now_ns();
     let label = format.label();
-    let decode = move || -> Result<(Vec<TableWrite>, ingest::Reservation), IngestError> {
+    let lenient = node.lenient_line_protocol();
+    let decode = move || -> Result<Decoded, IngestError> {
         let body = ingest::decompress(raw, limit, &mut reservation)?;
-        let writes = match format {
-            Format::LineProtocol(precision) => ingest::decode_line_protocol(
-                &body,
-                &database,
-                precision,
-                now_ns,
-                Some(&mut reservation),
-            ),
-            Format::MessagePack => {
-                ingest::decode_msgpack(&body, &database, now_ns, Some(&mut reservation))
+        let metered = Some(&mut reservation);
+        let (writes, skipped) = match format {
+            Format::LineProtocol(precision) if lenient => {
+                ingest::decode_line_protocol_lenient(&body, &database, precision, now_ns, metered)?
             }
-        }?;
-        Ok((writes, reservation))
+            Format::LineProtocol(precision) => (
+                ingest::decode_line_protocol(&body, &database, precision, now_ns, metered)?,
+                ingest::Skipped::default(),
+            ),
+            Format::MessagePack => (
+                ingest::decode_msgpack(&body, &database, now_ns, metered)?,
+                ingest::Skipped::default(),
+            ),
+        };
+        Ok(Decoded {
+            writes,
+            skipped,
+            _reservation: reservation,
+        })
     };
     let decoded = if !inline {
         match tokio::task::spawn_blocking(decode).await {
@@ -836,10 +851,22 @@ async fn ingest(
     } else {
         decode()
     };
-    let (writes, _reservation) = match decoded {
+    let Decoded {
+        writes,
+        skipped,
+        _reservation,
+    } = match decoded {
         Ok(decoded) => decoded,
         Err(error) => return ingest_error(error),
     };
+    if skipped.lines > 0 {
+        m::record_skipped_lines(skipped.lines);
+        debug!(
+            lines = skipped.lines,
+            first = skipped.first.as_deref().unwrap_or_default(),
+            "left out the bad lines of a lenient line protocol write"
+        );
+    }
     let rows: u64 = writes
         .iter()
         .map(|write| write.batch.num_rows() as u64)
@@ -866,6 +893,9 @@ async fn ingest(
                 _ => HeaderValue::from_static("local"),
             };
             headers.insert("x-arc-durability", durability);
+            if skipped.lines > 0 {
+                headers.insert("x-arc-skipped-lines", HeaderValue::from(skipped.lines));
+            }
             response
         }
         Err(WriteError::Conflict(message)) => {

@@ -55,6 +55,10 @@ fn describe() {
         "arc_ingest_rejected_total",
         "Write requests rejected, by reason"
     );
+    describe_counter!(
+        "arc_ingest_skipped_lines_total",
+        "Bad lines left out of lenient line protocol writes (ingest.lenient_line_protocol)"
+    );
     describe_histogram!(
         "arc_wal_group_commit_requests",
         "Requests sharing one WAL sync"
@@ -251,6 +255,11 @@ pub fn record_http(route: &str, method: &str, status: u16, elapsed: Duration) {
 pub fn record_ingest(format: &'static str, rows: u64, bytes: u64) {
     counter!("arc_ingest_rows_total", "format" => format).increment(rows);
     counter!("arc_ingest_bytes_total", "format" => format).increment(bytes);
+}
+
+/// Records the bad lines a lenient line protocol write left out.
+pub fn record_skipped_lines(lines: u64) {
+    counter!("arc_ingest_skipped_lines_total").increment(lines);
 }
 
 /// Records a rejected write.

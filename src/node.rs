@@ -275,6 +275,11 @@ impl NodeInner {
         self.config.server.body_read_timeout.0
     }
 
+    /// `ingest.lenient_line_protocol`: leave out bad lines instead of refusing the request.
+    pub fn lenient_line_protocol(&self) -> bool {
+        self.config.ingest.lenient_line_protocol
+    }
+
     /// `server.max_payload_size` in bytes.
     pub fn max_payload_size(&self) -> usize {
         usize::try_from(self.config.server.max_payload_size.0).unwrap_or(usize::MAX)

@@ -414,6 +414,34 @@ fn append_string(
     Ok(())
 }
 
+/// Checks, without writing anything, that a value of `kind` may go into column `name` of
+/// `table` (`None`: a table the request does not have yet) in a new row: the name is allowed,
+/// and an existing column has that kind. Returns whether the column would be new. Lenient
+/// decoding checks a whole line this way before it writes any of it, since a row cannot be
+/// taken back out of the builders.
+pub(super) fn check_column(
+    table: Option<&TableBuilder<'_>>,
+    name: &str,
+    kind: ColumnKind,
+) -> Result<bool, BuildError> {
+    match table.and_then(|table| Some(&table.columns[*table.by_name.get(name)?])) {
+        Some(column) if column.data.kind() == kind => Ok(false),
+        Some(column) => Err(column.conflict(kind)),
+        None => check_name(name).map(|()| true),
+    }
+}
+
+/// Refuses the names no column may have: the timestamp's, and the empty one.
+fn check_name(name: &str) -> Result<(), BuildError> {
+    if name == TIME_COLUMN {
+        return Err(BuildError::ReservedName);
+    }
+    if name.is_empty() {
+        return Err(BuildError::EmptyName);
+    }
+    Ok(())
+}
+
 /// The rows of one measurement in one request.
 pub(super) struct TableBuilder<'r> {
     measurement: String,
@@ -484,13 +512,13 @@ impl TableBuilder<'_> {
         Ok(index)
     }
 
+    /// Returns the number of columns so far.
+    pub(super) fn columns(&self) -> usize {
+        self.columns.len()
+    }
+
     fn create_column(&mut self, name: &str, kind: ColumnKind) -> Result<usize, BuildError> {
-        if name == TIME_COLUMN {
-            return Err(BuildError::ReservedName);
-        }
-        if name.is_empty() {
-            return Err(BuildError::EmptyName);
-        }
+        check_name(name)?;
         if self.columns.len() >= MAX_COLUMNS_PER_TABLE {
             return Err(BuildError::TooManyColumns);
         }
@@ -691,6 +719,22 @@ impl<'d, 'r> RequestBuilder<'d, 'r> {
         self.tables[index].cells = std::mem::take(&mut self.cells);
         self.last = Some(index);
         Ok(&mut self.tables[index])
+    }
+
+    /// Returns the table of `measurement` if the request has it; if not, checks that it could
+    /// be created, without creating it.
+    pub(super) fn peek_table(
+        &self,
+        measurement: &str,
+    ) -> Result<Option<&TableBuilder<'r>>, BuildError> {
+        if let Some(&index) = self.by_measurement.get(measurement) {
+            return Ok(Some(&self.tables[index]));
+        }
+        validate_measurement_name(measurement).map_err(BuildError::InvalidMeasurement)?;
+        if self.tables.len() >= MAX_TABLES_PER_REQUEST {
+            return Err(BuildError::TooManyTables);
+        }
+        Ok(None)
     }
 
     fn create_table(&mut self, measurement: &str) -> Result<usize, BuildError> {

@@ -21,12 +21,15 @@ mod parser;
 #[cfg(test)]
 mod reference;
 
+use std::borrow::Cow;
 use std::fmt::Display;
 
 use arc_storage::model::ColumnKind;
 
 use self::parser::{Line, LineError, Lines, Value};
-use super::builder::{FieldValue, RequestBuilder};
+use super::builder::{
+    BuildError, FieldValue, MAX_COLUMNS_PER_TABLE, RequestBuilder, TableBuilder, check_column,
+};
 use super::{IngestError, Precision, Reservation, TableWrite, shorten};
 
 /// Decodes a line protocol body into one [`TableWrite`] per measurement.
@@ -47,6 +50,52 @@ pub fn decode_line_protocol(
     now_ns: i64,
     reservation: Option<&mut Reservation>,
 ) -> Result<Vec<TableWrite>, IngestError> {
+    decode(body, database, precision, now_ns, reservation, false).map(|(writes, _)| writes)
+}
+
+/// The lines a lenient decode left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// How many lines were left out.
+    pub lines: u64,
+    /// Why the first was (`line 3: ...`).
+    pub first: Option<String>,
+}
+
+/// Decodes a line protocol body as [`decode_line_protocol`] does, but leaves out each line
+/// that is malformed or does not fit the lines before it (a column of another type, a
+/// reserved or repeated name, a timestamp out of range) instead of refusing the request:
+/// Arc's behaviour, for clients that count on it (`ingest.lenient_line_protocol`). A line is
+/// checked whole before any of it is written, so a line left out leaves nothing behind.
+///
+/// # Errors
+///
+/// As [`decode_line_protocol`] for what concerns the whole request (invalid UTF-8 anywhere,
+/// the database name, the budgets); [`IngestError::Invalid`] naming the first bad line when
+/// every data line is bad.
+pub fn decode_line_protocol_lenient(
+    body: &[u8],
+    database: &str,
+    precision: Precision,
+    now_ns: i64,
+    reservation: Option<&mut Reservation>,
+) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
+    let (writes, skipped) = decode(body, database, precision, now_ns, reservation, true)?;
+    match skipped.first {
+        Some(first) if writes.is_empty() => Err(IngestError::Invalid(first)),
+        _ => Ok((writes, skipped)),
+    }
+}
+
+/// Both decoders' loop; `lenient` leaves bad lines out (see [`decode_line_protocol_lenient`]).
+fn decode(
+    body: &[u8],
+    database: &str,
+    precision: Precision,
+    now_ns: i64,
+    reservation: Option<&mut Reservation>,
+    lenient: bool,
+) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
     let text = std::str::from_utf8(body).map_err(|error| {
         let offset = error.valid_up_to();
         IngestError::Invalid(format!(
@@ -57,23 +106,37 @@ pub fn decode_line_protocol(
     let nanos_per_unit = precision.nanos_per_unit();
     let mut request = RequestBuilder::new(database, body.len(), reservation)?;
     let located = |line_start: usize, message: &dyn Display| {
-        IngestError::Invalid(format!("line {}: {message}", line_number(body, line_start)))
+        format!("line {}: {message}", line_number(body, line_start))
+    };
+    let mut skipped = Skipped::default();
+    let mut skip = |line_start: usize, message: &dyn Display| {
+        skipped.lines += 1;
+        if skipped.first.is_none() {
+            skipped.first = Some(located(line_start, message));
+        }
     };
     let mut lines = Lines::new(text);
     let mut line = Line::default();
     while let Some(step) = lines.next_line(&mut line) {
         match step {
             Ok(line_start) => {
+                if lenient && let Err(error) = check_line(&request, &line, nanos_per_unit) {
+                    skip(line_start, &error);
+                    continue;
+                }
                 if let Err(error) = add_line(&mut request, &line, nanos_per_unit, now_ns) {
                     return Err(request
                         .refusal()
-                        .unwrap_or_else(|| located(line_start, &error)));
+                        .unwrap_or_else(|| IngestError::Invalid(located(line_start, &error))));
                 }
             }
-            Err((line_start, error)) => return Err(located(line_start, &describe(&error))),
+            Err((line_start, error)) if lenient => skip(line_start, &describe(&error)),
+            Err((line_start, error)) => {
+                return Err(IngestError::Invalid(located(line_start, &describe(&error))));
+            }
         }
     }
-    request.finish()
+    Ok((request.finish()?, skipped))
 }
 
 /// Words a parse error. The messages are the reference decoder's, which reworded the parser's
@@ -141,32 +204,20 @@ fn add_line(
             .map_err(|error| error.to_string())?;
     }
     for (position, (key, value)) in line.fields.iter().enumerate() {
-        let value = match value {
-            Value::Float(v) if !v.is_finite() => {
-                return Err(format!(
-                    "field \"{}\": float value out of range",
-                    shorten(key)
-                ));
-            }
-            Value::Float(v) => FieldValue::Float(*v),
-            Value::Integer(v) => FieldValue::Integer(*v),
-            Value::UInteger(v) => FieldValue::UInteger(*v),
-            Value::Boolean(v) => FieldValue::Boolean(*v),
-            Value::String(v) => FieldValue::String(v),
-        };
-        // Arc's rule: a field may share its name with a tag of its line; it is stored as
-        // `<name>_value` so that both survive.
-        let renamed;
-        let name: &str = if line.tags.iter().any(|(tag, _)| same_text(tag, key)) {
-            renamed = format!("{key}_value");
-            &renamed
-        } else {
-            key
-        };
+        if let Value::Float(v) = value
+            && !v.is_finite()
+        {
+            return Err(format!(
+                "field \"{}\": float value out of range",
+                shorten(key)
+            ));
+        }
+        let value = field_value(value);
+        let name = field_column(line, key);
         let column = table
             .column(
                 Some(line.tags.len() + position),
-                name,
+                &name,
                 ColumnKind::Field(value.field_type()),
             )
             .map_err(|error| error.to_string())?;
@@ -175,6 +226,87 @@ fn add_line(
             .map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+/// Returns the builders' value of a parsed field value.
+#[inline]
+fn field_value<'v>(value: &'v Value<'_>) -> FieldValue<'v> {
+    match value {
+        Value::Float(v) => FieldValue::Float(*v),
+        Value::Integer(v) => FieldValue::Integer(*v),
+        Value::UInteger(v) => FieldValue::UInteger(*v),
+        Value::Boolean(v) => FieldValue::Boolean(*v),
+        Value::String(v) => FieldValue::String(v),
+    }
+}
+
+/// Returns the column of field `key` of `line`. Arc's rule: a field may share its name with a
+/// tag of its line; it is stored as `<name>_value` so that both survive.
+#[inline]
+fn field_column<'k>(line: &Line<'_>, key: &'k str) -> Cow<'k, str> {
+    if line.tags.iter().any(|(tag, _)| same_text(tag, key)) {
+        Cow::Owned(format!("{key}_value"))
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// Checks, without writing anything, every way [`add_line`] could refuse `line` for what the
+/// line itself holds (not for the request's budgets), with the same messages.
+fn check_line(
+    request: &RequestBuilder<'_, '_>,
+    line: &Line<'_>,
+    nanos_per_unit: i64,
+) -> Result<(), String> {
+    let table = request
+        .peek_table(&line.measurement)
+        .map_err(|error| error.to_string())?;
+    if let Some(timestamp) = line.timestamp
+        && timestamp.checked_mul(nanos_per_unit).is_none()
+    {
+        return Err(format!(
+            "timestamp {timestamp} overflows the nanosecond range at this precision"
+        ));
+    }
+    let mut names: Vec<Cow<'_, str>> = Vec::with_capacity(line.tags.len() + line.fields.len());
+    let mut new_columns = 0;
+    for (key, _) in &line.tags {
+        new_columns += usize::from(
+            check_column(table, key, ColumnKind::Tag).map_err(|error| error.to_string())?,
+        );
+        names.push(Cow::Borrowed(key.as_ref()));
+    }
+    for (key, value) in &line.fields {
+        if let Value::Float(v) = value
+            && !v.is_finite()
+        {
+            return Err(format!(
+                "field \"{}\": float value out of range",
+                shorten(key)
+            ));
+        }
+        let name = field_column(line, key);
+        let kind = ColumnKind::Field(field_value(value).field_type());
+        new_columns +=
+            usize::from(check_column(table, &name, kind).map_err(|error| error.to_string())?);
+        names.push(name);
+    }
+    if let Some(name) = repeated(&mut names) {
+        return Err(BuildError::Repeated { column: name }.to_string());
+    }
+    if table.map_or(0, TableBuilder::columns) + new_columns > MAX_COLUMNS_PER_TABLE {
+        return Err(BuildError::TooManyColumns.to_string());
+    }
+    Ok(())
+}
+
+/// Returns a name that occurs twice in `names` (which it sorts), if one does.
+fn repeated(names: &mut [Cow<'_, str>]) -> Option<String> {
+    names.sort_unstable();
+    names
+        .windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0].to_string())
 }
 
 /// Returns whether two keys are equal. Tag and field keys of a line mostly differ in length
@@ -531,6 +663,56 @@ mod tests {
         }
     }
 
+    fn lenient(body: &str) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
+        decode_line_protocol_lenient(body.as_bytes(), "db", Precision::Ns, NOW, None)
+    }
+
+    #[test]
+    fn test_should_leave_out_each_bad_line_whole_when_lenient() {
+        for (bad, _) in BAD_LINES {
+            let body = format!("ok v=1 1\n# comment\n{bad}\nok v=2 2\n");
+            let (writes, skipped) = lenient(&body).unwrap();
+            // Skipped with the message strict decoding refuses the request with.
+            assert_eq!(skipped.lines, 1, "{bad:?}");
+            assert_eq!(skipped.first, Some(error_of(&body)), "{bad:?}");
+            let ok = writes
+                .iter()
+                .find(|write| write.table.measurement == "ok")
+                .expect("the good lines are kept");
+            // A trailing backslash or an open quote joins the next line to the bad one.
+            let joins = bad.ends_with('\\') || bad.matches('"').count() % 2 == 1;
+            let expected: &[i64] = if joins { &[1] } else { &[1, 2] };
+            assert_eq!(times(&ok.batch), expected, "{bad:?}");
+            // Nothing of the bad line is left behind: no rows, no columns.
+            assert_eq!(column_names(&ok.batch), ["time", "v"], "{bad:?}");
+            assert_eq!(writes.len(), 1, "{bad:?}: {writes:?}");
+        }
+        // A line refused halfway (its second field conflicts) leaves nothing of its first.
+        let (writes, skipped) = lenient("m a=1i,b=2i 1\nm a=3i,b=2.5 2\nm c=1i 3").unwrap();
+        assert_eq!(skipped.lines, 1);
+        assert_eq!(times(&writes[0].batch), [1, 3]);
+        let a = writes[0].batch.column_by_name("a").unwrap();
+        assert_eq!(
+            a.as_primitive::<Int64Type>().iter().collect::<Vec<_>>(),
+            [Some(1), None]
+        );
+        // Only bad lines: the request is refused, naming the first.
+        assert_eq!(
+            lenient("m v=\nm time=1\n").unwrap_err(),
+            IngestError::Invalid(
+                "line 1: missing or malformed fields, expected \
+                 measurement[,tag=value...] field=value[,field=value...] [timestamp]"
+                    .into()
+            )
+        );
+        // What concerns the whole request is still refused whole.
+        assert!(matches!(
+            decode_line_protocol_lenient(b"m v=1\nm s=\"\xff\"", "db", Precision::Ns, NOW, None),
+            Err(IngestError::Invalid(message)) if message.contains("utf-8")
+        ));
+        assert_eq!(lenient("# only a comment\n").unwrap().0.len(), 0);
+    }
+
     #[test]
     fn test_should_refuse_timestamp_overflow_at_coarse_precision() {
         let error =
@@ -683,7 +865,58 @@ mod tests {
         out
     }
 
+    /// Lines for the lenient property: good ones, bad ones, and ones that are bad only after
+    /// others (a type or tag-field conflict).
+    const LENIENT_LINES: &[&str] = &[
+        "m v=1",
+        "m v=2i",
+        "m v=\"s\"",
+        "m,t=a v=3",
+        "m,v=x v=4",
+        "m v_value=5i",
+        "m t=6i",
+        "n x=t",
+        "n,x=y z=1",
+        "m time=1",
+        "m v=1,v=2",
+        "1m v=1",
+        "m v=1e400",
+        "garbage",
+        "m v=1 notatime",
+        "m,t=b w=7u 9",
+    ];
+
     proptest! {
+        /// A lenient decode keeps exactly the lines that strict decoding of the lines kept
+        /// before them would accept, and builds what strict decoding of those lines builds.
+        #[test]
+        fn prop_lenient_decoding_is_strict_decoding_of_the_good_lines(
+            picks in proptest::collection::vec(0..LENIENT_LINES.len(), 1..24),
+        ) {
+            let lines: Vec<&str> = picks.iter().map(|&pick| LENIENT_LINES[pick]).collect();
+            let mut kept: Vec<&str> = Vec::new();
+            for line in &lines {
+                let mut candidate = kept.clone();
+                candidate.push(line);
+                if decode(&candidate.join("\n")).is_ok() {
+                    kept = candidate;
+                }
+            }
+            let result = lenient(&lines.join("\n"));
+            if kept.is_empty() {
+                prop_assert!(matches!(result, Err(IngestError::Invalid(_))), "{result:?}");
+            } else {
+                let (writes, skipped) = result.unwrap();
+                let expected = decode(&kept.join("\n")).unwrap();
+                prop_assert_eq!(skipped.lines as usize, lines.len() - kept.len());
+                prop_assert_eq!(writes.len(), expected.len());
+                for (write, expected) in writes.iter().zip(&expected) {
+                    prop_assert_eq!(&write.table, &expected.table);
+                    prop_assert_eq!(&write.batch, &expected.batch);
+                }
+            }
+        }
+
         #[test]
         fn test_should_round_trip_generated_tables(
             tables in proptest::collection::vec(table_strategy(i64::MIN..i64::MAX), 1..4)

@@ -56,7 +56,7 @@ use arrow::record_batch::RecordBatch;
 
 pub use admission::{InflightBudget, Reservation};
 pub use decompress::{decompress, is_compressed};
-pub use lineproto::decode_line_protocol;
+pub use lineproto::{Skipped, decode_line_protocol, decode_line_protocol_lenient};
 pub use msgpack::decode_msgpack;
 pub use names::{validate_database_name, validate_measurement_name};
 

@@ -327,3 +327,58 @@ async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
         vec![vec![json!("conflict")], vec![json!("cpu")]]
     );
 }
+
+/// With `ingest.lenient_line_protocol`, a line protocol write keeps its good lines and leaves
+/// out each bad one whole, as Arc does (through InfluxDB 1.x's `/write`, gzipped as its
+/// clients send it): 204 with `x-arc-skipped-lines`, counted in `/metrics`; a body of only bad
+/// lines still gets 400, and MessagePack stays strict.
+#[tokio::test]
+async fn test_a_lenient_node_keeps_the_good_lines_of_a_write() {
+    let node = TestNode::start(&[("ARC_INGEST_LENIENT_LINE_PROTOCOL", "true")]).await;
+    let body = "cpu,host=a v=1 1\n\
+                cpu v= 2\n\
+                cpu,host=b v=2i,w=5 3\n\
+                cpu,host=c v=3,time=1 4\n\
+                cpu,host=d v=4 5\n";
+    let response = node
+        .client
+        .post(node.url("/write?db=lenient&precision=s"))
+        .body(gzip(body.as_bytes()))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-arc-skipped-lines"], "3");
+    // Nothing of the bad lines is stored: not the `w` of the line whose `v` conflicts.
+    assert_eq!(
+        node.query("SELECT host, v FROM lenient.cpu ORDER BY time")
+            .await,
+        vec![vec![json!("a"), json!(1.0)], vec![json!("d"), json!(4.0)]]
+    );
+    let (status, answer) = node.query_raw("SELECT * FROM lenient.cpu LIMIT 1").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["columns"], json!(["time", "host", "v"]));
+    let skipped = crate::cluster::metric_sum(&node, "arc_ingest_skipped_lines_total", "").await;
+    assert_eq!(skipped, 3.0);
+
+    let (status, text) = node
+        .post("/write?db=lenient", &[], b"cpu v=\ncpu time=1".to_vec())
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("line 1"), "{text}");
+    let (status, text) = node
+        .post(
+            "/api/v1/write/msgpack",
+            &[("x-arc-database", "lenient")],
+            msgpack(&json!([
+                {"m": "cpu", "t": 6000, "fields": {"v": 6.0}},
+                {"m": "cpu", "t": 7000, "fields": {"time": 1}}
+            ])),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(
+        node.query("SELECT count(*) FROM lenient.cpu").await,
+        vec![vec![json!(2)]]
+    );
+}

@@ -641,7 +641,8 @@ impl<'a> Lines<'a> {
     }
 
     /// Parses the next data line into `out`, skipping blank and comment lines. `None` at the
-    /// end of the body; after an error, the caller must stop.
+    /// end of the body. After an error the next call goes on with the next line, where the
+    /// reference's splitter ends the bad one.
     pub(super) fn next_line(&mut self, out: &mut Line<'a>) -> Option<Step<'a>> {
         let bytes = self.text.as_bytes();
         loop {
