@@ -19,6 +19,11 @@
 //!   dropped (rewriting it would gain nothing), which also makes the plan converge: the
 //!   trigger counts only objects of a lower tier, and every job turns its inputs into one
 //!   object of its tier.
+//! - Those outputs are merged again, into one, as soon as the period's objects fit in one job
+//!   (a closed hour with two or more hourly objects, a closed day with two or more daily
+//!   ones): splits by object count are the common case (an hour of small flushes), and until
+//!   a point's writes are in one merge, each stretch keeps its own copy of it. This converges
+//!   too: the merge leaves one object, and a period that does not fit is left as it is.
 //!
 //! Every live object is in at most one job, and the same snapshot, time and settings always
 //! give the same jobs in the same order (tables, days and hours ascending).
@@ -306,7 +311,10 @@ fn plan_day(
             .iter()
             .filter(|placed| placed.kind != ObjectKind::Daily)
             .count();
-        if lower_tier >= settings.daily_min_files {
+        let daily = day.objects.len() - lower_tier;
+        if lower_tier >= settings.daily_min_files
+            || (daily >= 2 && fits_one_job(day.objects.iter(), settings))
+        {
             let inputs: Vec<&Placed<'_>> = day.objects.iter().collect();
             push_chunks(table, Tier::Daily, day_start_ns, inputs, settings, jobs);
             return;
@@ -332,10 +340,33 @@ fn plan_day(
             .iter()
             .filter(|placed| placed.kind == ObjectKind::Raw)
             .count();
-        if raw >= settings.hourly_min_files {
+        let hourly = inputs
+            .iter()
+            .filter(|placed| placed.kind == ObjectKind::Hourly)
+            .count();
+        if raw >= settings.hourly_min_files
+            || (hourly >= 2 && fits_one_job(inputs.iter().copied(), settings))
+        {
             push_chunks(table, Tier::Hourly, hour_start_ns, inputs, settings, jobs);
         }
     }
+}
+
+/// Whether `objects` are within every bound of one job.
+fn fits_one_job<'p, 'a: 'p>(
+    objects: impl ExactSizeIterator<Item = &'p Placed<'a>>,
+    settings: &PlanSettings,
+) -> bool {
+    let count = objects.len();
+    let (bytes, rows) = objects.fold((0u64, 0u64), |(bytes, rows), placed| {
+        (
+            bytes.saturating_add(placed.object.bytes),
+            rows.saturating_add(placed.object.rows),
+        )
+    });
+    count <= settings.max_job_objects
+        && bytes <= settings.max_job_bytes
+        && rows <= settings.max_job_rows
 }
 
 /// The planner's write-order key of an object (see the module docs).
@@ -587,6 +618,75 @@ mod tests {
         }
     }
 
+    /// The object a job leaves: one of its tier, holding every input row.
+    fn output_of(job: &Job) -> DataObject {
+        let end_ns = job
+            .inputs
+            .iter()
+            .map(|input| input.time_range.end_ns)
+            .max()
+            .unwrap_or(job.period_start_ns);
+        DataObject {
+            rows: job.input_rows(),
+            bytes: job.input_bytes(),
+            ..compacted(job.tier, job.period_start_ns, end_ns)
+        }
+    }
+
+    /// Replaces every job's inputs by its output, as running the jobs would.
+    fn apply(state: &CatalogState, jobs: &[Job]) -> CatalogState {
+        let mut next = state.clone();
+        for job in jobs {
+            let table = Arc::make_mut(next.tables.get_mut(&job.table).expect("a live table"));
+            table.objects.retain(|object| !job.inputs.contains(object));
+            table.objects.push(output_of(job));
+        }
+        next
+    }
+
+    #[test]
+    fn test_should_merge_the_outputs_of_a_split_hour_once_they_fit_one_job() {
+        // Ten small flushes, at most four objects per job: three jobs, three hourly objects.
+        let bounded = PlanSettings {
+            max_job_objects: 4,
+            ..settings()
+        };
+        let now = DAY + 2 * HOUR;
+        let state = state_of(hour_objects(DAY, 10, 1));
+        let jobs = plan(&state, now, &bounded);
+        assert_eq!(jobs.len(), 3);
+        // A point written in two of them is in two objects until they are merged: they fit
+        // one job, so they are, into one; then nothing is left to do.
+        let split = apply(&state, &jobs);
+        let jobs = plan(&split, now, &bounded);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].inputs.len(), 3);
+        assert_eq!(jobs[0].tier, Tier::Hourly);
+        let merged = apply(&split, &jobs);
+        assert_eq!(merged.tables.values().next().unwrap().objects.len(), 1);
+        assert!(plan(&merged, now, &bounded).is_empty());
+        // Outputs that do not fit one job together (4000 + 4000 + 2000 bytes) are left as they
+        // are: merging two of them would rewrite data without bringing all the writes of a
+        // point together.
+        let tight = PlanSettings {
+            max_job_bytes: 9000,
+            ..bounded
+        };
+        assert!(plan(&split, now, &tight).is_empty());
+    }
+
+    #[test]
+    fn test_should_merge_the_daily_objects_of_a_split_day_once_they_fit_one_job() {
+        let first = compacted(Tier::Daily, DAY, DAY + HOUR);
+        let second = compacted(Tier::Daily, DAY, DAY + 2 * HOUR);
+        let state = state_of(vec![first.clone(), second.clone()]);
+        let jobs = plan(&state, DAY + 2 * NANOS_PER_DAY, &settings());
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].tier, Tier::Daily);
+        assert_eq!(jobs[0].inputs.len(), 2);
+        assert!(plan(&apply(&state, &jobs), DAY + 2 * NANOS_PER_DAY, &settings()).is_empty());
+    }
+
     #[test]
     fn test_should_not_rewrite_a_lone_object_of_the_same_tier() {
         let big = DataObject {
@@ -738,6 +838,25 @@ mod tests {
             }
             prop_assert_eq!(&first, &plan(&state, now, &settings));
             prop_assert_eq!(&first, &plan(&shuffled, now, &settings));
+        }
+
+        /// Running the planned jobs and planning again comes to rest: no plan is endless.
+        #[test]
+        fn prop_compaction_converges(
+            state in arbitrary_state(),
+            now_hours in 0i64..6 * 24,
+            settings in arbitrary_settings(),
+        ) {
+            let now = DAY + now_hours * HOUR;
+            let mut state = state;
+            for _ in 0..4 {
+                let jobs = plan(&state, now, &settings);
+                if jobs.is_empty() {
+                    return Ok(());
+                }
+                state = apply(&state, &jobs);
+            }
+            prop_assert!(plan(&state, now, &settings).is_empty(), "still planning after 4 rounds");
         }
 
         #[test]
