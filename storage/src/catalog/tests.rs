@@ -334,14 +334,7 @@ async fn test_should_open_from_checkpoint_like_full_replay() {
     catalog.commit(epoch, "a", compact).await.unwrap();
     assert_eq!(catalog.snapshot().seq, 26);
 
-    let checkpoints: Vec<u64> = store
-        .list(Some(&paths::catalog_checkpoint_prefix()))
-        .map(|meta| paths::parse_catalog_checkpoint_path(&meta.unwrap().location).unwrap())
-        .collect::<BTreeSet<_>>()
-        .await
-        .into_iter()
-        .collect();
-    assert_eq!(checkpoints, [10, 20]);
+    assert_eq!(checkpoints(&store).await, [10, 20]);
 
     let from_checkpoint = open(store.clone()).await;
     let replayed = Catalog::open_with(store.clone(), CatalogSettings::for_test(), false)
@@ -365,6 +358,34 @@ async fn test_should_open_from_checkpoint_like_full_replay() {
     catalog.commit(epoch, "a", flush(30, "late")).await.unwrap();
     assert_eq!(from_checkpoint.refresh().await.unwrap(), 27);
     assert_eq!(*from_checkpoint.snapshot(), *catalog.snapshot());
+}
+
+/// The checkpoints in `store`, by seq.
+async fn checkpoints(store: &Arc<dyn ObjectStore>) -> Vec<u64> {
+    store
+        .list(Some(&paths::catalog_checkpoint_prefix()))
+        .map(|meta| paths::parse_catalog_checkpoint_path(&meta.unwrap().location).unwrap())
+        .collect::<BTreeSet<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test]
+async fn test_should_keep_only_the_newest_checkpoints() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    for lsn in 1..=64 {
+        catalog
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    // Every tenth record wrote one (test settings); only the newest three remain.
+    assert_eq!(checkpoints(&store).await, [40, 50, 60]);
+    let reopened = open(store.clone()).await;
+    assert_eq!(*reopened.snapshot(), *catalog.snapshot());
 }
 
 #[tokio::test]
