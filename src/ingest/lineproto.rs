@@ -188,12 +188,7 @@ fn add_line(
     let table = request
         .table(&line.measurement)
         .map_err(|error| error.to_string())?;
-    let time_ns = match line.timestamp {
-        None => now_ns,
-        Some(timestamp) => timestamp.checked_mul(nanos_per_unit).ok_or_else(|| {
-            format!("timestamp {timestamp} overflows the nanosecond range at this precision")
-        })?,
-    };
+    let time_ns = time_ns(line, nanos_per_unit, now_ns)?;
     let row = table.push_row(time_ns).map_err(|error| error.to_string())?;
     for (slot, (key, value)) in line.tags.iter().enumerate() {
         let column = table
@@ -204,14 +199,7 @@ fn add_line(
             .map_err(|error| error.to_string())?;
     }
     for (position, (key, value)) in line.fields.iter().enumerate() {
-        if let Value::Float(v) = value
-            && !v.is_finite()
-        {
-            return Err(format!(
-                "field \"{}\": float value out of range",
-                shorten(key)
-            ));
-        }
+        check_finite(key, value)?;
         let value = field_value(value);
         let name = field_column(line, key);
         let column = table
@@ -226,6 +214,29 @@ fn add_line(
             .map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+/// Returns the line's time in nanoseconds (`now_ns` if it has none).
+#[inline]
+fn time_ns(line: &Line<'_>, nanos_per_unit: i64, now_ns: i64) -> Result<i64, String> {
+    match line.timestamp {
+        None => Ok(now_ns),
+        Some(timestamp) => timestamp.checked_mul(nanos_per_unit).ok_or_else(|| {
+            format!("timestamp {timestamp} overflows the nanosecond range at this precision")
+        }),
+    }
+}
+
+/// Refuses a float out of `f64`'s range (the parser makes it infinite).
+#[inline]
+fn check_finite(key: &str, value: &Value<'_>) -> Result<(), String> {
+    match value {
+        Value::Float(v) if !v.is_finite() => Err(format!(
+            "field \"{}\": float value out of range",
+            shorten(key)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Returns the builders' value of a parsed field value.
@@ -261,13 +272,7 @@ fn check_line(
     let table = request
         .peek_table(&line.measurement)
         .map_err(|error| error.to_string())?;
-    if let Some(timestamp) = line.timestamp
-        && timestamp.checked_mul(nanos_per_unit).is_none()
-    {
-        return Err(format!(
-            "timestamp {timestamp} overflows the nanosecond range at this precision"
-        ));
-    }
+    time_ns(line, nanos_per_unit, 0)?;
     let mut names: Vec<Cow<'_, str>> = Vec::with_capacity(line.tags.len() + line.fields.len());
     let mut new_columns = 0;
     for (key, _) in &line.tags {
@@ -277,14 +282,7 @@ fn check_line(
         names.push(Cow::Borrowed(key.as_ref()));
     }
     for (key, value) in &line.fields {
-        if let Value::Float(v) = value
-            && !v.is_finite()
-        {
-            return Err(format!(
-                "field \"{}\": float value out of range",
-                shorten(key)
-            ));
-        }
+        check_finite(key, value)?;
         let name = field_column(line, key);
         let kind = ColumnKind::Field(field_value(value).field_type());
         new_columns +=

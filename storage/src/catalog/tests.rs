@@ -318,14 +318,7 @@ async fn test_should_reject_epoch_never_promoted_and_dead_compaction() {
 #[tokio::test]
 async fn test_should_open_from_checkpoint_like_full_replay() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let catalog = open(store.clone()).await;
-    let epoch = catalog.promote("a", 0).await.unwrap();
-    for lsn in 1..=24 {
-        catalog
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    let (catalog, epoch) = promoted_with_flushes(&store, 24).await;
     let compact = RecordBody::Compact(Compact {
         table: table(),
         removed: vec!["o1".into(), "o2".into()],
@@ -360,6 +353,20 @@ async fn test_should_open_from_checkpoint_like_full_replay() {
     assert_eq!(*from_checkpoint.snapshot(), *catalog.snapshot());
 }
 
+/// A catalog in `store` promoted by node `a`, then `count` flushes (LSNs 1 to `count`, objects
+/// `o1`...), and the epoch.
+async fn promoted_with_flushes(store: &Arc<dyn ObjectStore>, count: u64) -> (Catalog, u64) {
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    for lsn in 1..=count {
+        catalog
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    (catalog, epoch)
+}
+
 /// The checkpoints in `store`, by seq.
 async fn checkpoints(store: &Arc<dyn ObjectStore>) -> Vec<u64> {
     store
@@ -374,14 +381,7 @@ async fn checkpoints(store: &Arc<dyn ObjectStore>) -> Vec<u64> {
 #[tokio::test]
 async fn test_should_keep_only_the_newest_checkpoints() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let catalog = open(store.clone()).await;
-    let epoch = catalog.promote("a", 0).await.unwrap();
-    for lsn in 1..=64 {
-        catalog
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    let (catalog, _) = promoted_with_flushes(&store, 64).await;
     // Every tenth record wrote one (test settings); only the newest three remain.
     assert_eq!(checkpoints(&store).await, [40, 50, 60]);
     let reopened = open(store.clone()).await;
