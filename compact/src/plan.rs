@@ -352,21 +352,42 @@ fn plan_day(
     }
 }
 
+/// The size of a job's inputs, against the `max_job_*` bounds.
+#[derive(Debug, Clone, Copy, Default)]
+struct JobSize {
+    objects: usize,
+    bytes: u64,
+    rows: u64,
+}
+
+impl JobSize {
+    /// This size with `placed` added.
+    fn with(self, placed: &Placed<'_>) -> Self {
+        Self {
+            objects: self.objects + 1,
+            bytes: self.bytes.saturating_add(placed.object.bytes),
+            rows: self.rows.saturating_add(placed.object.rows),
+        }
+    }
+
+    /// Whether one job may have inputs of this size.
+    fn within(self, settings: &PlanSettings) -> bool {
+        self.objects <= settings.max_job_objects
+            && self.bytes <= settings.max_job_bytes
+            && self.rows <= settings.max_job_rows
+    }
+}
+
 /// Whether `objects` are within every bound of one job.
 fn fits_one_job<'p, 'a: 'p>(
-    objects: impl ExactSizeIterator<Item = &'p Placed<'a>>,
+    mut objects: impl Iterator<Item = &'p Placed<'a>>,
     settings: &PlanSettings,
 ) -> bool {
-    let count = objects.len();
-    let (bytes, rows) = objects.fold((0u64, 0u64), |(bytes, rows), placed| {
-        (
-            bytes.saturating_add(placed.object.bytes),
-            rows.saturating_add(placed.object.rows),
-        )
-    });
-    count <= settings.max_job_objects
-        && bytes <= settings.max_job_bytes
-        && rows <= settings.max_job_rows
+    objects
+        .try_fold(JobSize::default(), |size, placed| {
+            Some(size.with(placed)).filter(|size| size.within(settings))
+        })
+        .is_some()
 }
 
 /// The planner's write-order key of an object (see the module docs).
@@ -394,18 +415,13 @@ fn push_chunks(
     inputs.sort_by_cached_key(|placed| write_order(placed));
     let mut chunks: Vec<Vec<&Placed<'_>>> = Vec::new();
     let mut current: Vec<&Placed<'_>> = Vec::new();
-    let (mut bytes, mut rows) = (0u64, 0u64);
+    let mut size = JobSize::default();
     for placed in inputs {
-        let would_exceed = current.len() >= settings.max_job_objects
-            || bytes.saturating_add(placed.object.bytes) > settings.max_job_bytes
-            || rows.saturating_add(placed.object.rows) > settings.max_job_rows;
-        if !current.is_empty() && would_exceed {
+        if !current.is_empty() && !size.with(placed).within(settings) {
             chunks.push(std::mem::take(&mut current));
-            bytes = 0;
-            rows = 0;
+            size = JobSize::default();
         }
-        bytes = bytes.saturating_add(placed.object.bytes);
-        rows = rows.saturating_add(placed.object.rows);
+        size = size.with(placed);
         current.push(placed);
     }
     if !current.is_empty() {
