@@ -19,6 +19,8 @@ pub const CATALOG_SEQ: &str = "arc_catalog_seq";
 /// Catalog commit attempts whose outcome was ambiguous (an error from the store) and had to be
 /// read back.
 pub const CATALOG_AMBIGUOUS_TOTAL: &str = "arc_catalog_ambiguous_puts_total";
+/// Catalog log records deleted because a checkpoint kept in the store covers them.
+pub const CATALOG_LOG_RECORDS_DELETED_TOTAL: &str = "arc_catalog_log_records_deleted_total";
 /// Data objects uploaded by [`crate::writer::upload_and_commit`].
 pub const STORAGE_OBJECTS_UPLOADED_TOTAL: &str = "arc_storage_objects_uploaded_total";
 /// Bytes of data objects uploaded.
@@ -72,6 +74,11 @@ pub fn describe() {
         "catalog puts whose outcome had to be read back"
     );
     describe_counter!(
+        CATALOG_LOG_RECORDS_DELETED_TOTAL,
+        Unit::Count,
+        "catalog log records deleted behind the checkpoints kept"
+    );
+    describe_counter!(
         STORAGE_OBJECTS_UPLOADED_TOTAL,
         Unit::Count,
         "data objects uploaded"
@@ -100,6 +107,10 @@ pub(crate) fn set_catalog_seq(seq: u64) {
 
 pub(crate) fn record_ambiguous_put() {
     counter!(CATALOG_AMBIGUOUS_TOTAL).increment(1);
+}
+
+pub(crate) fn record_log_records_deleted(count: u64) {
+    counter!(CATALOG_LOG_RECORDS_DELETED_TOTAL).increment(count);
 }
 
 pub(crate) fn record_upload(bytes: u64) {

@@ -2,8 +2,8 @@
 //! cluster truth in the object store, and the arbiter of who is primary.
 //!
 //! Record `seq` lives at `_catalog/log/{seq:020}.json` and is written with put-if-absent
-//! (`PutMode::Create`): whoever creates slot N owns it, and slots are never overwritten, freed
-//! or reused. Every reader applies the same records in slot order with the same pure rule
+//! (`PutMode::Create`): whoever creates slot N owns it, and slots are never overwritten. Every
+//! reader applies the same records in slot order with the same pure rule
 //! ([`CatalogState`]), so every reader reaches the same state, voided records included.
 //!
 //! # Lifecycle
@@ -12,6 +12,17 @@
 //! [`Catalog::refresh`] tails again; [`Catalog::commit`] appends a record. One async mutex per
 //! `Catalog` serializes tailing and committing within the process; readers use
 //! [`Catalog::snapshot`] (an `Arc` of an immutable state) and never wait for either.
+//!
+//! # Truncation
+//!
+//! The writer of a checkpoint deletes the records at or below the oldest checkpoint it keeps,
+//! so the log holds a few checkpoint intervals of records, not every record ever written. A
+//! deleted slot is empty again, and a committer whose state is older than the deleted prefix
+//! could create its record there. Nobody would ever read it: every reader starts from a
+//! checkpoint after it. So every commit that lands asks whether a checkpoint at or after its
+//! slot exists (one LIST); if one does, the slot may be such a hole, and the committer reloads
+//! from the checkpoint and only reports success if the state shows its record's effect.
+//! Followers whose next slot is empty look for a newer checkpoint the same way.
 //!
 //! # Error semantics
 //!
@@ -68,6 +79,10 @@ pub struct CatalogSettings {
     pub retry_backoff: Duration,
     /// Cap of the backoff (default 5 s).
     pub max_retry_backoff: Duration,
+    /// How often at most a refresh that finds nothing new asks whether the log was truncated
+    /// past this process's state (one LIST of the checkpoints; default 5 s). Only a follower
+    /// that fell more than two checkpoint intervals behind needs the answer.
+    pub truncation_check_interval: Duration,
 }
 
 impl Default for CatalogSettings {
@@ -77,6 +92,7 @@ impl Default for CatalogSettings {
             max_commit_attempts: 8,
             retry_backoff: Duration::from_millis(100),
             max_retry_backoff: Duration::from_secs(5),
+            truncation_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -89,6 +105,7 @@ impl CatalogSettings {
             max_commit_attempts: 5,
             retry_backoff: Duration::from_millis(1),
             max_retry_backoff: Duration::from_millis(5),
+            truncation_check_interval: Duration::ZERO,
         }
     }
 }
@@ -114,6 +131,11 @@ struct WriterState {
     /// The newest checkpoint known to exist; a commit at or below it would sit in a slot that
     /// readers starting from that checkpoint never read.
     checkpoint_seq: u64,
+    /// Log slots at or below this are deleted (by this process). `None` until this process
+    /// first truncates, which lists the log once to find every older record.
+    log_floor: Option<u64>,
+    /// When a refresh last looked for checkpoints past its state.
+    last_truncation_check: Option<Instant>,
 }
 
 /// How a commit attempt's slot turned out.
@@ -155,16 +177,26 @@ impl Catalog {
         } else {
             CatalogState::default()
         };
-        let checkpoint_seq = state.seq;
+        let mut writer = WriterState {
+            checkpoint_seq: state.seq,
+            log_floor: None,
+            last_truncation_check: None,
+        };
+        let mut tailed = Self::tail_in(store.as_ref(), &mut state).await;
+        if tailed.is_ok() && use_checkpoints {
+            // The checkpoint we loaded may have been pruned, and the records after it
+            // truncated, while we read it.
+            tailed = catch_up(store.as_ref(), &mut writer, &mut state).await;
+        }
+        let checkpoint_seq = writer.checkpoint_seq;
         let catalog = Catalog {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 state: watch::Sender::new(Arc::new(CatalogState::default())),
-                writer: Mutex::new(WriterState { checkpoint_seq }),
+                writer: Mutex::new(writer),
             }),
         };
-        let tailed = catalog.tail(&mut state).await;
         catalog.publish(state);
         tailed?;
         let snapshot = catalog.snapshot();
@@ -200,9 +232,19 @@ impl Catalog {
     /// [`CatalogError::ObjectStore`] if the store cannot be read, [`CatalogError::Corrupt`] if
     /// a record cannot be decoded. Records before the failing one are applied and published.
     pub async fn refresh(&self) -> Result<u64, CatalogError> {
-        let _writer = self.inner.writer.lock().await;
+        let mut writer = self.inner.writer.lock().await;
         let mut state = (*self.snapshot()).clone();
-        let tailed = self.tail(&mut state).await;
+        let before = state.seq;
+        let mut tailed = self.tail(&mut state).await;
+        let due = writer.last_truncation_check.is_none_or(|checked| {
+            checked.elapsed() >= self.inner.settings.truncation_check_interval
+        });
+        if tailed.is_ok() && state.seq == before && due {
+            // Our next slot is empty: the end of the log, or a slot truncated while we were
+            // more than two checkpoints behind. Only a newer checkpoint tells them apart.
+            writer.last_truncation_check = Some(Instant::now());
+            tailed = catch_up(self.inner.store.as_ref(), &mut writer, &mut state).await;
+        }
         let seq = state.seq;
         self.publish(state);
         tailed.map(|()| seq)
@@ -438,7 +480,30 @@ impl Catalog {
                 }
             };
             match outcome {
-                SlotOutcome::Ours => return self.landed(writer, state, &record).await,
+                SlotOutcome::Ours => {
+                    if !self.may_be_truncated(slot).await? {
+                        return self.landed(writer, state, &record).await;
+                    }
+                    // A checkpoint at or after our slot exists: either others committed a
+                    // checkpoint interval past us since our put (our record is in the log), or
+                    // the slot had been truncated and our record sits in a hole no reader
+                    // reads. The state after that checkpoint tells which.
+                    catch_up(self.inner.store.as_ref(), writer, state).await?;
+                    if state.shows(epoch, node_id, &body) {
+                        info!(
+                            slot,
+                            seq = state.seq,
+                            "catalog record found applied after a checkpoint"
+                        );
+                        return Ok(slot);
+                    }
+                    warn!(
+                        slot,
+                        seq = state.seq,
+                        "catalog record landed in a truncated slot; committing it again"
+                    );
+                    refreshed_for_check = true;
+                }
                 SlotOutcome::Theirs(theirs) => {
                     // Lost the slot: take the winner's record (and any after it), then
                     // re-check ours against the new state at the next slot.
@@ -509,20 +574,23 @@ impl Catalog {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {
                 writer.checkpoint_seq = writer.checkpoint_seq.max(state.seq);
                 debug!(seq = state.seq, "catalog checkpoint written");
-                self.prune_checkpoints().await;
+                if let Some(floor) = self.prune_checkpoints().await {
+                    self.truncate_log(writer, floor).await;
+                }
             }
             // The commit stands; the next interval writes the next checkpoint.
             Err(error) => warn!(seq = state.seq, %error, "cannot write catalog checkpoint"),
         }
     }
 
-    /// Deletes every checkpoint but the newest [`CHECKPOINTS_KEPT`]. A checkpoint holds the
-    /// whole state, so keeping them all grew the store by the state's size every
+    /// Deletes every checkpoint but the newest [`CHECKPOINTS_KEPT`] and returns the oldest one
+    /// kept, once there are that many: the log below it can go. A checkpoint holds the whole
+    /// state, so keeping them all grew the store by the state's size every
     /// `checkpoint_interval` records (292 MB after 17,600 flushes of one busy table). Only
     /// `open` reads checkpoints, newest first, and one gone between its list and its read is
-    /// skipped like an unreadable one; the log keeps every record, so nothing is lost. Failures
-    /// are logged: the next checkpoint tries again.
-    async fn prune_checkpoints(&self) {
+    /// skipped like an unreadable one; the log keeps every record after the oldest kept one,
+    /// so nothing is lost. Failures are logged: the next checkpoint tries again.
+    async fn prune_checkpoints(&self) -> Option<u64> {
         let prefix = paths::catalog_checkpoint_prefix();
         let listed: Result<Vec<_>, _> = self.inner.store.list(Some(&prefix)).try_collect().await;
         let mut seqs: Vec<u64> = match listed {
@@ -532,10 +600,11 @@ impl Catalog {
                 .collect(),
             Err(error) => {
                 warn!(prefix = %prefix, %error, "cannot list catalog checkpoints to prune them");
-                return;
+                return None;
             }
         };
         seqs.sort_unstable_by(|a, b| b.cmp(a));
+        let floor = seqs.get(CHECKPOINTS_KEPT - 1).copied();
         for seq in seqs.into_iter().skip(CHECKPOINTS_KEPT) {
             let key = paths::catalog_checkpoint_path(seq);
             match self.inner.store.delete(&key).await {
@@ -545,6 +614,62 @@ impl Catalog {
                 Err(error) => warn!(key = %key, %error, "cannot delete old catalog checkpoint"),
             }
         }
+        floor
+    }
+
+    /// Deletes the log records at or below `floor`, the oldest checkpoint kept: every `open`
+    /// starts from a checkpoint at or after it, so nobody reads them again. Without this the
+    /// log grew by one object per flush forever (17,590 objects, 72 MB, in a 20-minute soak).
+    /// Failures are logged; the next checkpoint deletes what this one left.
+    async fn truncate_log(&self, writer: &mut WriterState, floor: u64) {
+        let store = self.inner.store.as_ref();
+        let slots: Vec<u64> = match writer.log_floor {
+            Some(known) if known >= floor => return,
+            Some(known) => (known + 1..=floor).collect(),
+            None => {
+                // First truncation by this process: older records may be anywhere below.
+                let prefix = paths::catalog_log_prefix();
+                let listed: Result<Vec<_>, _> = store.list(Some(&prefix)).try_collect().await;
+                match listed {
+                    Ok(listed) => listed
+                        .iter()
+                        .filter_map(|meta| paths::parse_catalog_log_path(&meta.location))
+                        .filter(|slot| *slot <= floor)
+                        .collect(),
+                    Err(error) => {
+                        warn!(prefix = %prefix, %error, "cannot list the catalog log to truncate it");
+                        return;
+                    }
+                }
+            }
+        };
+        let keys = slots.iter().map(|slot| Ok(paths::catalog_log_path(*slot)));
+        let mut deleted =
+            store.delete_stream(futures::stream::iter(keys.collect::<Vec<_>>()).boxed());
+        let mut failed = false;
+        let mut count = 0u64;
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) => count += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => {
+                    failed = true;
+                    warn!(floor, %error, "cannot delete a truncated catalog record");
+                }
+            }
+        }
+        metrics::record_log_records_deleted(count);
+        if !failed {
+            writer.log_floor = Some(floor);
+        }
+        debug!(floor, deleted = count, "catalog log truncated");
+    }
+
+    /// Whether a checkpoint at or after `slot` exists, i.e. whether `slot` may have been
+    /// truncated before our record landed in it.
+    async fn may_be_truncated(&self, slot: u64) -> Result<bool, CatalogError> {
+        let after = checkpoints_after(self.inner.store.as_ref(), slot - 1).await?;
+        Ok(!after.is_empty())
     }
 
     async fn backoff_or_give_up(
@@ -584,17 +709,18 @@ impl Catalog {
 
     /// Applies one record to the working state.
     fn apply(&self, state: &mut CatalogState, record: &LogRecord) -> Verdict {
-        let verdict = state.apply(record);
-        if verdict != Verdict::Valid {
-            // Every reader voids it alike; worth a note, not an alarm.
-            info!(seq = record.seq, epoch = record.epoch, node = %record.node, kind = record.record.type_name(), ?verdict, "catalog record void");
-        }
-        verdict
+        apply(state, record)
     }
 
     /// Applies every record after `state.seq`, in slot order, up to the first empty slot.
     async fn tail(&self, state: &mut CatalogState) -> Result<(), CatalogError> {
-        let store = self.inner.store.as_ref();
+        Self::tail_in(self.inner.store.as_ref(), state).await
+    }
+
+    async fn tail_in(
+        store: &dyn ObjectStore,
+        state: &mut CatalogState,
+    ) -> Result<(), CatalogError> {
         // Polling usually finds nothing new: probe one slot before fetching a window.
         let mut window = 1;
         loop {
@@ -611,7 +737,7 @@ impl Catalog {
                 let Some(record) = record? else {
                     return Ok(());
                 };
-                self.apply(state, &record);
+                apply(state, &record);
             }
             window = TAIL_WINDOW;
         }
@@ -629,6 +755,16 @@ impl Catalog {
         });
         metrics::set_catalog_seq(seq);
     }
+}
+
+/// Applies one record to a working state.
+fn apply(state: &mut CatalogState, record: &LogRecord) -> Verdict {
+    let verdict = state.apply(record);
+    if verdict != Verdict::Valid {
+        // Every reader voids it alike; worth a note, not an alarm.
+        info!(seq = record.seq, epoch = record.epoch, node = %record.node, kind = record.record.type_name(), ?verdict, "catalog record void");
+    }
+    verdict
 }
 
 fn fenced(our_epoch: u64, current_epoch: u64) -> CatalogError {
@@ -704,30 +840,88 @@ async fn read_object(
 const CHECKPOINTS_KEPT: usize = 3;
 
 /// Loads the newest checkpoint that decodes; an undecodable one is skipped for the one before
-/// it (the log still holds every record, so an older start only costs tailing time).
+/// it (the log holds every record after the oldest kept checkpoint, so an older start only
+/// costs tailing time).
 async fn load_newest_checkpoint(store: &dyn ObjectStore) -> Result<CatalogState, CatalogError> {
+    let seqs = checkpoints_after(store, 0).await?;
+    Ok(load_first_readable(store, &seqs).await?.unwrap_or_default())
+}
+
+/// The checkpoints after record `seq`, newest first.
+async fn checkpoints_after(store: &dyn ObjectStore, seq: u64) -> Result<Vec<u64>, CatalogError> {
     let prefix = paths::catalog_checkpoint_prefix();
     let listed: Vec<_> = store
-        .list(Some(&prefix))
+        .list_with_offset(Some(&prefix), &paths::catalog_checkpoint_path(seq))
         .try_collect()
         .await
         .map_err(|error| CatalogError::object_store(&prefix, error))?;
     let mut seqs: Vec<u64> = listed
         .iter()
         .filter_map(|meta| paths::parse_catalog_checkpoint_path(&meta.location))
+        .filter(|checkpoint| *checkpoint > seq)
         .collect();
     seqs.sort_unstable_by(|a, b| b.cmp(a));
-    for seq in seqs {
+    Ok(seqs)
+}
+
+/// Loads the first of `seqs` (newest first) that is still there and decodes.
+async fn load_first_readable(
+    store: &dyn ObjectStore,
+    seqs: &[u64],
+) -> Result<Option<CatalogState>, CatalogError> {
+    for &seq in seqs {
         let key = paths::catalog_checkpoint_path(seq);
         let Some(bytes) = read_object(store, &key).await? else {
             continue;
         };
         match Checkpoint::decode(key.as_ref(), seq, &bytes) {
-            Ok(state) => return Ok(state),
+            Ok(state) => return Ok(Some(state)),
             Err(error) => warn!(key = %key, %error, "skipping unreadable catalog checkpoint"),
         }
     }
-    Ok(CatalogState::default())
+    Ok(None)
+}
+
+/// Rounds of [`catch_up`] before it gives up: each round only repeats when checkpoints vanish
+/// or appear while it reads them.
+const CATCH_UP_ROUNDS: usize = 4;
+
+/// Moves `state`, whose next slot was found empty, to the newest checkpoint after it, if there
+/// is one, and tails from there. A checkpoint after `state.seq` proves the slot after it was
+/// filled once: it is empty because the log was truncated, or because it is new since our
+/// read. Either way the checkpoint is a later state of the same log.
+async fn catch_up(
+    store: &dyn ObjectStore,
+    writer: &mut WriterState,
+    state: &mut CatalogState,
+) -> Result<(), CatalogError> {
+    for _ in 0..CATCH_UP_ROUNDS {
+        let seqs = checkpoints_after(store, state.seq).await?;
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        if let Some(loaded) = load_first_readable(store, &seqs).await? {
+            info!(
+                from = state.seq,
+                to = loaded.seq,
+                "catalog caught up from a checkpoint past a truncated log"
+            );
+            writer.checkpoint_seq = writer.checkpoint_seq.max(loaded.seq);
+            *state = loaded;
+            Catalog::tail_in(store, state).await?;
+        }
+    }
+    let newest = checkpoints_after(store, state.seq).await?;
+    match newest.first() {
+        None => Ok(()),
+        Some(&seq) => Err(CatalogError::Corrupt {
+            key: paths::catalog_checkpoint_path(seq).to_string(),
+            reason: format!(
+                "the log after record {} is truncated and no checkpoint after it is readable",
+                state.seq
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -195,6 +195,33 @@ impl CatalogState {
         Verdict::Valid
     }
 
+    /// Whether this state shows the effect of a record of `epoch` by `node_id` with `body`. A
+    /// committer whose record may sit in a truncated slot, which no reader reads, asks this of
+    /// the state after a newer checkpoint to learn whether its record counts.
+    pub(crate) fn shows(&self, epoch: u64, node_id: &str, body: &RecordBody) -> bool {
+        let live = |table: &TableId, path: &str| {
+            self.table(table)
+                .is_some_and(|table_state| table_state.objects.iter().any(|o| o.path == path))
+        };
+        match body {
+            RecordBody::Promote(promote) => {
+                self.epoch == promote.epoch && self.primary.as_deref() == Some(node_id)
+            }
+            RecordBody::Flush(flush) => self
+                .table(&flush.table)
+                .is_some_and(|table_state| table_state.flushed_lsn >= flush.lsn_last),
+            RecordBody::Compact(compact) if compact.added.is_empty() => compact
+                .removed
+                .iter()
+                .all(|path| !live(&compact.table, path)),
+            RecordBody::Compact(compact) => compact
+                .added
+                .iter()
+                .all(|object| live(&compact.table, &object.path)),
+            RecordBody::Isr(isr) => self.epoch == epoch && self.in_sync == isr.in_sync,
+        }
+    }
+
     /// Applies record `record` (which must be record `self.seq + 1`) and returns its verdict;
     /// a record that is not valid changes nothing but the sequence number.
     pub(crate) fn apply(&mut self, record: &LogRecord) -> Verdict {

@@ -94,10 +94,18 @@ async fn test_should_give_dense_slots_to_concurrent_committers() {
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
 
+    // No checkpoint, hence no truncation: every slot stays readable for the checks below.
+    let settings = CatalogSettings {
+        checkpoint_interval: 1000,
+        ..CatalogSettings::for_test()
+    };
+
     // Several processes (one Catalog each) with several tasks each, all racing for slots.
     let mut handles = Vec::new();
     for catalog_index in 0..CATALOGS {
-        let catalog = open(store.clone()).await;
+        let catalog = Catalog::open(store.clone(), settings.clone())
+            .await
+            .unwrap();
         for task in 0..TASKS_PER_CATALOG {
             let catalog = catalog.clone();
             handles.push(tokio::spawn(async move {
@@ -140,9 +148,7 @@ async fn test_should_give_dense_slots_to_concurrent_committers() {
     assert_eq!(state.seq, total as u64);
     let live: BTreeSet<String> = all_live_paths(&state).into_iter().collect();
     assert_eq!(live.len(), total);
-    let replayed = Catalog::open_with(store, CatalogSettings::for_test(), false)
-        .await
-        .unwrap();
+    let replayed = Catalog::open_with(store, settings, false).await.unwrap();
     assert_eq!(*replayed.snapshot(), *state);
 }
 
@@ -386,6 +392,160 @@ async fn test_should_keep_only_the_newest_checkpoints() {
     assert_eq!(checkpoints(&store).await, [40, 50, 60]);
     let reopened = open(store.clone()).await;
     assert_eq!(*reopened.snapshot(), *catalog.snapshot());
+}
+
+/// The slots in `range` that hold a record.
+async fn slots_present(
+    store: &Arc<dyn ObjectStore>,
+    range: std::ops::RangeInclusive<u64>,
+) -> Vec<u64> {
+    let mut present = Vec::new();
+    for seq in range {
+        if slot_exists(store.as_ref(), seq).await {
+            present.push(seq);
+        }
+    }
+    present
+}
+
+/// Runs `check` against an in-memory store and against the local filesystem (whose listing is
+/// unordered and whose deletes of missing keys fail).
+async fn on_both_stores<F, Fut>(check: F)
+where
+    F: Fn(Arc<dyn ObjectStore>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    check(Arc::new(InMemory::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(Arc::new(
+        LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn test_should_truncate_the_log_behind_the_kept_checkpoints() {
+    on_both_stores(truncates_the_log_behind_the_kept_checkpoints).await;
+}
+
+async fn truncates_the_log_behind_the_kept_checkpoints(store: Arc<dyn ObjectStore>) {
+    // Thirty records written without checkpoints (as an older version left its log), then a
+    // process with the test interval: its first truncation must find those by listing.
+    let untruncated = CatalogSettings {
+        checkpoint_interval: 1000,
+        ..CatalogSettings::for_test()
+    };
+    let old = Catalog::open(store.clone(), untruncated).await.unwrap();
+    let epoch = old.promote("a", 0).await.unwrap();
+    for lsn in 1..30 {
+        old.commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    let catalog = open(store.clone()).await;
+    for lsn in 30..=64 {
+        catalog
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(catalog.snapshot().seq, 65);
+    assert_eq!(checkpoints(&store).await, [40, 50, 60]);
+    // Everything at or below the oldest checkpoint kept is gone, nothing after it.
+    assert_eq!(
+        slots_present(&store, 1..=65).await,
+        (41..=65).collect::<Vec<_>>()
+    );
+    let reopened = open(store.clone()).await;
+    assert_eq!(*reopened.snapshot(), *catalog.snapshot());
+
+    // The next checkpoint moves the floor by one interval.
+    for lsn in 65..=75 {
+        catalog
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(checkpoints(&store).await, [50, 60, 70]);
+    assert_eq!(
+        slots_present(&store, 1..=76).await,
+        (51..=76).collect::<Vec<_>>()
+    );
+    let reopened = open(store.clone()).await;
+    assert_eq!(*reopened.snapshot(), *catalog.snapshot());
+    assert_eq!(live_paths(&reopened.snapshot()).len(), 75);
+}
+
+/// A committer whose state is older than the truncated prefix puts its record into a slot
+/// that is empty again. Nobody reads that slot, so the commit must not count: the committer
+/// notices, catches up from the checkpoint and commits again at the end of the log.
+#[tokio::test]
+async fn test_should_not_count_a_record_that_landed_in_a_truncated_slot() {
+    on_both_stores(does_not_count_a_record_that_landed_in_a_truncated_slot).await;
+}
+
+async fn does_not_count_a_record_that_landed_in_a_truncated_slot(store: Arc<dyn ObjectStore>) {
+    let (writer, epoch) = promoted_with_flushes(&store, 2).await;
+    let stale_flusher = open(store.clone()).await;
+    let stale_compactor = open(store.clone()).await;
+    for lsn in 3..=42 {
+        writer
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(checkpoints(&store).await, [20, 30, 40]);
+    assert!(!slot_exists(store.as_ref(), 4).await);
+
+    // Its precheck passes against its stale state, and the put into slot 4 succeeds.
+    let seq = stale_flusher
+        .commit(epoch, "a", flush(100, "late"))
+        .await
+        .unwrap();
+    assert_eq!(seq, 44, "committed again at the end of the log");
+    assert!(
+        slot_exists(store.as_ref(), 4).await,
+        "the first put landed in the hole"
+    );
+
+    let compact = RecordBody::Compact(Compact {
+        table: table(),
+        removed: vec!["o1".into(), "o2".into()],
+        added: vec![object("o1-2")],
+    });
+    assert_eq!(
+        stale_compactor.commit(epoch, "c", compact).await.unwrap(),
+        45
+    );
+
+    let fresh = open(store.clone()).await;
+    let live = live_paths(&fresh.snapshot());
+    assert!(live.contains(&"late".to_string()), "{live:?}");
+    assert!(live.contains(&"o1-2".to_string()), "{live:?}");
+    assert!(!live.contains(&"o1".to_string()), "{live:?}");
+    assert_eq!(fresh.snapshot().table(&table()).unwrap().flushed_lsn, 100);
+}
+
+/// A follower more than two checkpoints behind finds its next slot empty: it must not take
+/// that for the end of the log.
+#[tokio::test]
+async fn test_should_catch_up_a_follower_whose_next_records_were_truncated() {
+    on_both_stores(catches_up_a_follower_whose_next_records_were_truncated).await;
+}
+
+async fn catches_up_a_follower_whose_next_records_were_truncated(store: Arc<dyn ObjectStore>) {
+    let (writer, epoch) = promoted_with_flushes(&store, 1).await;
+    let follower = open(store.clone()).await;
+    assert_eq!(follower.snapshot().seq, 2);
+    for lsn in 2..=40 {
+        writer
+            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
+            .await
+            .unwrap();
+    }
+    assert!(!slot_exists(store.as_ref(), 3).await);
+    assert_eq!(follower.refresh().await.unwrap(), 41);
+    assert_eq!(*follower.snapshot(), *writer.snapshot());
 }
 
 #[tokio::test]
