@@ -384,13 +384,23 @@ impl Buffers {
         newest
     }
 
-    /// Returns the oldest frozen chunk of `table` whose id is at most `up_to` (see
-    /// [`Buffers::freeze`]); `None` when there is none.
-    pub fn oldest_frozen(&self, table: &TableId, up_to: u64) -> Option<FrozenBatches> {
+    /// Returns the oldest frozen chunk of `table` whose id is above `after` (any, if `None`)
+    /// and at most `up_to` (see [`Buffers::freeze`]); `None` when there is none. A flush asks
+    /// for the chunk after one whose flush is still under way.
+    pub fn frozen_after(
+        &self,
+        table: &TableId,
+        after: Option<u64>,
+        up_to: u64,
+    ) -> Option<FrozenBatches> {
         let (id, segment) = {
             let state = self.lock();
             let buffer = state.tables.get(table)?;
-            let (id, segment) = buffer.frozen.first().filter(|(id, _)| *id <= up_to)?;
+            let (id, segment) = buffer
+                .frozen
+                .iter()
+                .find(|(id, _)| after.is_none_or(|after| *id > after))
+                .filter(|(id, _)| *id <= up_to)?;
             (*id, Arc::clone(segment))
         };
         // Copied outside the lock: a chunk of small writes has tens of thousands of batches.
@@ -518,7 +528,7 @@ mod tests {
         assert!(buffers.begin_flush(&cpu));
         assert!(!buffers.begin_flush(&cpu), "one flush per table");
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
-        let frozen = buffers.oldest_frozen(&cpu, newest).unwrap();
+        let frozen = buffers.frozen_after(&cpu, None, newest).unwrap();
         assert_eq!((frozen.lsn_first, frozen.lsn_last, frozen.rows), (1, 2, 3));
         buffers.apply(3, writes("cpu v=4 4"), 100);
         // Before the commit, everything is fresh; after, only LSN 3.
@@ -553,7 +563,7 @@ mod tests {
         // Frozen rows still take memory until their flush commits.
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(1)).unwrap();
         assert_eq!(buffers.total_bytes(), two);
-        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+        while let Some(frozen) = buffers.frozen_after(&cpu, None, newest) {
             let _ = buffers.complete(&cpu, frozen.id);
         }
         buffers.end_flush(&cpu);
@@ -583,7 +593,7 @@ mod tests {
         buffers.apply(10, writes("cpu v=4 4"), u64::MAX);
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(7)).unwrap();
         let mut chunks = Vec::new();
-        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+        while let Some(frozen) = buffers.frozen_after(&cpu, None, newest) {
             let _ = buffers.complete(&cpu, frozen.id);
             chunks.push((frozen.lsn_first, frozen.lsn_last, frozen.rows));
         }
@@ -601,7 +611,7 @@ mod tests {
         };
         let newest = buffers.freeze(&cpu, limits).unwrap();
         let mut count = 0;
-        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+        while let Some(frozen) = buffers.frozen_after(&cpu, None, newest) {
             assert_eq!(frozen.lsn_first, frozen.lsn_last);
             let _ = buffers.complete(&cpu, frozen.id);
             count += 1;
@@ -636,7 +646,7 @@ mod tests {
 
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(300)).unwrap();
         let mut chunks = Vec::new();
-        while let Some(frozen) = buffers.oldest_frozen(&cpu, newest) {
+        while let Some(frozen) = buffers.frozen_after(&cpu, None, newest) {
             chunks.push((frozen.lsn_first, frozen.lsn_last, frozen.rows));
             let _ = buffers.complete(&cpu, frozen.id);
         }
@@ -656,13 +666,16 @@ mod tests {
         let cpu = TableId::new("db", "cpu");
         buffers.apply(1, writes("cpu v=1 1"), 100);
         let newest = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
-        let first = buffers.oldest_frozen(&cpu, newest).unwrap();
+        let first = buffers.frozen_after(&cpu, None, newest).unwrap();
         buffers.apply(2, writes("cpu v=2 2"), 100);
         let _ = buffers.complete(&cpu, first.id);
-        assert!(buffers.oldest_frozen(&cpu, newest).is_none(), "round ends");
+        assert!(
+            buffers.frozen_after(&cpu, None, newest).is_none(),
+            "round ends"
+        );
         assert_eq!(buffers.total_rows(), 1);
         let next = buffers.freeze(&cpu, ChunkLimits::rows(100)).unwrap();
         assert!(next > newest);
-        assert_eq!(buffers.oldest_frozen(&cpu, next).unwrap().lsn_first, 2);
+        assert_eq!(buffers.frozen_after(&cpu, None, next).unwrap().lsn_first, 2);
     }
 }

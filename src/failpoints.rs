@@ -10,16 +10,19 @@
 //!   `/some/file` exists (a test does something in the window, then releases it; several
 //!   processes paused on one file are released together, which makes them race).
 //!
+//! Points asked with [`fails`] instead make the caller report an error, with the action
+//! `fail-on:N`: the Nth time the process gets there, and only then.
+//!
 //! Unset, a failpoint costs one lookup in an empty map. Known points: `flush-before-commit`
 //! (Parquet encoded, nothing committed), `flush-after-commit` (record committed, WAL not yet
 //! trimmed), `writer-before-promote` (WAL recovered, epoch not yet claimed), `wal-writer` (the
 //! WAL writer thread, once per group commit), `replicate-before-publish` (a clustered
 //! primary's group commit is durable locally, not yet streamed to any follower),
 //! `failover-after-promote` (a standby's failover promote is committed, it has not taken
-//! over yet).
+//! over yet); for [`fails`]: `flush-commit` (one chunk's upload and commit fail).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 fn configured() -> &'static HashMap<String, String> {
     static POINTS: OnceLock<HashMap<String, String>> = OnceLock::new();
@@ -74,4 +77,27 @@ pub fn hit(name: &str) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
+}
+
+/// Whether the failpoint `name` makes this call fail (`fail-on:N`: the Nth call in this
+/// process does). Unset, it never does.
+pub fn fails(name: &str) -> bool {
+    static CALLS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    let Some(nth) = configured()
+        .get(name)
+        .and_then(|action| action.strip_prefix("fail-on:"))
+        .and_then(|nth| nth.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let mut calls = CALLS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let count = calls.entry(name.to_string()).or_default();
+    *count += 1;
+    if *count == nth {
+        eprintln!("failpoint {name}: failing call {nth}");
+    }
+    *count == nth
 }

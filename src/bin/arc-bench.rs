@@ -57,6 +57,10 @@ enum Command {
         /// Measurement name.
         #[arg(long, default_value = "cpu")]
         measurement: String,
+        /// Spread the payloads over this many measurements (`<measurement>_0`, ...), each
+        /// payload writing one of them; 1 writes `<measurement>` itself.
+        #[arg(long, default_value_t = 1)]
+        tables: usize,
         /// Distinct payloads generated up front and cycled through.
         #[arg(long, default_value_t = 64)]
         payloads: usize,
@@ -208,13 +212,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             batch_size,
             hosts,
             measurement,
+            tables,
             payloads,
             ..
         } => {
             let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let tables = (*tables).max(1);
             (0..(*payloads).max(1))
                 .map(|index| {
                     let start_ns = now_ns - (index as i64 + 1) * (*batch_size as i64) * 1_000_000;
+                    let measurement = &if tables == 1 {
+                        measurement.clone()
+                    } else {
+                        format!("{measurement}_{}", index % tables)
+                    };
                     match format {
                         WriteFormat::Lp => Request {
                             url: format!("{base}/api/v1/write/line-protocol"),

@@ -223,6 +223,53 @@ async fn test_should_recover_from_crashes_at_each_flush_failpoint() {
     }
 }
 
+/// A flush round of six chunks whose second fails to commit: the chunks encoded ahead of it
+/// are not committed past it (that would make it look flushed, and its rows would be
+/// dropped), and the next round flushes the rest. Every row is there once, from the store
+/// alone and after a restart.
+#[tokio::test]
+async fn test_should_flush_every_chunk_once_after_one_fails_mid_round() {
+    const WRITES: u64 = 6;
+    let held = [
+        ("ARC_INGEST_MAX_BUFFER_SIZE", "1000000"),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000"),
+    ];
+    // Above the size under which the buffers merge small writes into one batch.
+    const ROWS: u64 = 6 * ROWS_PER_WRITE;
+    let mut node = TestNode::start(&held).await;
+    let mut expected = BTreeSet::new();
+    for writer in 0..WRITES {
+        let body: String = (0..ROWS / ROWS_PER_WRITE)
+            .map(|part| batch(writer, part * ROWS_PER_WRITE))
+            .collect();
+        node.write_lp("crash", &body).await;
+        expected.extend((0..ROWS).map(|seq| (writer, seq)));
+    }
+    // Nothing flushed yet: after the restart one round finds all six writes, one chunk each.
+    node.kill9();
+    let chunk_rows = ROWS.to_string();
+    node.set_env(&[
+        ("ARC_INGEST_MAX_BUFFER_SIZE", chunk_rows.as_str()),
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000"),
+        ("ARC_FAILPOINTS", "flush-commit=fail-on:2"),
+    ]);
+    node.spawn().await;
+    wait_for("every chunk flushed", Duration::from_secs(30), || async {
+        let failed =
+            crate::cluster::metric_sum(&node, "arc_flush_total", "outcome=\"error\"").await;
+        let buffered = crate::cluster::metric_sum(&node, "arc_buffer_bytes ", "").await;
+        (failed >= 1.0 && buffered == 0.0).then_some(())
+    })
+    .await;
+    let committed = crate::cluster::metric_sum(&node, "arc_flush_total", "outcome=\"ok\"").await;
+    assert_eq!(committed, WRITES as f64, "each chunk committed once");
+    assert_eq!(stored_rows(&node).await, expected, "from the store");
+    node.kill9();
+    node.set_env(&held);
+    node.spawn().await;
+    assert_eq!(stored_rows(&node).await, expected, "after a restart");
+}
+
 fn newest_segment(wal_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(wal_dir)
         .expect("wal dir")
