@@ -857,3 +857,53 @@ async fn test_read_your_writes_with_min_lsn() {
     let text = response.text().await.unwrap();
     assert!(text.contains("up to lsn"), "{text}");
 }
+
+/// A reader frozen (SIGSTOP) while the primary commits more than three checkpoint intervals of
+/// flushes finds, once thawed, that the records after its catalog state were truncated: its
+/// next slot is empty, which must not read as the end of the log. It catches up from a newer
+/// checkpoint, and shows every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_reader_frozen_past_the_log_truncation_catches_up_from_a_checkpoint() {
+    // Writes flushed as they come; the default checkpoint interval (100) truncates the log
+    // behind the third checkpoint.
+    let mut plan = Plan::new(
+        "truncated",
+        2,
+        &[
+            ("ARC_INGEST_MAX_BUFFER_SIZE", "1"),
+            ("ARC_CLUSTER_HEARTBEAT_INTERVAL", "2s"),
+        ],
+    );
+    let primary = plan.start("w1", "writer", &[]).await;
+    let reader = plan.start("r1", "reader", &[]).await;
+    let first = write_row(&primary, "tr", 0).await.unwrap();
+    assert_eq!(ids(&reader, "tr", Some(first.lsn)).await.unwrap(), [0]);
+    let frozen_at = metric_sum(&reader, "arc_catalog_seq", "").await as u64;
+
+    signal(reader.pid().unwrap(), "STOP");
+    let next_slot = plan
+        .storage
+        .path()
+        .join(format!("_catalog/log/{:020}.json", frozen_at + 1));
+    // Small writes are merged into fewer flushes than writes: write until it happens.
+    let mut written = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while next_slot.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the reader's next record still there after {written} writes"
+        );
+        written += 1;
+        write_row(&primary, "tr", written).await.unwrap();
+    }
+    let head = metric_sum(&primary, "arc_catalog_seq", "").await as u64;
+    signal(reader.pid().unwrap(), "CONT");
+
+    wait_for("the reader's catalog caught up", DEADLINE, || async {
+        let seq = try_metric_sum(&reader, "arc_catalog_seq", "").await? as u64;
+        (seq >= head).then_some(())
+    })
+    .await;
+    let expected: Vec<u64> = (0..=written).collect();
+    assert_eq!(ids(&reader, "tr", None).await.unwrap(), expected);
+}
