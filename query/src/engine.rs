@@ -358,6 +358,9 @@ fn lockdown_statements(settings: &QuerySettings) -> Result<Vec<String>, QueryErr
     ));
     statements.extend(
         [
+            // Data objects are immutable under unique names, so their footers can be kept
+            // between queries; the cache is an LRU inside the memory limit.
+            "SET GLOBAL parquet_metadata_cache = true",
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",

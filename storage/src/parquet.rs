@@ -18,10 +18,11 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{Schema, TimestampNanosecondType};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::StorageError;
 use crate::model::{ColumnKind, ColumnSpec, TIME_COLUMN, TableId, TimeRange, schema_of};
@@ -45,8 +46,9 @@ pub const FOOTER_NODE: &str = "arc.node";
 const ZSTD_LEVEL: i32 = 3;
 
 /// The writer properties every data object shares, flushed or compacted: ZSTD at `zstd_level`,
-/// page statistics (queries prune pages by time), sorted by `time` (column 0), and the `arc.*`
-/// footer. Callers add their own sizing (row groups, page limits) before `build()`. A level
+/// page statistics (queries prune pages by time), sorted by `time` (column 0) and that column
+/// delta-encoded (sorted timestamps take a few bits a row instead of eight bytes), and the
+/// `arc.*` footer. Callers add their own sizing (row groups, page limits) before `build()`. A level
 /// outside zstd's range falls back to the Parquet crate's default.
 pub fn writer_properties(zstd_level: i32, footer: Vec<KeyValue>) -> WriterPropertiesBuilder {
     let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
@@ -59,6 +61,8 @@ pub fn writer_properties(zstd_level: i32, footer: Vec<KeyValue>) -> WriterProper
             nulls_first: false,
         }]))
         .set_key_value_metadata(Some(footer))
+        .set_column_dictionary_enabled(ColumnPath::from(TIME_COLUMN), false)
+        .set_column_encoding(ColumnPath::from(TIME_COLUMN), Encoding::DELTA_BINARY_PACKED)
 }
 
 /// Who wrote a set of objects and which WAL entries they hold (goes into the footer).
@@ -535,6 +539,48 @@ mod tests {
             Compression::ZSTD(_)
         ));
         assert!(row_group.column(0).statistics().is_some());
+    }
+
+    /// Sorted timestamps delta-encode to a few bits each. Dictionary-then-plain stored them as
+    /// 8 bytes a row before ZSTD: 544 MB of storage against 156 MB for the same ingest, and
+    /// queries that read `time` (any time filter, `count(*)`) 1.5-2.5 times slower.
+    #[test]
+    fn test_should_delta_encode_the_time_column_without_a_dictionary() {
+        let times: Vec<i64> = (0..10_000).map(|i| BASE + i * 1_000_003).collect();
+        let input = batch(vec![
+            (
+                spec("time", ColumnKind::Time),
+                Arc::new(TimestampNanosecondArray::from(times)),
+            ),
+            (
+                spec("host", ColumnKind::Tag),
+                Arc::new(StringArray::from(vec!["h"; 10_000])),
+            ),
+        ]);
+        let objects = encode_table_objects(&TableId::new("db", "cpu"), &[input], &meta()).unwrap();
+        let reader = SerializedFileReader::new(objects[0].bytes.clone()).unwrap();
+        let time = reader.metadata().row_group(0).column(0);
+        assert_eq!(time.column_path().string(), "time");
+        let encodings: Vec<Encoding> = time.encodings().collect();
+        assert!(
+            encodings.contains(&Encoding::DELTA_BINARY_PACKED),
+            "{encodings:?}"
+        );
+        assert!(
+            !encodings.iter().any(|encoding| matches!(
+                encoding,
+                Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+            )),
+            "{encodings:?}"
+        );
+        // Tags keep their dictionary.
+        let host: Vec<Encoding> = reader
+            .metadata()
+            .row_group(0)
+            .column(1)
+            .encodings()
+            .collect();
+        assert!(host.contains(&Encoding::RLE_DICTIONARY), "{host:?}");
     }
 
     #[test]

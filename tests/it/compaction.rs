@@ -923,7 +923,8 @@ async fn test_should_compact_on_s3_with_the_default_paths() {
 /// Bounded memory, measured: one hour several times larger than `compaction.memory_limit`
 /// (16 MiB) is compacted by a compactor process whose peak RSS grows by less than
 /// [`MERGE_RSS_BOUND`] over its peak before the job. The inputs' fixed-width columns alone
-/// decode to nine times the limit (their Parquet is four times it), and the inputs overlap in
+/// decode to nine times the limit (their Parquet is over three times it: the delta-encoded
+/// `time` column takes a few bits a row), and the inputs overlap in
 /// time (a true k-way merge). Measured: +44 MiB; the same job with the inputs read whole before
 /// merging (a merge that is not streaming) raised it by 703 MiB (BENCHMARKS.md "Compaction").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1019,7 +1020,7 @@ async fn test_should_compact_a_partition_larger_than_the_memory_limit_within_it(
         job["elapsed_ms"]
     );
     assert!(
-        bytes_in >= 4 * LIMIT && decoded_fixed >= 8 * LIMIT,
+        bytes_in >= 3 * LIMIT && decoded_fixed >= 8 * LIMIT,
         "the partition is several times the limit: {bytes_in} bytes of Parquet, {decoded_fixed} decoded"
     );
     assert!(
