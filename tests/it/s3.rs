@@ -246,3 +246,66 @@ async fn test_should_let_exactly_one_catalog_win_a_slot_on_s3() {
     }
     server.stop().await;
 }
+
+/// The catalog log is truncated through the S3 API too (bulk deletes, listing with an offset),
+/// and a catalog reopened over S3 after it equals the one that wrote it.
+#[tokio::test]
+async fn test_should_truncate_the_catalog_log_on_s3() {
+    use arc_storage::{Catalog, CatalogSettings, DataObject, Flush, RecordBody, TableId};
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(s3_root.path()).await;
+    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(format!("http://{}", server.addr))
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    );
+    // A checkpoint every ten records: the third one truncates the log behind the first.
+    let catalog = Catalog::open(store.clone(), CatalogSettings::for_test())
+        .await
+        .unwrap();
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    for lsn in 1..=44u64 {
+        let flush = RecordBody::Flush(Flush {
+            table: TableId::new("db", "cpu"),
+            lsn_first: lsn,
+            lsn_last: lsn,
+            objects: vec![DataObject {
+                path: format!("db/cpu/o{lsn}.parquet"),
+                time_range: arc_storage::TimeRange {
+                    start_ns: 0,
+                    end_ns: 1,
+                },
+                rows: 1,
+                bytes: 1,
+            }],
+            columns: Vec::new(),
+        });
+        catalog.commit(epoch, "a", flush).await.unwrap();
+    }
+    let log_dir = s3_root.path().join(BUCKET).join("_catalog").join("log");
+    let mut slots: Vec<u64> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(
+        slots,
+        (21..=45).collect::<Vec<_>>(),
+        "slots left in the bucket"
+    );
+    let reopened = Catalog::open(store, CatalogSettings::for_test())
+        .await
+        .unwrap();
+    assert_eq!(*reopened.snapshot(), *catalog.snapshot());
+    server.stop().await;
+}
