@@ -184,18 +184,7 @@ async fn test_should_let_exactly_one_catalog_win_a_slot_on_s3() {
     const ROUNDS: u64 = 8;
     let s3_root = tempfile::tempdir().unwrap();
     let server = S3Server::start(s3_root.path()).await;
-    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(BUCKET)
-            .with_region("us-east-1")
-            .with_endpoint(format!("http://{}", server.addr))
-            .with_access_key_id(ACCESS_KEY)
-            .with_secret_access_key(SECRET_KEY)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .unwrap(),
-    );
+    let store = client(&server);
     let mut catalogs = Vec::new();
     for _ in 0..HANDLES {
         catalogs.push(
@@ -247,14 +236,9 @@ async fn test_should_let_exactly_one_catalog_win_a_slot_on_s3() {
     server.stop().await;
 }
 
-/// The catalog log is truncated through the S3 API too (bulk deletes, listing with an offset),
-/// and a catalog reopened over S3 after it equals the one that wrote it.
-#[tokio::test]
-async fn test_should_truncate_the_catalog_log_on_s3() {
-    use arc_storage::{Catalog, CatalogSettings, DataObject, Flush, RecordBody, TableId};
-    let s3_root = tempfile::tempdir().unwrap();
-    let server = S3Server::start(s3_root.path()).await;
-    let store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(
+/// An object store client of `server`'s bucket.
+fn client(server: &S3Server) -> std::sync::Arc<dyn ObjectStore> {
+    std::sync::Arc::new(
         object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
             .with_region("us-east-1")
@@ -265,7 +249,17 @@ async fn test_should_truncate_the_catalog_log_on_s3() {
             .with_virtual_hosted_style_request(false)
             .build()
             .unwrap(),
-    );
+    )
+}
+
+/// The catalog log is truncated through the S3 API too (bulk deletes, listing with an offset),
+/// and a catalog reopened over S3 after it equals the one that wrote it.
+#[tokio::test]
+async fn test_should_truncate_the_catalog_log_on_s3() {
+    use arc_storage::{Catalog, CatalogSettings, DataObject, Flush, RecordBody, TableId};
+    let s3_root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(s3_root.path()).await;
+    let store = client(&server);
     // A checkpoint every ten records: the third one truncates the log behind the first.
     let catalog = Catalog::open(store.clone(), CatalogSettings::for_test())
         .await

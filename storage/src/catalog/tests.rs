@@ -364,13 +364,18 @@ async fn test_should_open_from_checkpoint_like_full_replay() {
 async fn promoted_with_flushes(store: &Arc<dyn ObjectStore>, count: u64) -> (Catalog, u64) {
     let catalog = open(store.clone()).await;
     let epoch = catalog.promote("a", 0).await.unwrap();
-    for lsn in 1..=count {
+    commit_flushes(&catalog, epoch, 1..=count).await;
+    (catalog, epoch)
+}
+
+/// Commits flushes of LSNs `lsns` (objects `o{lsn}`) as node `a`.
+async fn commit_flushes(catalog: &Catalog, epoch: u64, lsns: impl Iterator<Item = u64>) {
+    for lsn in lsns {
         catalog
             .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
             .await
             .unwrap();
     }
-    (catalog, epoch)
 }
 
 /// The checkpoints in `store`, by seq.
@@ -437,43 +442,28 @@ async fn truncates_the_log_behind_the_kept_checkpoints(store: Arc<dyn ObjectStor
     };
     let old = Catalog::open(store.clone(), untruncated).await.unwrap();
     let epoch = old.promote("a", 0).await.unwrap();
-    for lsn in 1..30 {
-        old.commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    commit_flushes(&old, epoch, 1..30).await;
     let catalog = open(store.clone()).await;
-    for lsn in 30..=64 {
-        catalog
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    commit_flushes(&catalog, epoch, 30..=64).await;
     assert_eq!(catalog.snapshot().seq, 65);
-    assert_eq!(checkpoints(&store).await, [40, 50, 60]);
-    // Everything at or below the oldest checkpoint kept is gone, nothing after it.
-    assert_eq!(
-        slots_present(&store, 1..=65).await,
-        (41..=65).collect::<Vec<_>>()
-    );
-    let reopened = open(store.clone()).await;
-    assert_eq!(*reopened.snapshot(), *catalog.snapshot());
-
+    assert_truncated_to(&store, &catalog, [40, 50, 60]).await;
     // The next checkpoint moves the floor by one interval.
-    for lsn in 65..=75 {
-        catalog
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
-    assert_eq!(checkpoints(&store).await, [50, 60, 70]);
+    commit_flushes(&catalog, epoch, 65..=75).await;
+    assert_truncated_to(&store, &catalog, [50, 60, 70]).await;
+    assert_eq!(live_paths(&catalog.snapshot()).len(), 75);
+}
+
+/// Asserts that `store` keeps the checkpoints `kept` and the log records after the oldest of
+/// them, none at or below it, and opens to `catalog`'s state.
+async fn assert_truncated_to(store: &Arc<dyn ObjectStore>, catalog: &Catalog, kept: [u64; 3]) {
+    let seq = catalog.snapshot().seq;
+    assert_eq!(checkpoints(store).await, kept);
     assert_eq!(
-        slots_present(&store, 1..=76).await,
-        (51..=76).collect::<Vec<_>>()
+        slots_present(store, 1..=seq).await,
+        (kept[0] + 1..=seq).collect::<Vec<_>>()
     );
     let reopened = open(store.clone()).await;
     assert_eq!(*reopened.snapshot(), *catalog.snapshot());
-    assert_eq!(live_paths(&reopened.snapshot()).len(), 75);
 }
 
 /// A committer whose state is older than the truncated prefix puts its record into a slot
@@ -488,12 +478,7 @@ async fn does_not_count_a_record_that_landed_in_a_truncated_slot(store: Arc<dyn 
     let (writer, epoch) = promoted_with_flushes(&store, 2).await;
     let stale_flusher = open(store.clone()).await;
     let stale_compactor = open(store.clone()).await;
-    for lsn in 3..=42 {
-        writer
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    commit_flushes(&writer, epoch, 3..=42).await;
     assert_eq!(checkpoints(&store).await, [20, 30, 40]);
     assert!(!slot_exists(store.as_ref(), 4).await);
 
@@ -537,12 +522,7 @@ async fn catches_up_a_follower_whose_next_records_were_truncated(store: Arc<dyn 
     let (writer, epoch) = promoted_with_flushes(&store, 1).await;
     let follower = open(store.clone()).await;
     assert_eq!(follower.snapshot().seq, 2);
-    for lsn in 2..=40 {
-        writer
-            .commit(epoch, "a", flush(lsn, &format!("o{lsn}")))
-            .await
-            .unwrap();
-    }
+    commit_flushes(&writer, epoch, 2..=40).await;
     assert!(!slot_exists(store.as_ref(), 3).await);
     assert_eq!(follower.refresh().await.unwrap(), 41);
     assert_eq!(*follower.snapshot(), *writer.snapshot());
