@@ -1307,7 +1307,11 @@ impl Stream {
             visible = Some(lsn);
         }
         let received = self.state.next_lsn().0.saturating_sub(1);
-        let streaming = matches!(self.state.phase(), FollowerPhase::Streaming { .. });
+        // Caught up means against the commit LSN this stream told: right after `Subscribed`
+        // nothing is known yet, and 0 >= 0 made a restarted reader ready (and answer) before
+        // it had the rows written while it was down.
+        let streaming = matches!(self.state.phase(), FollowerPhase::Streaming { .. })
+            && self.state.commit_heard();
         self.progress.send_if_modified(|progress| {
             let before = (progress.visible, progress.commit, progress.caught_up);
             if let Some(lsn) = visible {

@@ -142,6 +142,8 @@ pub struct FollowerState {
     /// Standby: durable LSN; reader: applied LSN.
     confirmed: Option<Lsn>,
     commit_lsn: Option<Lsn>,
+    /// Whether the current stream has told its commit LSN (see [`FollowerState::commit_heard`]).
+    commit_heard: bool,
     phase: FollowerPhase,
     silence_timeout_ms: u64,
     last_heard_ms: u64,
@@ -170,6 +172,7 @@ impl FollowerState {
             // LSN 0 is never assigned: starting from 1 (or 0) holds nothing.
             confirmed: (next_lsn.0 > 1).then(|| Lsn(next_lsn.0 - 1)),
             commit_lsn: None,
+            commit_heard: false,
             phase: FollowerPhase::Idle,
             silence_timeout_ms,
             last_heard_ms: 0,
@@ -195,6 +198,14 @@ impl FollowerState {
     /// Returns the primary's commit LSN as last heard.
     pub fn commit_lsn(&self) -> Option<Lsn> {
         self.commit_lsn
+    }
+
+    /// Whether the current stream has told the primary's commit LSN as of its start. A stream
+    /// sends the commit LSN, if there is one, before its first keep-alive, so either frame
+    /// means [`FollowerState::commit_lsn`] is not older than the stream. Until then a
+    /// follower that has received nothing cannot tell that it is behind.
+    pub fn commit_heard(&self) -> bool {
+        self.commit_heard
     }
 
     /// Returns the durable (standby) or applied (reader) LSN.
@@ -295,6 +306,7 @@ impl FollowerState {
                 }
                 self.promised_epoch = epoch;
                 self.phase = FollowerPhase::Streaming { epoch };
+                self.commit_heard = false;
                 if start_lsn > self.next_lsn {
                     self.next_lsn = start_lsn;
                     self.actions
@@ -303,6 +315,7 @@ impl FollowerState {
             }
             (FollowerPhase::Streaming { .. }, Frame::Entry(entry)) => self.entry_received(entry),
             (FollowerPhase::Streaming { .. }, Frame::Commit { commit_lsn }) => {
+                self.commit_heard = true;
                 if self.commit_lsn.is_none_or(|known| commit_lsn > known) {
                     self.commit_lsn = Some(commit_lsn);
                     self.actions
@@ -312,6 +325,7 @@ impl FollowerState {
             (FollowerPhase::Streaming { .. }, Frame::FlushNotice(notice)) => {
                 self.actions.push_back(FollowerAction::Flushed(notice));
             }
+            (FollowerPhase::Streaming { .. }, Frame::KeepAlive) => self.commit_heard = true,
             (_, Frame::KeepAlive) => {}
             (_, Frame::Refuse { reason }) => {
                 self.resubscribe(ResubscribeReason::Refused { reason });
@@ -367,6 +381,7 @@ impl FollowerState {
 
     fn resubscribe(&mut self, reason: ResubscribeReason) {
         self.phase = FollowerPhase::Idle;
+        self.commit_heard = false;
         self.actions
             .push_back(FollowerAction::Resubscribe { reason });
     }
@@ -386,6 +401,36 @@ mod tests {
 
     fn drain(state: &mut FollowerState) -> Vec<FollowerAction> {
         std::iter::from_fn(|| state.poll_action()).collect()
+    }
+
+    #[test]
+    fn test_should_know_the_commit_lsn_only_once_the_stream_told_it() {
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(1), Lsn(0)), Lsn(1), 1000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(1),
+                start_lsn: Lsn(1),
+            },
+            0,
+        );
+        assert!(!state.commit_heard(), "nothing told yet");
+        state.frame_received(Frame::KeepAlive, 0);
+        assert!(state.commit_heard(), "a keep-alive follows the commit lsn");
+        state.tick(5000);
+        assert!(!state.commit_heard(), "a new stream tells it again");
+        state.subscribe(5000);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(1),
+                start_lsn: Lsn(1),
+            },
+            5000,
+        );
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(7) }, 5000);
+        assert!(state.commit_heard());
+        assert_eq!(state.commit_lsn(), Some(Lsn(7)));
     }
 
     fn streaming(role: FollowerRole, epoch: u64, next: u64) -> FollowerState {

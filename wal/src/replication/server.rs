@@ -941,6 +941,8 @@ async fn write_stream(
     peer: SocketAddr,
 ) -> Result<(), ReplicationError> {
     let mut acknowledged = context.acknowledged.clone();
+    // The current commit LSN goes out before the first keep-alive (the select is biased):
+    // followers take either frame to mean they know where the stream's commit stood.
     acknowledged.mark_changed();
     let mut keepalive = tokio::time::interval(context.settings.keepalive_interval);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
