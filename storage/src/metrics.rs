@@ -21,6 +21,9 @@ pub const CATALOG_SEQ: &str = "arc_catalog_seq";
 pub const CATALOG_AMBIGUOUS_TOTAL: &str = "arc_catalog_ambiguous_puts_total";
 /// Catalog log records deleted because a checkpoint kept in the store covers them.
 pub const CATALOG_LOG_RECORDS_DELETED_TOTAL: &str = "arc_catalog_log_records_deleted_total";
+/// Times this process's catalog state jumped to a newer checkpoint because the records after
+/// it were truncated (a follower or committer more than two checkpoint intervals behind).
+pub const CATALOG_CATCH_UPS_TOTAL: &str = "arc_catalog_catch_ups_total";
 /// Data objects uploaded by [`crate::writer::upload_and_commit`].
 pub const STORAGE_OBJECTS_UPLOADED_TOTAL: &str = "arc_storage_objects_uploaded_total";
 /// Bytes of data objects uploaded.
@@ -79,6 +82,11 @@ pub fn describe() {
         "catalog log records deleted behind the checkpoints kept"
     );
     describe_counter!(
+        CATALOG_CATCH_UPS_TOTAL,
+        Unit::Count,
+        "catalog states moved to a newer checkpoint past truncated records"
+    );
+    describe_counter!(
         STORAGE_OBJECTS_UPLOADED_TOTAL,
         Unit::Count,
         "data objects uploaded"
@@ -111,6 +119,10 @@ pub(crate) fn record_ambiguous_put() {
 
 pub(crate) fn record_log_records_deleted(count: u64) {
     counter!(CATALOG_LOG_RECORDS_DELETED_TOTAL).increment(count);
+}
+
+pub(crate) fn record_catch_up() {
+    counter!(CATALOG_CATCH_UPS_TOTAL).increment(1);
 }
 
 pub(crate) fn record_upload(bytes: u64) {

@@ -888,7 +888,10 @@ async fn test_a_reader_frozen_past_the_log_truncation_catches_up_from_a_checkpoi
     // Small writes are merged into fewer flushes than writes: write until it happens.
     let mut written = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
-    while next_slot.exists() {
+    // The slot is filled first (the primary's seq passes it), then deleted.
+    while next_slot.exists()
+        || metric_sum(&primary, "arc_catalog_seq", "").await as u64 <= frozen_at + 1
+    {
         assert!(
             Instant::now() < deadline,
             "the reader's next record still there after {written} writes"
@@ -904,6 +907,7 @@ async fn test_a_reader_frozen_past_the_log_truncation_catches_up_from_a_checkpoi
         (seq >= head).then_some(())
     })
     .await;
+    assert!(metric_sum(&reader, "arc_catalog_catch_ups_total", "").await >= 1.0);
     let expected: Vec<u64> = (0..=written).collect();
     assert_eq!(ids(&reader, "tr", None).await.unwrap(), expected);
 }

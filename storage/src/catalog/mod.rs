@@ -907,6 +907,7 @@ async fn catch_up(
                 "catalog caught up from a checkpoint past a truncated log"
             );
             writer.checkpoint_seq = writer.checkpoint_seq.max(loaded.seq);
+            metrics::record_catch_up();
             *state = loaded;
             Catalog::tail_in(store, state).await?;
         }
