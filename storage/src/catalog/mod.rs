@@ -508,7 +508,7 @@ impl Catalog {
                     // Lost the slot: take the winner's record (and any after it), then
                     // re-check ours against the new state at the next slot.
                     debug!(slot, winner = %theirs.node, "catalog slot taken");
-                    self.apply(state, &theirs);
+                    apply(state, &theirs);
                     self.tail(state).await?;
                 }
                 SlotOutcome::Empty => {
@@ -531,7 +531,7 @@ impl Catalog {
         record: &LogRecord,
     ) -> Result<u64, CatalogError> {
         let slot = record.seq;
-        let verdict = self.apply(state, record);
+        let verdict = apply(state, record);
         if slot.is_multiple_of(self.inner.settings.checkpoint_interval) {
             self.write_checkpoint(writer, state).await;
         }
@@ -591,19 +591,13 @@ impl Catalog {
     /// skipped like an unreadable one; the log keeps every record after the oldest kept one,
     /// so nothing is lost. Failures are logged: the next checkpoint tries again.
     async fn prune_checkpoints(&self) -> Option<u64> {
-        let prefix = paths::catalog_checkpoint_prefix();
-        let listed: Result<Vec<_>, _> = self.inner.store.list(Some(&prefix)).try_collect().await;
-        let mut seqs: Vec<u64> = match listed {
-            Ok(listed) => listed
-                .iter()
-                .filter_map(|meta| paths::parse_catalog_checkpoint_path(&meta.location))
-                .collect(),
+        let seqs = match checkpoints_after(self.inner.store.as_ref(), 0).await {
+            Ok(seqs) => seqs,
             Err(error) => {
-                warn!(prefix = %prefix, %error, "cannot list catalog checkpoints to prune them");
+                warn!(%error, "cannot list catalog checkpoints to prune them");
                 return None;
             }
         };
-        seqs.sort_unstable_by(|a, b| b.cmp(a));
         let floor = seqs.get(CHECKPOINTS_KEPT - 1).copied();
         for seq in seqs.into_iter().skip(CHECKPOINTS_KEPT) {
             let key = paths::catalog_checkpoint_path(seq);
@@ -705,11 +699,6 @@ impl Catalog {
             Some(record) if record.nonce == nonce => SlotOutcome::Ours,
             Some(record) => SlotOutcome::Theirs(record),
         })
-    }
-
-    /// Applies one record to the working state.
-    fn apply(&self, state: &mut CatalogState, record: &LogRecord) -> Verdict {
-        apply(state, record)
     }
 
     /// Applies every record after `state.seq`, in slot order, up to the first empty slot.
