@@ -1,7 +1,7 @@
 //! The `arc-node` binary: parses flags, loads the configuration, starts logging, runs the node
 //! until SIGTERM or SIGINT, and maps the outcome to an exit code.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -157,8 +157,11 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: under systemd stderr goes to the journal, where the escape
+    // codes would be stored as text and break every grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -1,12 +1,21 @@
 //! Finding the token in a request, in COMPAT.md's order: `Authorization: Bearer <t>`,
 //! `Authorization: Token <t>`, `x-api-key: <t>`, then the `p` query parameter (InfluxDB 1.x
-//! clients, URL-decoded).
+//! clients, URL-decoded). Two more forms are read where they cannot change which token a
+//! request of those forms presents:
+//!
+//! - an `Authorization` value without a scheme is the token itself, as Arc reads it; it is
+//!   looked for with the other `Authorization` forms;
+//! - HTTP Basic credentials, last: the password is the token and the user name is ignored, as
+//!   InfluxDB's 1.x compatibility API does. InfluxDB 1.x clients (Telegraf's `influxdb` output,
+//!   Grafana's InfluxQL data source, the `influxdb` Python client) send a password only so.
 //!
 //! The first source that carries a non-empty token wins; later sources are not consulted even
 //! if the first token turns out invalid, so a request cannot try two tokens at once.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::secret::TokenSecret;
 
@@ -22,16 +31,40 @@ pub fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Option<TokenSe
     authorization_token(headers)
         .or_else(|| api_key_token(headers))
         .or_else(|| query.and_then(query_token))
+        .or_else(|| basic_password(headers))
         .map(TokenSecret::new)
 }
 
 fn authorization_token(headers: &HeaderMap) -> Option<String> {
-    // Several Authorization headers: take the first that carries a scheme we know.
+    // Several Authorization headers: take the first that carries a token in a form we know.
     headers.get_all(AUTHORIZATION).iter().find_map(|value| {
         let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
-        non_empty(token.trim()).filter(|_| known)
+        match value.split_once(' ') {
+            Some((scheme, token)) => {
+                let known =
+                    scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+                non_empty(token.trim()).filter(|_| known)
+            }
+            // No scheme: the value is the token (Arc's reading), unless it is a bare scheme.
+            None => non_empty(value).filter(|value| {
+                !["bearer", "token", "basic"]
+                    .iter()
+                    .any(|scheme| value.eq_ignore_ascii_case(scheme))
+            }),
+        }
+    })
+}
+
+/// The password of `Authorization: Basic base64(user:password)`.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(AUTHORIZATION).iter().find_map(|value| {
+        let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+        let (_user, password) = decoded.split_once(':')?;
+        non_empty(password)
     })
 }
 
@@ -77,6 +110,19 @@ mod tests {
             (headers(&[("x-api-key", "arc_c")]), None, "arc_c"),
             (HeaderMap::new(), Some("db=x&p=arc_d"), "arc_d"),
             (HeaderMap::new(), Some("p=arc%2Bd%20e"), "arc+d e"),
+            (headers(&[("authorization", "arc_e")]), None, "arc_e"),
+            // base64("telegraf:arc_f")
+            (
+                headers(&[("authorization", "Basic dGVsZWdyYWY6YXJjX2Y=")]),
+                None,
+                "arc_f",
+            ),
+            // base64(":arc:g"): no user name, a colon in the password
+            (
+                headers(&[("authorization", "basic OmFyYzpn")]),
+                None,
+                "arc:g",
+            ),
         ];
         for (headers, query, expected) in cases {
             assert_eq!(found(&headers, query).as_deref(), Some(expected));
@@ -98,6 +144,12 @@ mod tests {
             ("x-api-key", "arc_k"),
         ]);
         assert_eq!(found(&basic, None).as_deref(), Some("arc_k"));
+        // Basic credentials come last: they never hide a form COMPAT.md names.
+        let basic_and_query = headers(&[("authorization", "Basic dGVsZWdyYWY6YXJjX2Y=")]);
+        assert_eq!(
+            found(&basic_and_query, Some("u=x&p=arc_p")).as_deref(),
+            Some("arc_p")
+        );
     }
 
     #[test]
@@ -106,8 +158,16 @@ mod tests {
         assert_eq!(found(&HeaderMap::new(), Some("db=x&p=")), None);
         assert_eq!(found(&headers(&[("authorization", "Bearer ")]), None), None);
         assert_eq!(found(&headers(&[("authorization", "Bearer")]), None), None);
+        // Not base64, no colon (base64("user")), an empty password (base64("user:")).
+        for value in ["Basic abc!", "Basic dXNlcg==", "Basic dXNlcjo=", "Basic "] {
+            assert_eq!(
+                found(&headers(&[("authorization", value)]), None),
+                None,
+                "{value}"
+            );
+        }
         assert_eq!(
-            found(&headers(&[("authorization", "Basic abc")]), None),
+            found(&headers(&[("authorization", "Negotiate abc")]), None),
             None
         );
         assert_eq!(found(&headers(&[("x-api-key", "  ")]), None), None);

@@ -149,13 +149,23 @@ async fn test_should_accept_every_token_form_and_stop_accepting_a_revoked_token(
         plain
             .post(node.url(&format!("/write?db=default&p={token}")))
             .body(line(4)),
+        // Arc's reading of an Authorization value without a scheme.
+        plain
+            .post(node.url("/write?db=default"))
+            .header("Authorization", token.clone())
+            .body(line(5)),
+        // InfluxDB 1.x clients: the token as the Basic password, the user name ignored.
+        plain
+            .post(node.url("/write?db=default"))
+            .basic_auth("telegraf", Some(&token))
+            .body(line(6)),
     ];
     for (index, form) in forms.into_iter().enumerate() {
         let response = form.send().await.expect("write");
         assert_eq!(response.status(), 204, "token form {index}");
     }
     let rows = node.query("SELECT count(*) FROM forms").await;
-    assert_eq!(rows[0][0], 4);
+    assert_eq!(rows[0][0], 6);
 
     let response = node
         .client
@@ -167,13 +177,25 @@ async fn test_should_accept_every_token_form_and_stop_accepting_a_revoked_token(
     let response = plain
         .post(node.url("/write?db=default"))
         .bearer_auth(&token)
-        .body(line(5))
+        .body(line(7))
         .send()
         .await
         .expect("write");
     assert_eq!(response.status(), 401, "a revoked token is refused at once");
     let rows = node.query("SELECT count(*) FROM forms").await;
-    assert_eq!(rows[0][0], 4, "nothing of the refused write is stored");
+    assert_eq!(rows[0][0], 6, "nothing of the refused write is stored");
+    let response = plain
+        .post(node.url("/write?db=default"))
+        .basic_auth("telegraf", Some(&token))
+        .body(line(8))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(
+        response.status(),
+        401,
+        "a revoked token is refused as a password too"
+    );
 
     // The admin token still verifies, and is never echoed back.
     let response = node

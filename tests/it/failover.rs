@@ -369,7 +369,8 @@ async fn kill_9_drills(name: &str, extra: &[(&str, &str)], drills: usize) {
             .and_then(|failovers| failovers.last())
             .and_then(|last| last["promoted_at_ms"].as_u64())
             .unwrap_or(killed_at_ms);
-        let promotion_ms: u64 = strip_ansi(&nodes[new_primary.as_str()].log())
+        let promotion_ms: u64 = nodes[new_primary.as_str()]
+            .log()
             .lines()
             .rfind(|line| line.contains("took over as primary"))
             .and_then(|line| line.split("promotion_ms=").nth(1))
@@ -785,24 +786,6 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
     );
 }
 
-/// The log without its terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
-}
-
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
     acked.values().filter(|ack| ack.epoch == epoch).count()
 }
@@ -907,7 +890,8 @@ async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
     .await;
     let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &new_primary, &rb).await;
-    for line in strip_ansi(&nodes["w1"].log())
+    for line in nodes["w1"]
+        .log()
         .lines()
         .filter(|line| line.contains("stepping down to standby"))
     {

@@ -100,6 +100,12 @@ async fn test_should_notify_ready_after_replay_and_flush_acknowledged_rows_on_si
         "the drain wrote Parquet; log:\n{}",
         node.log()
     );
+    // stderr went to a file, as under systemd to the journal: no terminal colour codes.
+    assert!(
+        !node.log().contains('\u{1b}'),
+        "the log holds escape codes:\n{}",
+        node.log()
+    );
 
     // Without the WAL, only what the catalog committed can come back.
     std::fs::remove_dir_all(node.dir.join("wal")).expect("removing the wal");
