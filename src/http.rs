@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_auth::Permission;
 use arc_gossip::NodeState;
+use arc_storage::TableId;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Query, Request, State};
@@ -814,19 +815,23 @@ async fn ingest(
     let inline = raw.len() < INLINE_DECODE_LIMIT && !ingest::is_compressed(&raw);
     let now_ns = node.now_ns();
     let label = format.label();
-    let lenient = node.lenient_line_protocol();
+    // Lenient decoding leaves out the lines that conflict with the stored columns too.
+    let lenient = node.lenient_line_protocol().then(|| node.known_schemas());
     let decode = move || -> Result<Decoded, IngestError> {
         let body = ingest::decompress(raw, limit, &mut reservation)?;
         let metered = Some(&mut reservation);
-        let (writes, skipped) = match format {
-            Format::LineProtocol(precision) if lenient => {
-                ingest::decode_line_protocol_lenient(&body, &database, precision, now_ns, metered)?
+        let (writes, skipped) = match (format, lenient) {
+            (Format::LineProtocol(precision), Some(known)) => {
+                let stored = |measurement: &str| known.table(&TableId::new(&database, measurement));
+                ingest::decode_line_protocol_lenient(
+                    &body, &database, precision, now_ns, metered, &stored,
+                )?
             }
-            Format::LineProtocol(precision) => (
+            (Format::LineProtocol(precision), None) => (
                 ingest::decode_line_protocol(&body, &database, precision, now_ns, metered)?,
                 ingest::Skipped::default(),
             ),
-            Format::MessagePack => (
+            (Format::MessagePack, _) => (
                 ingest::decode_msgpack(&body, &database, now_ns, metered)?,
                 ingest::Skipped::default(),
             ),

@@ -280,6 +280,14 @@ impl NodeInner {
         self.config.ingest.lenient_line_protocol
     }
 
+    /// The schemas this node's WAL writer knows (none when it has no writer).
+    pub fn known_schemas(&self) -> writer::KnownSchemas {
+        self.writer
+            .get()
+            .map(|writer| writer.known_schemas().clone())
+            .unwrap_or_default()
+    }
+
     /// `server.max_payload_size` in bytes.
     pub fn max_payload_size(&self) -> usize {
         usize::try_from(self.config.server.max_payload_size.0).unwrap_or(usize::MAX)
@@ -1519,8 +1527,11 @@ fn replay(
         }
         // Replayed writes were accepted once; a conflict here can only come from a changed
         // catalog and is logged, not fatal, so acknowledged rows are never dropped.
-        if let Err(message) = writer::check_schema(&mut schemas, &pending) {
-            warn!(lsn, %message, "schema conflict during replay");
+        match writer::check_schema(&schemas, &pending) {
+            Ok(()) => {
+                writer::learn_schema(&mut schemas, &pending);
+            }
+            Err(message) => warn!(lsn, %message, "schema conflict during replay"),
         }
         replayed += pending
             .iter()

@@ -13,8 +13,8 @@
 //! answers what it has taken before it stops.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -79,7 +79,7 @@ enum Command {
 }
 
 /// The column kinds of every known table, kept by the writer thread.
-pub type SchemaRegistry = HashMap<TableId, HashMap<String, ColumnKind>>;
+pub type SchemaRegistry = HashMap<TableId, TableColumns>;
 
 /// Sends writes to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -100,6 +100,8 @@ struct Shared {
     unapplied_from: AtomicU64,
     /// Wakes the flusher when a table's buffer is full.
     flush_wanted: Notify,
+    /// The schemas as the writer thread knows them.
+    known: KnownSchemas,
 }
 
 /// Everything the writer thread needs.
@@ -151,6 +153,7 @@ pub fn start(mut parts: WriterParts) -> std::io::Result<(WriterHandle, WriterTas
         wal_bytes: AtomicU64::new(parts.wal.disk_usage_bytes()),
         unapplied_from: AtomicU64::new(parts.wal.next_lsn().0),
         flush_wanted: Notify::new(),
+        known: KnownSchemas::default(),
     });
     let acker = parts.replication.take().map(|replication| {
         let publisher = replication.handle.clone();
@@ -267,6 +270,11 @@ async fn acknowledge(
 }
 
 impl WriterHandle {
+    /// The schemas the writer thread knows, as it last published them.
+    pub fn known_schemas(&self) -> &KnownSchemas {
+        &self.shared.known
+    }
+
     /// Makes the writes of one request durable and visible; returns the LSN of its WAL entry.
     ///
     /// # Errors
@@ -367,9 +375,10 @@ fn too_large(len: usize) -> WriteError {
     ))
 }
 
-/// Checks `writes` against the registry and records new columns. Returns an error naming the
-/// table, the column and both kinds on a conflict; the registry is unchanged then.
-pub fn check_schema(registry: &mut SchemaRegistry, writes: &[TableWrite]) -> Result<(), String> {
+/// Checks `writes` against the registry: returns an error naming the table, the column and
+/// both kinds on a conflict. The registry learns the writes' columns only from
+/// [`learn_schema`], once they are stored.
+pub fn check_schema(registry: &SchemaRegistry, writes: &[TableWrite]) -> Result<(), String> {
     for write in writes {
         check_name_collisions(registry.get(&write.table), write)?;
         if let Some(known) = registry.get(&write.table) {
@@ -391,15 +400,59 @@ pub fn check_schema(registry: &mut SchemaRegistry, writes: &[TableWrite]) -> Res
             }
         }
     }
+    Ok(())
+}
+
+/// Records the columns of `writes` (checked by [`check_schema`]) that the registry does not
+/// know yet; returns whether there were any.
+pub fn learn_schema(registry: &mut SchemaRegistry, writes: &[TableWrite]) -> bool {
+    let mut learned = false;
     for write in writes {
         let known = registry.entry(write.table.clone()).or_default();
         for field in write.batch.schema().fields() {
-            if let Some(kind) = ColumnKind::of_field(field) {
-                known.entry(field.name().clone()).or_insert(kind);
+            if let Some(kind) = ColumnKind::of_field(field)
+                && !known.contains_key(field.name())
+            {
+                known.insert(field.name().clone(), kind);
+                learned = true;
             }
         }
     }
-    Ok(())
+    learned
+}
+
+/// The writer's schemas as request handlers may read them: a copy of each table's columns,
+/// published by the writer thread when the table learns one (rarely). Lenient decoding leaves
+/// out the lines that conflict with it; the writer thread's own check still decides.
+#[derive(Clone, Default)]
+pub struct KnownSchemas(Arc<RwLock<HashMap<TableId, Arc<TableColumns>>>>);
+
+/// A table's columns by name.
+pub type TableColumns = HashMap<String, ColumnKind>;
+
+impl KnownSchemas {
+    /// The known columns of `table`, by name, if it has any.
+    pub fn table(&self, table: &TableId) -> Option<Arc<TableColumns>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(table)
+            .cloned()
+    }
+
+    /// Publishes the registry's columns of `tables`.
+    fn publish<'t>(
+        &self,
+        registry: &SchemaRegistry,
+        tables: impl IntoIterator<Item = &'t TableId>,
+    ) {
+        let mut published = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        for table in tables {
+            if let Some(columns) = registry.get(table) {
+                published.insert(table.clone(), Arc::new(columns.clone()));
+            }
+        }
+    }
 }
 
 /// Refuses column names that differ only in case, within the write or from a known column:
@@ -454,6 +507,7 @@ fn run(
         max_buffer_rows,
         replication: _,
     } = parts;
+    shared.known.publish(&schemas, schemas.keys());
     info!(epoch, next_lsn = %wal.next_lsn(), "wal writer started");
     let (deleter, to_delete) = std::sync::mpsc::channel();
     let deleter_thread = match std::thread::Builder::new()
@@ -497,17 +551,25 @@ fn run(
                         )));
                         continue;
                     }
-                    if let Err(message) = check_schema(&mut schemas, &writes) {
+                    if let Err(message) = check_schema(&schemas, &writes) {
                         let _ = reply.send(Err(WriteError::Conflict(message)));
                         continue;
                     }
                     match wal.append(Epoch(epoch), &payload) {
-                        Ok(lsn) => accepted.push(Accepted {
-                            lsn: lsn.0,
-                            writes,
-                            payload,
-                            reply,
-                        }),
+                        Ok(lsn) => {
+                            // Learned only once appended: a refused write must not fix the
+                            // type of a column nothing stores.
+                            if learn_schema(&mut schemas, &writes) {
+                                let tables = writes.iter().map(|write| &write.table);
+                                shared.known.publish(&schemas, tables);
+                            }
+                            accepted.push(Accepted {
+                                lsn: lsn.0,
+                                writes,
+                                payload,
+                                reply,
+                            });
+                        }
                         // Refused before anything was written: the WAL is as it was.
                         Err(arc_wal::WalError::PayloadTooLarge { len, .. }) => {
                             let _ = reply.send(Err(too_large(len)));
@@ -731,15 +793,22 @@ mod tests {
         assert!(lost > 0, "{} acked, all survived", acked.len());
     }
 
+    /// What the writer thread does with a write: check it, then learn its columns.
+    fn accept(registry: &mut SchemaRegistry, writes: &[TableWrite]) -> Result<(), String> {
+        check_schema(registry, writes)?;
+        learn_schema(registry, writes);
+        Ok(())
+    }
+
     #[test]
     fn test_should_reject_type_conflicts_atomically() {
         let mut registry = SchemaRegistry::new();
         let first =
             decode_line_protocol(b"cpu,host=a v=1i 1", "db", Precision::Ns, 0, None).unwrap();
-        check_schema(&mut registry, &first).unwrap();
+        accept(&mut registry, &first).unwrap();
         let conflicting =
             decode_line_protocol(b"mem x=1 1\ncpu v=1.5 2", "db", Precision::Ns, 0, None).unwrap();
-        let error = check_schema(&mut registry, &conflicting).unwrap_err();
+        let error = accept(&mut registry, &conflicting).unwrap_err();
         assert!(
             error.contains("\"v\"") && error.contains("db.cpu"),
             "{error}"
@@ -750,7 +819,7 @@ mod tests {
         );
         let tag_as_field =
             decode_line_protocol(b"cpu host=\"x\" 3", "db", Precision::Ns, 0, None).unwrap();
-        assert!(check_schema(&mut registry, &tag_as_field).is_err());
+        assert!(accept(&mut registry, &tag_as_field).is_err());
     }
 
     #[test]
@@ -762,18 +831,18 @@ mod tests {
             b"t3,Host=a,host=b v=1 1",
         ] {
             let writes = decode_line_protocol(lines, "db", Precision::Ns, 0, None).unwrap();
-            let error = check_schema(&mut registry, &writes).unwrap_err();
+            let error = accept(&mut registry, &writes).unwrap_err();
             assert!(error.contains("differ only in case"), "{error}");
         }
         let first = decode_line_protocol(b"cpu usage=1 1", "db", Precision::Ns, 0, None).unwrap();
-        check_schema(&mut registry, &first).unwrap();
+        accept(&mut registry, &first).unwrap();
         let later = decode_line_protocol(b"cpu Usage=1 2", "db", Precision::Ns, 0, None).unwrap();
-        let error = check_schema(&mut registry, &later).unwrap_err();
+        let error = accept(&mut registry, &later).unwrap_err();
         assert!(
             error.contains("\"Usage\"") && error.contains("\"usage\""),
             "{error}"
         );
         // The same name again is fine.
-        check_schema(&mut registry, &first).unwrap();
+        accept(&mut registry, &first).unwrap();
     }
 }

@@ -189,7 +189,7 @@ impl fmt::Display for BuildError {
 }
 
 /// Names a column kind for messages: `tag`, `float field`, `string field`, ...
-fn kind_name(kind: ColumnKind) -> String {
+pub(super) fn kind_name(kind: ColumnKind) -> String {
     match kind {
         ColumnKind::Time => "time".to_string(),
         ColumnKind::Tag => "tag".to_string(),
@@ -457,6 +457,14 @@ pub(super) struct TableBuilder<'r> {
 }
 
 impl TableBuilder<'_> {
+    /// A column of this table whose name, lowercased, is `lowered`.
+    pub(super) fn column_like(&self, lowered: &str) -> Option<&str> {
+        self.by_name
+            .keys()
+            .find(|name| name.to_lowercase() == lowered)
+            .map(String::as_str)
+    }
+
     fn new(measurement: &str) -> Self {
         Self {
             measurement: measurement.to_string(),

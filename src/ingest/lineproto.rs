@@ -22,13 +22,16 @@ mod parser;
 mod reference;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Display;
+use std::sync::Arc;
 
-use arc_storage::model::ColumnKind;
+use arc_storage::model::{ColumnKind, TIME_COLUMN};
 
 use self::parser::{Line, LineError, Lines, Value};
 use super::builder::{
     BuildError, FieldValue, MAX_COLUMNS_PER_TABLE, RequestBuilder, TableBuilder, check_column,
+    kind_name,
 };
 use super::{IngestError, Precision, Reservation, TableWrite, shorten};
 
@@ -50,8 +53,12 @@ pub fn decode_line_protocol(
     now_ns: i64,
     reservation: Option<&mut Reservation>,
 ) -> Result<Vec<TableWrite>, IngestError> {
-    decode(body, database, precision, now_ns, reservation, false).map(|(writes, _)| writes)
+    decode(body, database, precision, now_ns, reservation, None).map(|(writes, _)| writes)
 }
+
+/// The columns a measurement of the request's database already stores, by name, if it has
+/// any. A lenient decode leaves out the lines that conflict with them.
+pub type StoredColumns<'s> = &'s dyn Fn(&str) -> Option<Arc<HashMap<String, ColumnKind>>>;
 
 /// The lines a lenient decode left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,10 +70,11 @@ pub struct Skipped {
 }
 
 /// Decodes a line protocol body as [`decode_line_protocol`] does, but leaves out each line
-/// that is malformed or does not fit the lines before it (a column of another type, a
-/// reserved or repeated name, a timestamp out of range) instead of refusing the request:
-/// Arc's behaviour, for clients that count on it (`ingest.lenient_line_protocol`). A line is
-/// checked whole before any of it is written, so a line left out leaves nothing behind.
+/// that is malformed or does not fit the lines before it or the `stored` columns (a column of
+/// another type, a reserved or repeated name, names that differ only in case, a timestamp out
+/// of range) instead of refusing the request: Arc's behaviour, for clients that count on it
+/// (`ingest.lenient_line_protocol`). A line is checked whole before any of it is written, so
+/// a line left out leaves nothing behind.
 ///
 /// # Errors
 ///
@@ -79,22 +87,24 @@ pub fn decode_line_protocol_lenient(
     precision: Precision,
     now_ns: i64,
     reservation: Option<&mut Reservation>,
+    stored: StoredColumns<'_>,
 ) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
-    let (writes, skipped) = decode(body, database, precision, now_ns, reservation, true)?;
+    let (writes, skipped) = decode(body, database, precision, now_ns, reservation, Some(stored))?;
     match skipped.first {
         Some(first) if writes.is_empty() => Err(IngestError::Invalid(first)),
         _ => Ok((writes, skipped)),
     }
 }
 
-/// Both decoders' loop; `lenient` leaves bad lines out (see [`decode_line_protocol_lenient`]).
+/// Both decoders' loop; `lenient` (the stored columns) leaves bad lines out (see
+/// [`decode_line_protocol_lenient`]).
 fn decode(
     body: &[u8],
     database: &str,
     precision: Precision,
     now_ns: i64,
     reservation: Option<&mut Reservation>,
-    lenient: bool,
+    lenient: Option<StoredColumns<'_>>,
 ) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
     let text = std::str::from_utf8(body).map_err(|error| {
         let offset = error.valid_up_to();
@@ -120,7 +130,9 @@ fn decode(
     while let Some(step) = lines.next_line(&mut line) {
         match step {
             Ok(line_start) => {
-                if lenient && let Err(error) = check_line(&request, &line, nanos_per_unit) {
+                if let Some(stored) = lenient
+                    && let Err(error) = check_line(&request, &line, nanos_per_unit, stored)
+                {
                     skip(line_start, &error);
                     continue;
                 }
@@ -130,7 +142,9 @@ fn decode(
                         .unwrap_or_else(|| IngestError::Invalid(located(line_start, &error))));
                 }
             }
-            Err((line_start, error)) if lenient => skip(line_start, &describe(&error)),
+            Err((line_start, error)) if lenient.is_some() => {
+                skip(line_start, &describe(&error));
+            }
             Err((line_start, error)) => {
                 return Err(IngestError::Invalid(located(line_start, &describe(&error))));
             }
@@ -268,32 +282,94 @@ fn check_line(
     request: &RequestBuilder<'_, '_>,
     line: &Line<'_>,
     nanos_per_unit: i64,
+    stored: StoredColumns<'_>,
 ) -> Result<(), String> {
     let table = request
         .peek_table(&line.measurement)
         .map_err(|error| error.to_string())?;
     time_ns(line, nanos_per_unit, 0)?;
     let mut names: Vec<Cow<'_, str>> = Vec::with_capacity(line.tags.len() + line.fields.len());
-    let mut new_columns = 0;
+    // Columns new to the request's table: most lines have none.
+    let mut new_columns: Vec<(usize, ColumnKind)> = Vec::new();
     for (key, _) in &line.tags {
-        new_columns += usize::from(
-            check_column(table, key, ColumnKind::Tag).map_err(|error| error.to_string())?,
-        );
+        if check_column(table, key, ColumnKind::Tag).map_err(|error| error.to_string())? {
+            new_columns.push((names.len(), ColumnKind::Tag));
+        }
         names.push(Cow::Borrowed(key.as_ref()));
     }
     for (key, value) in &line.fields {
         check_finite(key, value)?;
         let name = field_column(line, key);
         let kind = ColumnKind::Field(field_value(value).field_type());
-        new_columns +=
-            usize::from(check_column(table, &name, kind).map_err(|error| error.to_string())?);
+        if check_column(table, &name, kind).map_err(|error| error.to_string())? {
+            new_columns.push((names.len(), kind));
+        }
         names.push(name);
     }
+    let new: Vec<(Cow<'_, str>, ColumnKind)> = new_columns
+        .iter()
+        .map(|&(index, kind)| (names[index].clone(), kind))
+        .collect();
     if let Some(name) = repeated(&mut names) {
         return Err(BuildError::Repeated { column: name }.to_string());
     }
-    if table.map_or(0, TableBuilder::columns) + new_columns > MAX_COLUMNS_PER_TABLE {
+    if !new.is_empty() {
+        check_new_columns(table, stored(&line.measurement).as_deref(), &new)?;
+    }
+    if table.map_or(0, TableBuilder::columns) + new_columns.len() > MAX_COLUMNS_PER_TABLE {
         return Err(BuildError::TooManyColumns.to_string());
+    }
+    Ok(())
+}
+
+/// Checks the columns a line would add to its table against the columns the table stores and,
+/// ignoring case, against those and the request's other columns. DuckDB compares names
+/// case-insensitively, so the WAL writer refuses a whole request whose names collide so.
+fn check_new_columns(
+    table: Option<&TableBuilder<'_>>,
+    stored: Option<&HashMap<String, ColumnKind>>,
+    new: &[(Cow<'_, str>, ColumnKind)],
+) -> Result<(), String> {
+    let mut lowered_names: Vec<(String, &str)> = Vec::with_capacity(new.len());
+    for (name, kind) in new {
+        let (name, kind) = (name.as_ref(), *kind);
+        let lowered = name.to_lowercase();
+        if let Some(&existing) = stored.and_then(|stored| stored.get(name)) {
+            if existing != kind {
+                return Err(format!(
+                    "column \"{}\" is {} here but {} in the stored table",
+                    shorten(name),
+                    kind_name(kind),
+                    kind_name(existing)
+                ));
+            }
+        } else {
+            let clash = (lowered == TIME_COLUMN)
+                .then_some(TIME_COLUMN)
+                .or_else(|| table.and_then(|table| table.column_like(&lowered)))
+                .or_else(|| {
+                    stored.and_then(|stored| {
+                        stored
+                            .keys()
+                            .find(|other| other.to_lowercase() == lowered)
+                            .map(String::as_str)
+                    })
+                })
+                .or_else(|| {
+                    lowered_names
+                        .iter()
+                        .find(|(other, _)| *other == lowered)
+                        .map(|&(_, other)| other)
+                });
+            if let Some(other) = clash {
+                return Err(format!(
+                    "column \"{}\" collides with column \"{}\": names may not differ only in case",
+                    shorten(name),
+                    shorten(other)
+                ));
+            }
+        }
+        lowered_names.push((lowered, name));
     }
     Ok(())
 }
@@ -662,7 +738,92 @@ mod tests {
     }
 
     fn lenient(body: &str) -> Result<(Vec<TableWrite>, Skipped), IngestError> {
-        decode_line_protocol_lenient(body.as_bytes(), "db", Precision::Ns, NOW, None)
+        decode_line_protocol_lenient(body.as_bytes(), "db", Precision::Ns, NOW, None, &|_| None)
+    }
+
+    /// A lenient decode against a table `cpu` that stores `host` (tag) and `usage` (float).
+    fn lenient_over_stored(body: &str) -> (Vec<TableWrite>, Skipped) {
+        let stored: HashMap<String, ColumnKind> = [
+            ("time", ColumnKind::Time),
+            ("host", ColumnKind::Tag),
+            ("usage", ColumnKind::Field(FieldType::Float)),
+        ]
+        .into_iter()
+        .map(|(name, kind)| (name.to_string(), kind))
+        .collect();
+        let stored = Arc::new(stored);
+        let lookup = |measurement: &str| (measurement == "cpu").then(|| stored.clone());
+        decode_line_protocol_lenient(body.as_bytes(), "db", Precision::Ns, NOW, None, &lookup)
+            .unwrap()
+    }
+
+    #[test]
+    fn test_should_leave_out_lines_that_conflict_with_stored_columns_or_differ_in_case() {
+        let bad = [
+            (
+                "cpu usage=1i 2",
+                "column \"usage\" is integer field here but float field in the stored table",
+            ),
+            (
+                "cpu,usage=a v=1 2",
+                "column \"usage\" is tag here but float field in the stored table",
+            ),
+            (
+                "cpu host=\"a\" 2",
+                "column \"host\" is string field here but tag in the stored table",
+            ),
+            (
+                "cpu Usage=1 2",
+                "column \"Usage\" collides with column \"usage\"",
+            ),
+            (
+                "cpu,HOST=a v=1 2",
+                "column \"HOST\" collides with column \"host\"",
+            ),
+            (
+                "cpu Time=1 2",
+                "column \"Time\" collides with column \"time\"",
+            ),
+            (
+                "mem TIME=1 2",
+                "column \"TIME\" collides with column \"time\"",
+            ),
+            ("mem a=1,A=2 2", "column \"A\" collides with column \"a\""),
+            ("mem,k=1 K=2 2", "column \"K\" collides with column \"k\""),
+            // Against a column an earlier line of the request added.
+            (
+                "mem Seen=1 2",
+                "column \"Seen\" collides with column \"seen\"",
+            ),
+        ];
+        for (line, expected) in bad {
+            // The first line has none of cpu's stored columns: the conflicts are with the store.
+            let body = format!("cpu idle=0.5 1\nmem seen=1 1\n{line}\ncpu usage=1.5 3");
+            let (writes, skipped) = lenient_over_stored(&body);
+            assert_eq!(skipped.lines, 1, "{line}");
+            let first = skipped.first.unwrap();
+            assert!(
+                first.starts_with("line 3: ") && first.contains(expected),
+                "{line}: {first}"
+            );
+            let cpu = writes
+                .iter()
+                .find(|w| w.table.measurement == "cpu")
+                .unwrap();
+            assert_eq!(times(&cpu.batch), [1, 3], "{line}");
+            assert_eq!(
+                column_names(&cpu.batch),
+                ["time", "idle", "usage"],
+                "{line}"
+            );
+        }
+        // What fits is kept: a stored column with its own kind, a new one, another table.
+        let (writes, skipped) = lenient_over_stored("cpu,host=b usage=2,idle=3i 1\nmem usage=1i 1");
+        assert_eq!(skipped.lines, 0);
+        assert_eq!(writes.len(), 2);
+        // The same request, strict, leaves the conflicts to the writer: it decodes.
+        let body = b"cpu usage=1i 1\ncpu Usage=1 2";
+        assert!(decode_line_protocol(body, "db", Precision::Ns, NOW, None).is_ok());
     }
 
     #[test]
@@ -705,7 +866,14 @@ mod tests {
         );
         // What concerns the whole request is still refused whole.
         assert!(matches!(
-            decode_line_protocol_lenient(b"m v=1\nm s=\"\xff\"", "db", Precision::Ns, NOW, None),
+            decode_line_protocol_lenient(
+                b"m v=1\nm s=\"\xff\"",
+                "db",
+                Precision::Ns,
+                NOW,
+                None,
+                &|_| None
+            ),
             Err(IngestError::Invalid(message)) if message.contains("utf-8")
         ));
         assert_eq!(lenient("# only a comment\n").unwrap().0.len(), 0);

@@ -331,10 +331,11 @@ async fn test_should_reject_each_bad_input_with_its_status_and_store_nothing() {
 /// With `ingest.lenient_line_protocol`, a line protocol write keeps its good lines and leaves
 /// out each bad one whole, as Arc does (through InfluxDB 1.x's `/write`, gzipped as its
 /// clients send it): 204 with `x-arc-skipped-lines`, counted in `/metrics`; a body of only bad
-/// lines still gets 400, and MessagePack stays strict.
+/// lines still gets 400, and MessagePack stays strict. Lines that conflict with what the table
+/// stores (another type, a name differing only in case) are left out too, also after a restart.
 #[tokio::test]
 async fn test_a_lenient_node_keeps_the_good_lines_of_a_write() {
-    let node = TestNode::start(&[("ARC_INGEST_LENIENT_LINE_PROTOCOL", "true")]).await;
+    let mut node = TestNode::start(&[("ARC_INGEST_LENIENT_LINE_PROTOCOL", "true")]).await;
     let body = "cpu,host=a v=1 1\n\
                 cpu v= 2\n\
                 cpu,host=b v=2i,w=5 3\n\
@@ -379,6 +380,39 @@ async fn test_a_lenient_node_keeps_the_good_lines_of_a_write() {
     assert_eq!(status, 400, "{text}");
     assert_eq!(
         node.query("SELECT count(*) FROM lenient.cpu").await,
+        vec![vec![json!(2)]]
+    );
+
+    // Against the stored columns (`host` a tag, `v` a float): before and after a restart.
+    let against_stored = "cpu,host=e v=5i 10\n\
+                          cpu,host=f V=6 11\n\
+                          cpu host=\"g\",v=7 12\n\
+                          cpu,host=h v=8,Time=1 13\n\
+                          cpu,host=i v=9,idle=1i 14\n\
+                          mem,host=j used=1i 15\n";
+    for round in ["before the restart", "after the restart"] {
+        let response = node
+            .client
+            .post(node.url("/write?db=lenient&precision=s"))
+            .body(against_stored)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 204, "{round}");
+        assert_eq!(response.headers()["x-arc-skipped-lines"], "4", "{round}");
+        node.stop().await;
+        node.spawn().await;
+    }
+    assert_eq!(
+        node.query("SELECT host, v, idle FROM lenient.cpu WHERE time >= '1970-01-01T00:00:10Z' ORDER BY time")
+            .await,
+        vec![
+            vec![json!("i"), json!(9.0), json!(1)],
+            vec![json!("i"), json!(9.0), json!(1)]
+        ]
+    );
+    assert_eq!(
+        node.query("SELECT count(*) FROM lenient.mem").await,
         vec![vec![json!(2)]]
     );
 }

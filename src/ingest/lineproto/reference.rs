@@ -915,6 +915,7 @@ mod tests {
                         Precision::Ns,
                         NOW,
                         None,
+                        &|_| None,
                     )
                     .map(|(writes, _)| writes),
                 )
