@@ -386,11 +386,16 @@ impl NodeInner {
         let _round = self.flush_round.lock().await;
         let tables = self.buffers.tables_with_rows();
         let mut first_error = None;
-        for table in &tables {
-            if let Err(error) = self.flush_table(table).await {
+        use futures::StreamExt as _;
+        let mut flushes = futures::stream::iter(tables.clone())
+            .map(|table| async move { self.flush_table(&table).await })
+            .buffer_unordered(FLUSH_TABLES_AT_ONCE);
+        while let Some(result) = flushes.next().await {
+            if let Err(error) = result {
                 first_error.get_or_insert(error);
             }
         }
+        drop(flushes);
         match first_error {
             Some(error) => Err(error),
             None => Ok(tables.len()),
@@ -400,14 +405,17 @@ impl NodeInner {
     async fn flush_due(&self) {
         let _round = self.flush_round.lock().await;
         let max_age = Duration::from_millis(self.config.ingest.max_buffer_age_ms);
-        for table in self
+        let due = self
             .buffers
-            .due(self.config.ingest.max_buffer_size, max_age)
-        {
-            if let Err(error) = self.flush_table(&table).await {
-                warn!(%table, %error, "flush failed; rows stay buffered and will be retried");
-            }
-        }
+            .due(self.config.ingest.max_buffer_size, max_age);
+        use futures::StreamExt as _;
+        futures::stream::iter(due)
+            .for_each_concurrent(FLUSH_TABLES_AT_ONCE, |table| async move {
+                if let Err(error) = self.flush_table(&table).await {
+                    warn!(%table, %error, "flush failed; rows stay buffered and will be retried");
+                }
+            })
+            .await;
     }
 
     /// Flushes the frozen and active rows of one table, oldest first.
@@ -1720,6 +1728,11 @@ fn duty_is(inner: &NodeInner, duty: Duty) -> bool {
 /// time flushed 1.23M rows/s on 2 cores under 2.1M rows/s of line protocol, and the buffers
 /// hit `ingest.max_buffered_bytes` within 30 s; two flushed 1.75M, three 1.87M (BENCHMARKS.md).
 const FLUSH_PIPELINE: usize = 3;
+
+/// Tables flushed at once. Their catalog commits are group-committed (one record for every
+/// flush waiting, `Catalog::commit_flush`), so many small tables no longer flush one commit
+/// (a put and a list in the store) after the other; and their uploads overlap.
+const FLUSH_TABLES_AT_ONCE: usize = 8;
 
 /// One chunk of a flush round, being encoded.
 struct EncodeJob {

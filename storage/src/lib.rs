@@ -29,7 +29,7 @@ pub mod writer;
 
 pub use catalog::{
     Catalog, CatalogSettings, CatalogState, Compact, DataObject, FailoverEntry, FailoverRecord,
-    Fence, Flush, Isr, Promote, RecordBody, TableState,
+    Fence, Flush, Flushes, Isr, Promote, RecordBody, TableState,
 };
 pub use error::{CatalogError, StorageError};
 pub use model::{ColumnKind, ColumnSpec, FieldType, TableId, TimeRange};

@@ -91,14 +91,15 @@ pub async fn upload_and_commit(
         .try_collect()
         .await?;
     let object_count = data_objects.len();
-    let record = RecordBody::Flush(Flush {
+    let flush = Flush {
         table: table.clone(),
         lsn_first: meta.lsn_first,
         lsn_last: meta.lsn_last,
         objects: data_objects,
         columns,
-    });
-    let seq = match catalog.commit(meta.epoch, &meta.node_id, record).await {
+    };
+    // Group-committed with the flushes of other tables waiting at the same time.
+    let seq = match catalog.commit_flush(meta.epoch, &meta.node_id, flush).await {
         Ok(seq) => seq,
         Err(CatalogError::Covered { flushed_lsn, .. }) => {
             // The objects just uploaded are orphans; garbage collection removes them.

@@ -46,11 +46,11 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, oneshot, watch};
 use tracing::{debug, info, warn};
 
 pub use record::{
-    Compact, DataObject, FORMAT_VERSION, FailoverEntry, FailoverRecord, Fence, Flush, Isr,
+    Compact, DataObject, FORMAT_VERSION, FailoverEntry, FailoverRecord, Fence, Flush, Flushes, Isr,
     LogRecord, Promote, RecordBody,
 };
 pub use state::{CatalogState, TableState};
@@ -124,6 +124,17 @@ struct Inner {
     state: watch::Sender<Arc<CatalogState>>,
     /// Serializes tailing and committing in this process.
     writer: Mutex<WriterState>,
+    /// Flushes waiting for a group commit (see [`Catalog::commit_flush`]).
+    flush_queue: std::sync::Mutex<Vec<QueuedFlush>>,
+}
+
+/// A flush waiting for a group commit, and where its answer goes.
+#[derive(Debug)]
+struct QueuedFlush {
+    epoch: u64,
+    node_id: String,
+    flush: Flush,
+    reply: oneshot::Sender<Result<u64, CatalogError>>,
 }
 
 #[derive(Debug)]
@@ -195,6 +206,7 @@ impl Catalog {
                 settings,
                 state: watch::Sender::new(Arc::new(CatalogState::default())),
                 writer: Mutex::new(writer),
+                flush_queue: std::sync::Mutex::new(Vec::new()),
             }),
         };
         catalog.publish(state);
@@ -351,17 +363,119 @@ impl Catalog {
     ) -> Result<u64, CatalogError> {
         let started = Instant::now();
         let result = self.commit_inner(epoch, node_id, record).await;
-        let outcome = match &result {
-            Ok(_) => CommitOutcome::Ok,
-            Err(CatalogError::Fenced { .. }) => CommitOutcome::Fenced,
-            Err(CatalogError::Rejected { .. } | CatalogError::Covered { .. }) => {
-                CommitOutcome::Rejected
-            }
-            Err(CatalogError::Unavailable { .. }) => CommitOutcome::Unavailable,
-            Err(_) => CommitOutcome::Error,
-        };
-        metrics::record_commit(outcome, started.elapsed());
+        metrics::record_commit(commit_outcome(&result), started.elapsed());
         result
+    }
+
+    /// Commits one table's flush together with the flushes of other tables waiting at the
+    /// same time, in one record (`flushes`): the commits of many tables flushing at once then
+    /// cost one put and one list in the store, not one each. The first caller to get the
+    /// commit lock commits everything queued; the others find their answer when the lock
+    /// comes to them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Catalog::commit`] for a `flush` record. A batch that turns out partly covered or
+    /// rejected is committed again flush by flush, so each gets its own answer.
+    /// [`CatalogError::Unavailable`] if the caller that took this flush into its batch was
+    /// cancelled: whether the flush landed is then unknown (a retry finds it covered if so).
+    pub async fn commit_flush(
+        &self,
+        epoch: u64,
+        node_id: &str,
+        flush: Flush,
+    ) -> Result<u64, CatalogError> {
+        if node_id.is_empty() {
+            return Err(CatalogError::Invalid("node id must not be empty".into()));
+        }
+        validate_flush(&flush)?;
+        let (reply, mut answer) = oneshot::channel();
+        self.queued_flushes().push(QueuedFlush {
+            epoch,
+            node_id: node_id.to_string(),
+            flush,
+            reply,
+        });
+        let mut writer = self.inner.writer.lock().await;
+        if let Ok(result) = answer.try_recv() {
+            return result;
+        }
+        let mut queued = std::mem::take(&mut *self.queued_flushes());
+        while !queued.is_empty() {
+            // Normally one group: this node's epoch.
+            let (epoch, node_id) = (queued[0].epoch, queued[0].node_id.clone());
+            let (group, rest): (Vec<_>, Vec<_>) = queued
+                .into_iter()
+                .partition(|entry| entry.epoch == epoch && entry.node_id == node_id);
+            queued = rest;
+            let mut state = (*self.snapshot()).clone();
+            self.commit_flush_group(&mut writer, &mut state, epoch, &node_id, group)
+                .await;
+            self.publish(state);
+        }
+        drop(writer);
+        answer.try_recv().unwrap_or_else(|_| {
+            Err(CatalogError::Unavailable {
+                key: paths::catalog_log_prefix().to_string(),
+                attempts: 0,
+                reason:
+                    "the commit that took this flush was cancelled; whether it landed is unknown"
+                        .into(),
+            })
+        })
+    }
+
+    fn queued_flushes(&self) -> std::sync::MutexGuard<'_, Vec<QueuedFlush>> {
+        self.inner
+            .flush_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commits `group` (flushes of one epoch and node) as one record and answers each.
+    async fn commit_flush_group(
+        &self,
+        writer: &mut WriterState,
+        state: &mut CatalogState,
+        epoch: u64,
+        node_id: &str,
+        group: Vec<QueuedFlush>,
+    ) {
+        let (flushes, replies): (Vec<Flush>, Vec<_>) = group
+            .into_iter()
+            .map(|entry| (entry.flush, entry.reply))
+            .unzip();
+        let body = match flushes.as_slice() {
+            [flush] => RecordBody::Flush(flush.clone()),
+            _ => RecordBody::Flushes(Flushes {
+                flushes: flushes.clone(),
+            }),
+        };
+        let started = Instant::now();
+        let result = self
+            .commit_locked(writer, state, epoch, node_id, body)
+            .await;
+        metrics::record_commit(commit_outcome(&result), started.elapsed());
+        match result {
+            Err(CatalogError::Covered { .. } | CatalogError::Rejected { .. })
+                if flushes.len() > 1 =>
+            {
+                // Some flush of the batch is covered or no longer valid: each on its own.
+                for (flush, reply) in flushes.into_iter().zip(replies) {
+                    let started = Instant::now();
+                    let result = self
+                        .commit_locked(writer, state, epoch, node_id, RecordBody::Flush(flush))
+                        .await;
+                    metrics::record_commit(commit_outcome(&result), started.elapsed());
+                    let _ = reply.send(result);
+                }
+            }
+            result => {
+                for reply in replies {
+                    let _ = reply.send(result.as_ref().map(|seq| *seq).map_err(share));
+                }
+            }
+        }
     }
 
     async fn commit_inner(
@@ -763,9 +877,73 @@ fn fenced(our_epoch: u64, current_epoch: u64) -> CatalogError {
     }
 }
 
+fn commit_outcome(result: &Result<u64, CatalogError>) -> CommitOutcome {
+    match result {
+        Ok(_) => CommitOutcome::Ok,
+        Err(CatalogError::Fenced { .. }) => CommitOutcome::Fenced,
+        Err(CatalogError::Rejected { .. } | CatalogError::Covered { .. }) => {
+            CommitOutcome::Rejected
+        }
+        Err(CatalogError::Unavailable { .. }) => CommitOutcome::Unavailable,
+        Err(_) => CommitOutcome::Error,
+    }
+}
+
+/// A copy of `error` for another flush of the same batch (a store error's source becomes its
+/// text).
+fn share(error: &CatalogError) -> CatalogError {
+    match error {
+        CatalogError::Fenced {
+            our_epoch,
+            current_epoch,
+        } => fenced(*our_epoch, *current_epoch),
+        CatalogError::Unavailable {
+            key,
+            attempts,
+            reason,
+        } => CatalogError::Unavailable {
+            key: key.clone(),
+            attempts: *attempts,
+            reason: reason.clone(),
+        },
+        CatalogError::Corrupt { key, reason } => CatalogError::corrupt(key, reason),
+        CatalogError::Rejected { reason } => CatalogError::Rejected {
+            reason: reason.clone(),
+        },
+        CatalogError::Covered {
+            table,
+            lsn_first,
+            lsn_last,
+            flushed_lsn,
+        } => CatalogError::Covered {
+            table: table.clone(),
+            lsn_first: *lsn_first,
+            lsn_last: *lsn_last,
+            flushed_lsn: *flushed_lsn,
+        },
+        CatalogError::Invalid(message) => CatalogError::Invalid(message.clone()),
+        CatalogError::ObjectStore { key, source } => CatalogError::Unavailable {
+            key: key.clone(),
+            attempts: 1,
+            reason: source.to_string(),
+        },
+    }
+}
+
 fn covered(body: &RecordBody, flushed_lsn: u64) -> CatalogError {
     let (table, lsn_first, lsn_last) = match body {
         RecordBody::Flush(flush) => (flush.table.to_string(), flush.lsn_first, flush.lsn_last),
+        RecordBody::Flushes(flushes) => {
+            // The first flush the watermark covers.
+            match flushes
+                .flushes
+                .iter()
+                .find(|flush| flush.lsn_last <= flushed_lsn)
+            {
+                Some(flush) => (flush.table.to_string(), flush.lsn_first, flush.lsn_last),
+                None => ("flushes".to_string(), 0, 0),
+            }
+        }
         other => (other.type_name().to_string(), 0, 0),
     };
     CatalogError::Covered {
@@ -787,14 +965,39 @@ fn validate_request(epoch: u64, node_id: &str, body: &RecordBody) -> Result<(), 
                 promote.epoch
             )))
         }
-        RecordBody::Flush(flush) if flush.lsn_first > flush.lsn_last => {
-            Err(CatalogError::Invalid(format!(
-                "flush of {} has lsn_first {} above lsn_last {}",
-                flush.table, flush.lsn_first, flush.lsn_last
-            )))
+        RecordBody::Flush(flush) => validate_flush(flush),
+        RecordBody::Flushes(flushes) => {
+            if flushes.flushes.is_empty() {
+                return Err(CatalogError::Invalid(
+                    "a flushes record without flushes".into(),
+                ));
+            }
+            for (index, flush) in flushes.flushes.iter().enumerate() {
+                validate_flush(flush)?;
+                if flushes.flushes[..index]
+                    .iter()
+                    .any(|other| other.table == flush.table)
+                {
+                    return Err(CatalogError::Invalid(format!(
+                        "a flushes record names table {} twice",
+                        flush.table
+                    )));
+                }
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
+}
+
+fn validate_flush(flush: &Flush) -> Result<(), CatalogError> {
+    if flush.lsn_first > flush.lsn_last {
+        return Err(CatalogError::Invalid(format!(
+            "flush of {} has lsn_first {} above lsn_last {}",
+            flush.table, flush.lsn_first, flush.lsn_last
+        )));
+    }
+    Ok(())
 }
 
 /// Reads log record `slot`; `None` if the slot is empty.

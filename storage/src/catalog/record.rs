@@ -45,6 +45,8 @@ pub enum RecordBody {
     Promote(Promote),
     /// Data objects added by a flush.
     Flush(Flush),
+    /// Several tables' flushes committed together (a group commit).
+    Flushes(Flushes),
     /// Objects swapped by a compaction.
     Compact(Compact),
     /// A change of the in-sync replica set.
@@ -57,6 +59,7 @@ impl RecordBody {
         match self {
             RecordBody::Promote(_) => "promote",
             RecordBody::Flush(_) => "flush",
+            RecordBody::Flushes(_) => "flushes",
             RecordBody::Compact(_) => "compact",
             RecordBody::Isr(_) => "isr",
         }
@@ -128,6 +131,15 @@ pub struct Flush {
     pub objects: Vec<DataObject>,
     /// The columns of the objects.
     pub columns: Vec<ColumnSpec>,
+}
+
+/// `flushes`: the flushes of several tables in one record, so that one commit (a put and a
+/// list in the store) serves every table whose flush was waiting for it. Each is applied as
+/// its own `flush` record would be, in order; the record is void unless every one is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flushes {
+    /// The flushes, at most one per table.
+    pub flushes: Vec<Flush>,
 }
 
 /// `compact`: `removed` objects are replaced by `added` ones, atomically.

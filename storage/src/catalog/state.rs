@@ -156,8 +156,28 @@ impl CatalogState {
         match body {
             RecordBody::Compact(compact) => self.check_compact(compact),
             RecordBody::Flush(flush) => self.check_flush(flush),
+            RecordBody::Flushes(flushes) => self.check_flushes(&flushes.flushes),
             RecordBody::Promote(_) | RecordBody::Isr(_) => Verdict::Valid,
         }
+    }
+
+    fn check_flushes(&self, flushes: &[Flush]) -> Verdict {
+        for (index, flush) in flushes.iter().enumerate() {
+            if flushes[..index]
+                .iter()
+                .any(|other| other.table == flush.table)
+            {
+                return Verdict::Rejected(format!(
+                    "a flushes record names table {} twice",
+                    flush.table
+                ));
+            }
+            let verdict = self.check_flush(flush);
+            if verdict != Verdict::Valid {
+                return verdict;
+            }
+        }
+        Verdict::Valid
     }
 
     fn check_flush(&self, flush: &Flush) -> Verdict {
@@ -207,9 +227,10 @@ impl CatalogState {
             RecordBody::Promote(promote) => {
                 self.epoch == promote.epoch && self.primary.as_deref() == Some(node_id)
             }
-            RecordBody::Flush(flush) => self
-                .table(&flush.table)
-                .is_some_and(|table_state| table_state.flushed_lsn >= flush.lsn_last),
+            RecordBody::Flush(flush) => self.shows_flush(flush),
+            RecordBody::Flushes(flushes) => {
+                flushes.flushes.iter().all(|flush| self.shows_flush(flush))
+            }
             RecordBody::Compact(compact) if compact.added.is_empty() => compact
                 .removed
                 .iter()
@@ -220,6 +241,11 @@ impl CatalogState {
                 .all(|object| live(&compact.table, &object.path)),
             RecordBody::Isr(isr) => self.epoch == epoch && self.in_sync == isr.in_sync,
         }
+    }
+
+    fn shows_flush(&self, flush: &Flush) -> bool {
+        self.table(&flush.table)
+            .is_some_and(|table_state| table_state.flushed_lsn >= flush.lsn_last)
     }
 
     /// Applies record `record` (which must be record `self.seq + 1`) and returns its verdict;
@@ -251,6 +277,11 @@ impl CatalogState {
                 self.fence = Some(promote.fence.clone());
             }
             RecordBody::Flush(flush) => self.apply_flush(flush),
+            RecordBody::Flushes(flushes) => {
+                for flush in &flushes.flushes {
+                    self.apply_flush(flush);
+                }
+            }
             RecordBody::Compact(compact) => self.apply_compact(compact),
             RecordBody::Isr(isr) => self.in_sync = isr.in_sync.clone(),
         }

@@ -656,3 +656,188 @@ async fn test_should_let_exactly_one_racing_failover_promote_win() {
         }
     }
 }
+
+fn flush_body(table: TableId, lsn_first: u64, lsn_last: u64, path: &str) -> Flush {
+    Flush {
+        table,
+        lsn_first,
+        lsn_last,
+        objects: vec![object(path)],
+        columns: vec![],
+    }
+}
+
+/// Starts `commit_flush` of each flush while the commit lock is held, and returns once all of
+/// them are queued: the first to get the lock then commits the whole queue.
+async fn commit_flushes_queued(
+    catalog: &Catalog,
+    epoch: u64,
+    flushes: Vec<Flush>,
+) -> Vec<Result<u64, CatalogError>> {
+    let count = flushes.len();
+    let held = catalog.inner.writer.lock().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, flush) in flushes.into_iter().enumerate() {
+        let catalog = catalog.clone();
+        tasks.spawn(async move { (index, catalog.commit_flush(epoch, "a", flush).await) });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while catalog.queued_flushes().len() < count {
+        assert!(Instant::now() < deadline, "the flushes never queued");
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    let mut results: Vec<(usize, Result<u64, CatalogError>)> = tasks.join_all().await;
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_commit_the_flushes_waiting_together_in_one_record() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    let tables: Vec<TableId> = (0..5)
+        .map(|i| TableId::new("db", format!("t{i}")))
+        .collect();
+    let flushes = tables
+        .iter()
+        .map(|table| flush_body(table.clone(), 1, 4, &format!("{table}/x")))
+        .collect();
+    let results = commit_flushes_queued(&catalog, epoch, flushes).await;
+    // One record, slot 2, for all five.
+    for result in &results {
+        assert_eq!(result.as_ref().ok(), Some(&2), "{results:?}");
+    }
+    let record = read_record(store.as_ref(), 2).await.unwrap().unwrap();
+    let RecordBody::Flushes(flushes) = record.record else {
+        panic!("slot 2 holds {record:?}");
+    };
+    assert_eq!(flushes.flushes.len(), 5);
+    assert!(!slot_exists(store.as_ref(), 3).await);
+    // Every reader applies it alike.
+    let reopened = open(store).await;
+    for state in [catalog.snapshot(), reopened.snapshot()] {
+        for table in &tables {
+            assert_eq!(state.table(table).unwrap().flushed_lsn, 4);
+            assert_eq!(state.table(table).unwrap().objects.len(), 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_answer_each_flush_of_a_partly_covered_batch_on_its_own() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let catalog = open(store.clone()).await;
+    let epoch = catalog.promote("a", 0).await.unwrap();
+    let (done, fresh) = (TableId::new("db", "done"), TableId::new("db", "fresh"));
+    // An earlier attempt of `done`'s flush landed (its reply was lost, say).
+    catalog
+        .commit_flush(epoch, "a", flush_body(done.clone(), 1, 4, "done/x"))
+        .await
+        .unwrap();
+    let results = commit_flushes_queued(
+        &catalog,
+        epoch,
+        vec![
+            flush_body(done.clone(), 1, 4, "done/x"),
+            flush_body(fresh.clone(), 1, 4, "fresh/x"),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(
+            results[0],
+            Err(CatalogError::Covered { flushed_lsn: 4, .. })
+        ),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    let state = open(store).await.snapshot();
+    assert_eq!(state.table(&done).unwrap().objects.len(), 1);
+    assert_eq!(state.table(&fresh).unwrap().flushed_lsn, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_should_fence_every_flush_of_a_batch_from_an_old_epoch() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let old = open(store.clone()).await;
+    let old_epoch = old.promote("a", 0).await.unwrap();
+    let new = open(store.clone()).await;
+    new.promote("b", 0).await.unwrap();
+    let flushes = (0..3)
+        .map(|i| {
+            flush_body(
+                TableId::new("db", format!("t{i}")),
+                1,
+                2,
+                &format!("t{i}/x"),
+            )
+        })
+        .collect();
+    let results = commit_flushes_queued(&old, old_epoch, flushes).await;
+    for result in &results {
+        assert!(
+            matches!(
+                result,
+                Err(CatalogError::Fenced {
+                    current_epoch: 2,
+                    ..
+                })
+            ),
+            "{results:?}"
+        );
+    }
+    assert!(open(store).await.snapshot().tables.is_empty());
+}
+
+#[test]
+fn test_should_void_a_flushes_record_unless_every_flush_is_valid() {
+    let (a, b) = (TableId::new("db", "a"), TableId::new("db", "b"));
+    let mut state = CatalogState::default();
+    let envelope = |seq: u64, epoch: u64, record: RecordBody| LogRecord {
+        version: FORMAT_VERSION,
+        seq,
+        epoch,
+        nonce: format!("n{seq}"),
+        node: "n".into(),
+        record,
+    };
+    let promote = RecordBody::Promote(Promote {
+        epoch: 1,
+        node_id: "n".into(),
+        fence: Fence {
+            previous_epoch: 0,
+            last_lsn: 0,
+        },
+        in_sync: vec![],
+        failover: None,
+    });
+    let flushes = |list: Vec<Flush>| RecordBody::Flushes(Flushes { flushes: list });
+    assert_eq!(state.apply(&envelope(1, 1, promote)), Verdict::Valid);
+    let first = flushes(vec![
+        flush_body(a.clone(), 1, 5, "a/1"),
+        flush_body(b.clone(), 1, 5, "b/1"),
+    ]);
+    assert_eq!(state.apply(&envelope(2, 1, first)), Verdict::Valid);
+    // `a` overlaps its flushed LSN: the whole record is void, `b` included.
+    let overlapping = flushes(vec![
+        flush_body(b.clone(), 6, 9, "b/2"),
+        flush_body(a.clone(), 3, 9, "a/2"),
+    ]);
+    assert!(matches!(
+        state.apply(&envelope(3, 1, overlapping)),
+        Verdict::Rejected(_)
+    ));
+    let twice = flushes(vec![
+        flush_body(b.clone(), 6, 7, "b/3"),
+        flush_body(b.clone(), 8, 9, "b/4"),
+    ]);
+    assert!(matches!(
+        state.apply(&envelope(4, 1, twice)),
+        Verdict::Rejected(_)
+    ));
+    assert_eq!(state.table(&b).unwrap().flushed_lsn, 5);
+    assert_eq!(state.table(&b).unwrap().objects.len(), 1);
+    assert_eq!(state.seq, 4);
+}
