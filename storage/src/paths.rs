@@ -5,7 +5,8 @@
 //!   in the folder of the data's own UTC hour;
 //! - compacted: `{database}/{measurement}/{YYYY}/{MM}/{DD}/{HH}/compacted-{uuid}.parquet` for an
 //!   hour, `{database}/{measurement}/{YYYY}/{MM}/{DD}/compacted-{uuid}.parquet` for a day;
-//! - catalog: `_catalog/log/{seq:020}.json` and `_catalog/checkpoint/{seq:020}.json`.
+//! - catalog: `_catalog/log/{seq:020}.json` and `_catalog/checkpoint/{seq:020}.json`, and
+//!   `_catalog/probe/{uuid}` for the start-up check of conditional writes (deleted at once).
 //!
 //! Names are unique (a UUID v7 in every data and compacted name) and never reused, so an object, once
 //! written, never changes: caches never go stale. Sequence numbers are zero-padded to 20 digits
@@ -21,6 +22,7 @@ use crate::model::TableId;
 
 /// Prefix of every catalog object.
 pub const CATALOG_PREFIX: &str = "_catalog";
+const CATALOG_PROBE_DIR: &str = "_catalog/probe";
 const CATALOG_LOG_DIR: &str = "_catalog/log";
 const CATALOG_CHECKPOINT_DIR: &str = "_catalog/checkpoint";
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -199,6 +201,12 @@ pub fn parse_data_object_path(path: &Path) -> Option<DataObjectKey> {
         lsn_first,
         lsn_last,
     })
+}
+
+/// Returns a new key for the start-up check that the store honours put-if-absent (never listed;
+/// deleted once checked).
+pub fn conditional_write_probe_path() -> Path {
+    Path::from(format!("{CATALOG_PROBE_DIR}/{}", uuid::Uuid::now_v7()))
 }
 
 /// Returns the prefix of the catalog log.

@@ -22,7 +22,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
@@ -113,6 +113,62 @@ impl ObjectStorage {
         match self.store.head(&key).await {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(started.elapsed()),
             Err(source) => Err(StorageError::object_store(key, source)),
+        }
+    }
+}
+
+impl ObjectStorage {
+    /// Checks that the store refuses to create an object that already exists (put-if-absent,
+    /// S3's `If-None-Match: *`). The catalog log rests on it: every slot is created once, which
+    /// is what makes one writer win each slot and fences the others. A store that ignores the
+    /// condition (some S3-compatible servers do) would let two writers both "win" a slot,
+    /// silently; refusing to start is the only safe answer. Costs two puts and a delete.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Invalid`] naming the store if the second create succeeded or the store
+    /// does not implement it; [`StorageError::ObjectStore`] if the store cannot be written.
+    pub async fn check_conditional_writes(&self) -> Result<(), StorageError> {
+        let key = paths::conditional_write_probe_path();
+        let create = || PutOptions::from(PutMode::Create);
+        let first = self
+            .store
+            .put_opts(&key, PutPayload::from_static(b"first"), create())
+            .await;
+        if let Err(source) = first {
+            return Err(self.conditional_write_error(&key, source));
+        }
+        let second = self
+            .store
+            .put_opts(&key, PutPayload::from_static(b"second"), create())
+            .await;
+        if let Err(error) = self.store.delete(&key).await {
+            debug!(%key, %error, "could not delete the conditional write probe");
+        }
+        match second {
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(()),
+            Ok(_) => Err(StorageError::Invalid(format!(
+                "the object store ({}) ignored a conditional write: creating {key} a second time \
+                 succeeded. The catalog log needs put-if-absent (S3 `If-None-Match: *`) to keep \
+                 writers apart; use a store that supports it",
+                self.description
+            ))),
+            Err(source) => Err(self.conditional_write_error(&key, source)),
+        }
+    }
+
+    fn conditional_write_error(&self, key: &Path, source: object_store::Error) -> StorageError {
+        match source {
+            object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. } => StorageError::Invalid(format!(
+                "the object store ({}) does not support conditional writes (put-if-absent, \
+                     needed by the catalog log): {source}",
+                self.description
+            )),
+            source => StorageError::object_store(key, source),
         }
     }
 }
@@ -393,6 +449,26 @@ mod tests {
     use object_store::memory::InMemory;
 
     use super::*;
+    use crate::testing::FailingObjectStore;
+
+    #[tokio::test]
+    async fn test_should_refuse_a_store_that_ignores_conditional_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = ObjectStorage::open(&StorageSettings::local(dir.path().join("objects")));
+        local.unwrap().check_conditional_writes().await.unwrap();
+        let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+        let storage = ObjectStorage::from_store(failing.clone(), None);
+        storage.check_conditional_writes().await.unwrap();
+        failing.set_ignore_put_modes(true);
+        let error = storage.check_conditional_writes().await.unwrap_err();
+        assert!(
+            error.to_string().contains("ignored a conditional write")
+                && error.to_string().contains("FailingObjectStore"),
+            "{error}"
+        );
+        // The probes are deleted.
+        assert_eq!(failing.list(None).count().await, 0);
+    }
 
     #[tokio::test]
     async fn test_should_open_local_store_and_map_keys_to_files() {

@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 /// Which operation a fault applies to.
@@ -55,6 +55,8 @@ struct FaultState {
     faults: Vec<Fault>,
     latency: Duration,
     injected: u64,
+    /// Puts ignore their mode, as S3-compatible servers that ignore `If-None-Match` do.
+    ignore_put_modes: bool,
 }
 
 /// An `ObjectStore` that forwards to an inner store and injects errors and latency.
@@ -86,6 +88,12 @@ impl FailingObjectStore {
     /// Delays every operation by `latency` (zero to disable).
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Makes every put overwrite whatever its mode asks (`true`), like a store that ignores
+    /// conditional writes.
+    pub fn set_ignore_put_modes(&self, ignore: bool) {
+        self.lock().ignore_put_modes = ignore;
     }
 
     /// Disarms every fault and removes the latency.
@@ -150,9 +158,12 @@ impl ObjectStore for FailingObjectStore {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> Result<PutResult> {
         self.delay().await;
+        if self.lock().ignore_put_modes {
+            opts.mode = PutMode::Overwrite;
+        }
         match self.take_fault(FaultOp::Put, location) {
             Some(FaultTiming::Before) => Err(injected_error(location, FaultTiming::Before)),
             Some(FaultTiming::After) => {
