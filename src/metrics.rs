@@ -70,7 +70,10 @@ fn describe() {
     describe_counter!("arc_flush_total", "Table flushes, by outcome");
     describe_counter!("arc_flush_rows_total", "Rows written to Parquet by flushes");
     describe_counter!("arc_flush_bytes_total", "Parquet bytes written by flushes");
-    describe_histogram!("arc_flush_seconds", "Duration of one table flush");
+    describe_histogram!(
+        "arc_flush_seconds",
+        "Duration of one flushed chunk, from the start of its encoding to its catalog commit (waits for an encoder, the chunk before it and the group commit included)"
+    );
     describe_gauge!("arc_buffer_rows", "Acknowledged rows not yet flushed");
     describe_gauge!(
         "arc_buffer_bytes",

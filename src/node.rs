@@ -98,6 +98,8 @@ pub struct NodeInner {
     draining: AtomicBool,
     /// Serializes flush rounds (the background flusher, the flush endpoint, the final flush).
     flush_round: AsyncMutex<()>,
+    /// Flush chunks encoded at once, all tables together ([`ENCODES_AT_ONCE`]).
+    encode_slots: Arc<tokio::sync::Semaphore>,
     /// Set when the node must stop with an error (fenced by a newer epoch, WAL failure).
     fatal: Mutex<Option<String>>,
     /// Why this primary steps down (a newer epoch owns the catalog), once it must: the node
@@ -485,9 +487,19 @@ impl NodeInner {
             rows: frozen.rows,
             meta,
             started: Instant::now(),
-            encoded: tokio::task::spawn_blocking(move || {
-                arc_storage::parquet::encode_table_objects(&encode_table, &batches, &encode_meta)
-            }),
+            encoded: {
+                let slots = self.encode_slots.clone();
+                tokio::task::spawn_blocking(move || {
+                    // Waits here, on a blocking thread, while others encode: the CPU and the
+                    // memory of encoding stay bounded however many tables flush at once.
+                    let _slot = futures::executor::block_on(slots.acquire_owned());
+                    arc_storage::parquet::encode_table_objects(
+                        &encode_table,
+                        &batches,
+                        &encode_meta,
+                    )
+                })
+            },
         }
     }
 
@@ -875,6 +887,7 @@ async fn run_term(
         epoch: OnceLock::new(),
         draining: AtomicBool::new(false),
         flush_round: AsyncMutex::new(()),
+        encode_slots: Arc::new(tokio::sync::Semaphore::new(ENCODES_AT_ONCE)),
         fatal: Mutex::new(None),
         stepping_down: Mutex::new(None),
         write_gate: crate::switchover::WriteGate::default(),
@@ -1735,8 +1748,13 @@ const FLUSH_PIPELINE: usize = 3;
 
 /// Tables flushed at once. Their catalog commits are group-committed (one record for every
 /// flush waiting, `Catalog::commit_flush`), so many small tables no longer flush one commit
-/// (a put and a list in the store) after the other; and their uploads overlap.
-const FLUSH_TABLES_AT_ONCE: usize = 8;
+/// (a put and a list in the store) after the other; and their uploads overlap. Waiting on the
+/// store costs little, so this is well above the cores; encoding is bounded apart.
+const FLUSH_TABLES_AT_ONCE: usize = 16;
+
+/// Flush chunks encoded at once, all tables together: enough for one table's pipeline
+/// ([`FLUSH_PIPELINE`]) and another table, on two cores.
+const ENCODES_AT_ONCE: usize = 4;
 
 /// One chunk of a flush round, being encoded.
 struct EncodeJob {
