@@ -30,6 +30,7 @@ use arc_storage::{
 };
 use arc_wal::replication::{FlushNotice, ReplicationHandle};
 use arc_wal::{Lsn, Wal, WalSettings};
+use futures::StreamExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
@@ -387,9 +388,9 @@ impl NodeInner {
         }
         let _round = self.flush_round.lock().await;
         let tables = self.buffers.tables_with_rows();
+        let count = tables.len();
         let mut first_error = None;
-        use futures::StreamExt as _;
-        let mut flushes = futures::stream::iter(tables.clone())
+        let mut flushes = futures::stream::iter(tables)
             .map(|table| async move { self.flush_table(&table).await })
             .buffer_unordered(FLUSH_TABLES_AT_ONCE);
         while let Some(result) = flushes.next().await {
@@ -397,10 +398,9 @@ impl NodeInner {
                 first_error.get_or_insert(error);
             }
         }
-        drop(flushes);
         match first_error {
             Some(error) => Err(error),
-            None => Ok(tables.len()),
+            None => Ok(count),
         }
     }
 
@@ -410,7 +410,6 @@ impl NodeInner {
         let due = self
             .buffers
             .due(self.config.ingest.max_buffer_size, max_age);
-        use futures::StreamExt as _;
         futures::stream::iter(due)
             .for_each_concurrent(FLUSH_TABLES_AT_ONCE, |table| async move {
                 if let Err(error) = self.flush_table(&table).await {
