@@ -830,10 +830,13 @@ async fn run_term(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let storage = ObjectStorage::open(&config.storage).context("opening object storage")?;
     info!(storage = %storage.describe(), node_id = %node_id, "storage opened");
-    storage
-        .check_conditional_writes()
-        .await
-        .context("checking that the object store honours put-if-absent")?;
+    // A reader never commits to the catalog log, and may have read-only credentials.
+    if config.cluster.role != Role::Reader {
+        storage
+            .check_conditional_writes()
+            .await
+            .context("checking that the object store honours put-if-absent")?;
+    }
     let auth = open_auth(&storage, &config, clock.clone()).await?;
     let cache = ObjectCache::new(&storage, config.query.cache_dir.clone())
         .context("preparing the query cache directory")?;

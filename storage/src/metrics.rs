@@ -14,6 +14,9 @@ use metrics::{
 pub const CATALOG_COMMITS_TOTAL: &str = "arc_catalog_commits_total";
 /// Wall time of one catalog commit, retries included.
 pub const CATALOG_COMMIT_SECONDS: &str = "arc_catalog_commit_seconds";
+/// Flushes committed together in one catalog record (a group commit of tables flushing at
+/// once; 1 when a flush had the record to itself).
+pub const CATALOG_FLUSHES_PER_COMMIT: &str = "arc_catalog_flushes_per_commit";
 /// The highest catalog sequence number this process has applied.
 pub const CATALOG_SEQ: &str = "arc_catalog_seq";
 /// Catalog commit attempts whose outcome was ambiguous (an error from the store) and had to be
@@ -70,6 +73,11 @@ pub fn describe() {
         Unit::Seconds,
         "wall time of one catalog commit, retries included"
     );
+    describe_histogram!(
+        CATALOG_FLUSHES_PER_COMMIT,
+        Unit::Count,
+        "flushes committed together in one catalog record"
+    );
     describe_gauge!(CATALOG_SEQ, "highest catalog sequence number applied");
     describe_counter!(
         CATALOG_AMBIGUOUS_TOTAL,
@@ -106,6 +114,10 @@ pub fn describe() {
 pub(crate) fn record_commit(outcome: CommitOutcome, elapsed: Duration) {
     counter!(CATALOG_COMMITS_TOTAL, "outcome" => outcome.label()).increment(1);
     histogram!(CATALOG_COMMIT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn record_flushes_per_commit(flushes: usize) {
+    histogram!(CATALOG_FLUSHES_PER_COMMIT).record(flushes as f64);
 }
 
 pub(crate) fn set_catalog_seq(seq: u64) {

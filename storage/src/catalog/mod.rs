@@ -456,6 +456,9 @@ impl Catalog {
             .commit_locked(writer, state, epoch, node_id, body)
             .await;
         metrics::record_commit(commit_outcome(&result), started.elapsed());
+        if result.is_ok() {
+            metrics::record_flushes_per_commit(flushes.len());
+        }
         match result {
             Err(CatalogError::Covered { .. } | CatalogError::Rejected { .. })
                 if flushes.len() > 1 =>
@@ -467,6 +470,9 @@ impl Catalog {
                         .commit_locked(writer, state, epoch, node_id, RecordBody::Flush(flush))
                         .await;
                     metrics::record_commit(commit_outcome(&result), started.elapsed());
+                    if result.is_ok() {
+                        metrics::record_flushes_per_commit(1);
+                    }
                     let _ = reply.send(result);
                 }
             }
