@@ -290,31 +290,28 @@ fn check_line(
     time_ns(line, nanos_per_unit, 0)?;
     let mut names: Vec<Cow<'_, str>> = Vec::with_capacity(line.tags.len() + line.fields.len());
     // Columns new to the request's table: most lines have none.
-    let mut new_columns: Vec<(usize, ColumnKind)> = Vec::new();
+    let mut new_columns: Vec<(Cow<'_, str>, ColumnKind)> = Vec::new();
     for (key, _) in &line.tags {
-        if check_column(table, key, ColumnKind::Tag).map_err(|error| error.to_string())? {
-            new_columns.push((names.len(), ColumnKind::Tag));
+        let name = Cow::Borrowed(key.as_ref());
+        if check_column(table, &name, ColumnKind::Tag).map_err(|error| error.to_string())? {
+            new_columns.push((name.clone(), ColumnKind::Tag));
         }
-        names.push(Cow::Borrowed(key.as_ref()));
+        names.push(name);
     }
     for (key, value) in &line.fields {
         check_finite(key, value)?;
         let name = field_column(line, key);
         let kind = ColumnKind::Field(field_value(value).field_type());
         if check_column(table, &name, kind).map_err(|error| error.to_string())? {
-            new_columns.push((names.len(), kind));
+            new_columns.push((name.clone(), kind));
         }
         names.push(name);
     }
-    let new: Vec<(Cow<'_, str>, ColumnKind)> = new_columns
-        .iter()
-        .map(|&(index, kind)| (names[index].clone(), kind))
-        .collect();
     if let Some(name) = repeated(&mut names) {
         return Err(BuildError::Repeated { column: name }.to_string());
     }
-    if !new.is_empty() {
-        check_new_columns(table, stored(&line.measurement).as_deref(), &new)?;
+    if !new_columns.is_empty() {
+        check_new_columns(table, stored(&line.measurement).as_deref(), &new_columns)?;
     }
     if table.map_or(0, TableBuilder::columns) + new_columns.len() > MAX_COLUMNS_PER_TABLE {
         return Err(BuildError::TooManyColumns.to_string());

@@ -115,9 +115,7 @@ impl ObjectStorage {
             Err(source) => Err(StorageError::object_store(key, source)),
         }
     }
-}
 
-impl ObjectStorage {
     /// Checks that the store refuses to create an object that already exists (put-if-absent,
     /// S3's `If-None-Match: *`). The catalog log rests on it: every slot is created once, which
     /// is what makes one writer win each slot and fences the others. A store that ignores the
@@ -143,7 +141,7 @@ impl ObjectStorage {
             .put_opts(&key, PutPayload::from_static(b"second"), create())
             .await;
         if let Err(error) = self.store.delete(&key).await {
-            debug!(%key, %error, "could not delete the conditional write probe");
+            warn!(%key, %error, "could not delete the conditional write probe");
         }
         match second {
             Err(

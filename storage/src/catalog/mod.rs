@@ -389,6 +389,7 @@ impl Catalog {
             return Err(CatalogError::Invalid("node id must not be empty".into()));
         }
         validate_flush(&flush)?;
+        let table = flush.table.to_string();
         let (reply, mut answer) = oneshot::channel();
         self.queued_flushes().push(QueuedFlush {
             epoch,
@@ -418,9 +419,10 @@ impl Catalog {
             Err(CatalogError::Unavailable {
                 key: paths::catalog_log_prefix().to_string(),
                 attempts: 0,
-                reason:
-                    "the commit that took this flush was cancelled; whether it landed is unknown"
-                        .into(),
+                reason: format!(
+                    "the commit that took the flush of {table} was cancelled; whether it landed \
+                     is unknown"
+                ),
             })
         })
     }
@@ -939,17 +941,6 @@ fn share(error: &CatalogError) -> CatalogError {
 fn covered(body: &RecordBody, flushed_lsn: u64) -> CatalogError {
     let (table, lsn_first, lsn_last) = match body {
         RecordBody::Flush(flush) => (flush.table.to_string(), flush.lsn_first, flush.lsn_last),
-        RecordBody::Flushes(flushes) => {
-            // The first flush the watermark covers.
-            match flushes
-                .flushes
-                .iter()
-                .find(|flush| flush.lsn_last <= flushed_lsn)
-            {
-                Some(flush) => (flush.table.to_string(), flush.lsn_first, flush.lsn_last),
-                None => ("flushes".to_string(), 0, 0),
-            }
-        }
         other => (other.type_name().to_string(), 0, 0),
     };
     CatalogError::Covered {
@@ -972,26 +963,8 @@ fn validate_request(epoch: u64, node_id: &str, body: &RecordBody) -> Result<(), 
             )))
         }
         RecordBody::Flush(flush) => validate_flush(flush),
-        RecordBody::Flushes(flushes) => {
-            if flushes.flushes.is_empty() {
-                return Err(CatalogError::Invalid(
-                    "a flushes record without flushes".into(),
-                ));
-            }
-            for (index, flush) in flushes.flushes.iter().enumerate() {
-                validate_flush(flush)?;
-                if flushes.flushes[..index]
-                    .iter()
-                    .any(|other| other.table == flush.table)
-                {
-                    return Err(CatalogError::Invalid(format!(
-                        "a flushes record names table {} twice",
-                        flush.table
-                    )));
-                }
-            }
-            Ok(())
-        }
+        // A table named twice is the state rule's to refuse (every reader voids such a record).
+        RecordBody::Flushes(flushes) => flushes.flushes.iter().try_for_each(validate_flush),
         _ => Ok(()),
     }
 }
