@@ -3,6 +3,10 @@
 # fdatasync latency measured in the same run on the same directory, and the floor under both: a
 # GET /health at the same concurrency (the HTTP stack and the load generator alone, no write
 # work). One fresh node with every default (fdatasync, port 18100), 15 s per concurrency.
+# Each connection first sends again as soon as it has its answer (closed loop: the machine's
+# saturation point); then 8 and 64 connections share a fixed RATE of requests per second
+# (open loop, default 1000), where a request held back by a slow answer is timed from when it
+# was due, as clients that write on a schedule (Telegraf, collectors) see it.
 #   scripts/bench-latency.sh [ARC_NODE_BINARY] [ARC_BENCH_BINARY]
 set -u
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -13,6 +17,7 @@ export ARC_BENCH_TOKEN=$T
 work=$(mktemp -d)
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/node/data/wal" && cd "$work/node" || exit 1
+RATE=${RATE:-1000}
 echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"
 ARC_SERVER_PORT=18100 ARC_AUTH_BOOTSTRAP_TOKEN=$T RUST_LOG=warn "$NODE" > node.log 2>&1 &
 pid=$!
@@ -35,5 +40,11 @@ for connections in 1 8 64; do
     write --format lp --batch-size 1 --payloads 4096)"
   echo "c=$connections GET /health :: $(measure --concurrency $connections --duration 15 \
     get --path /health)"
+done
+for connections in 8 64; do
+  echo "c=$connections at $RATE/s :: $(measure --concurrency $connections --duration 15 \
+    --rate "$RATE" write --format lp --batch-size 1 --payloads 4096)"
+  echo "c=$connections at $RATE/s GET /health :: $(measure --concurrency $connections \
+    --duration 15 --rate "$RATE" get --path /health)"
 done
 echo "disk  :: $($B fsync --dir data/wal --duration 10 | tail -1)"

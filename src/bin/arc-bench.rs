@@ -3,7 +3,9 @@
 //! `write` drives line protocol or MessagePack columnar ingest at a chosen concurrency and
 //! batch size and reports acknowledged rows/s and the p50/p99 acknowledgement latency.
 //! `query` runs one SQL statement repeatedly (JSON or Arrow) and reports queries/s, result
-//! rows/s and latency. `visible` writes one row at a time to a primary and times how long each
+//! rows/s and latency. With `--rate`, requests are sent on a fixed schedule (open loop) and a
+//! late request is timed from when it was due, so a stall shows in every request it delayed,
+//! not only in the one it hit. `visible` writes one row at a time to a primary and times how long each
 //! takes, after its acknowledgement, to show in a reader's answers. Payloads are generated
 //! before the clock starts, so the generator's own CPU use stays out of the measurement as far
 //! as possible on a shared machine.
@@ -31,6 +33,13 @@ struct Cli {
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 10.0, global = true)]
     duration: f64,
+    /// Send at this many requests per second in all, spread evenly over the connections
+    /// (open loop), instead of each connection sending again as soon as it has its answer.
+    /// A request sent late because its connection was still waiting for an earlier answer
+    /// counts its latency from when it was due, so a stall is not hidden by the requests it
+    /// held back.
+    #[arg(long, global = true)]
+    rate: Option<f64>,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -193,6 +202,11 @@ fn fsync_bench(dir: &std::path::Path, duration: f64, json: bool) -> anyhow::Resu
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(rate) = cli.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second, not {rate}");
+    }
     if let Command::Fsync { dir } = &cli.command {
         return fsync_bench(dir, cli.duration, cli.json);
     }
@@ -298,13 +312,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let errors = errors.clone();
         let token = cli.token.clone();
         let database = database.clone();
+        let connections = cli.concurrency.max(1);
+        let interval = cli.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut index = worker;
             let mut first_error: Option<String> = None;
             while !stop.load(Ordering::Relaxed) {
                 let request = &requests[index % requests.len()];
-                index += 1;
+                // Open loop: request `index` is due at `index` intervals after the start.
+                let due = interval.map(|interval| started + interval * index as u32);
+                index += connections;
+                let late = match due {
+                    Some(due) if due > Instant::now() => {
+                        tokio::time::sleep_until(due.into()).await;
+                        None
+                    }
+                    // Timed from when it was due: the wait behind the previous answer is
+                    // latency the server caused. (A request sent on time is timed from its
+                    // send, so the timer's own coarseness is not counted.)
+                    due => due,
+                };
                 let mut builder = match &request.body {
                     Some(body) => client
                         .post(&request.url)
@@ -316,7 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if let Some(token) = &token {
                     builder = builder.bearer_auth(token);
                 }
-                let sent = Instant::now();
+                let sent = late.unwrap_or_else(Instant::now);
                 let outcome = match builder.send().await {
                     Ok(response) if response.status().is_success() => {
                         if is_query {
