@@ -960,10 +960,13 @@ impl Stream {
         };
         // The other live, healthy members of the in-sync set stay in it: they hold every
         // acknowledged write, and if this node dies before it serves, one of them can take
-        // over in turn (the new epoch then waits for their acknowledgements).
+        // over in turn (the new epoch then waits for their acknowledgements). Every live,
+        // healthy standby writer is offered: this node's copy of the log may be older than
+        // the set, and the catalog keeps those that are members where the promote lands.
+        let writers: Vec<String> = view.nodes.iter().map(|node| node.id.clone()).collect();
         let mut in_sync = vec![self.inner.node_id.clone()];
         in_sync.extend(
-            arc_gossip::rank_standbys(&view, &catalog.in_sync)
+            arc_gossip::rank_standbys(&view, &writers)
                 .into_iter()
                 .map(|candidate| candidate.id)
                 .filter(|id| *id != self.inner.node_id),

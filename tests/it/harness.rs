@@ -279,7 +279,6 @@ impl TestNode {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit status.
     /// Whether the process is still running (not exited).
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -287,6 +286,7 @@ impl TestNode {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// Sends SIGTERM and waits for the exit status.
     pub async fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");
         let status = Command::new("kill")

@@ -295,7 +295,11 @@ impl Catalog {
             .await
     }
 
-    /// As [`Catalog::promote_if`], for a failover: the record says why and when.
+    /// As [`Catalog::promote_if`], for a failover: the record says why and when. Of the
+    /// standbys in `in_sync`, the record names only those in the in-sync set as the log has it
+    /// at the slot where the record lands: the caller decided on its own copy of the log,
+    /// which may be older (a standby reads the log only now and then), and a standby removed
+    /// from the set meanwhile may lack writes acknowledged after its removal.
     ///
     /// # Errors
     ///
@@ -509,12 +513,21 @@ impl Catalog {
         state: &mut CatalogState,
         epoch: u64,
         node_id: &str,
-        body: RecordBody,
+        mut body: RecordBody,
     ) -> Result<u64, CatalogError> {
         let nonce = format!("{:032x}", rand::random::<u128>());
         let mut failures: u32 = 0;
         let mut refreshed_for_check = false;
+        let requested_in_sync = match &body {
+            RecordBody::Promote(promote) if promote.failover.is_some() => {
+                Some(promote.in_sync.clone())
+            }
+            _ => None,
+        };
         loop {
+            if let Some(requested) = &requested_in_sync {
+                keep_current_in_sync(&mut body, requested, state);
+            }
             // Spend no put on a record that would be void.
             match state.check(epoch, &body) {
                 Verdict::Valid => {}
@@ -865,6 +878,19 @@ impl Catalog {
             true
         });
         metrics::set_catalog_seq(seq);
+    }
+}
+
+/// Sets a failover promote's in-sync set to the standbys of `requested` that are members of
+/// `state`'s, the state its slot follows (see [`Catalog::promote_for_failover`]). The
+/// promoting node itself stays: the state rule refuses the promote if it is not a member.
+fn keep_current_in_sync(body: &mut RecordBody, requested: &[String], state: &CatalogState) {
+    if let RecordBody::Promote(promote) = body {
+        promote.in_sync = requested
+            .iter()
+            .filter(|id| **id == promote.node_id || state.in_sync.contains(id))
+            .cloned()
+            .collect();
     }
 }
 

@@ -841,3 +841,49 @@ fn test_should_void_a_flushes_record_unless_every_flush_is_valid() {
     assert_eq!(state.table(&b).unwrap().objects.len(), 1);
     assert_eq!(state.seq, 4);
 }
+
+/// A standby promotes on a copy of the log older than the in-sync set: the record names the
+/// standbys it was given only as far as they are in the set where the record lands. One
+/// removed meanwhile (it may lack writes acknowledged after its removal) is left out; one
+/// added meanwhile (the stale copy did not show it) is kept.
+#[tokio::test]
+async fn test_should_name_only_current_in_sync_members_in_a_failover_promote() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let primary = open(store.clone()).await;
+    let ids = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>()
+    };
+    let isr = |names: &[&str]| {
+        RecordBody::Isr(Isr {
+            in_sync: ids(names),
+        })
+    };
+    let record = || FailoverRecord {
+        reason: "dead".into(),
+        detected_at_ms: 1,
+        promoted_at_ms: 1,
+    };
+    let epoch = primary
+        .promote_if(0, "a", 0, ids(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    // b's copy of the log stops here; the primary then drops c and adds d.
+    let standby = open(store.clone()).await;
+    primary.commit(epoch, "a", isr(&["a", "b"])).await.unwrap();
+    primary
+        .commit(epoch, "a", isr(&["a", "b", "d"]))
+        .await
+        .unwrap();
+    assert_eq!(standby.snapshot().in_sync, ids(&["a", "b", "c"]));
+    let new_epoch = standby
+        .promote_for_failover(epoch, "b", 0, ids(&["b", "c", "d"]), record())
+        .await
+        .unwrap();
+    let state = open(store).await.snapshot();
+    assert_eq!(state.epoch, new_epoch);
+    assert_eq!(state.primary.as_deref(), Some("b"));
+    assert_eq!(state.in_sync, ids(&["b", "d"]));
+}
