@@ -1104,8 +1104,14 @@ enum Fault {
     /// SIGTERM of the primary (an operator's restart): it drains and leaves, a standby takes
     /// over, and it starts again as a standby.
     RestartPrimary,
+    /// The object store down for a drawn while under load (S3 only).
+    StoreOutage,
+    /// kill -9 of the primary while the object store is down (S3 only): no promote can land
+    /// until it is back.
+    KillPrimaryInStoreOutage,
 }
 
+/// The faults of every mixed drill.
 const FAULTS: [Fault; 7] = [
     Fault::KillPrimary,
     Fault::KillStandby,
@@ -1115,6 +1121,27 @@ const FAULTS: [Fault; 7] = [
     Fault::Switchover,
     Fault::RestartPrimary,
 ];
+
+/// The faults added on S3, whose server the test can stop.
+const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreOutage];
+
+/// The S3 server a mixed drill can stop and start again on the same address.
+struct Store {
+    root: tempfile::TempDir,
+    server: Option<crate::s3::S3Server>,
+    addr: std::net::SocketAddr,
+}
+
+impl Store {
+    async fn stop(&mut self) {
+        self.server.take().expect("the store is up").stop().await;
+    }
+
+    async fn start(&mut self) {
+        let server = crate::s3::S3Server::start_on(self.root.path(), self.addr).await;
+        self.server = Some(server);
+    }
+}
 
 /// Waits for a primary other than every node in `not` in an epoch above `epoch`.
 async fn wait_new_primary(reader: &TestNode, epoch: u64, not: &[&str]) -> (String, u64) {
@@ -1145,27 +1172,73 @@ async fn wait_writes_since(load: &Load, since: Instant, count: usize) {
 /// stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_mixed_faults_under_load_lose_nothing() {
+    mixed_faults("mixed", None, 3).await;
+}
+
+/// The same on S3 (s3s-fs in this process), with the store's outages among the faults
+/// ([`STORE_FAULTS`]): alone under load, and with the primary killed while the store is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_mixed_faults_on_s3_lose_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let server = crate::s3::S3Server::start(root.path()).await;
+    let addr = server.addr;
+    let store = Store {
+        root,
+        server: Some(server),
+        addr,
+    };
+    mixed_faults("mixed-s3", Some(store), 1).await;
+}
+
+/// Runs the drill of [`test_mixed_faults_under_load_lose_nothing`] on `store` (local storage
+/// if `None`, else with [`STORE_FAULTS`] too); `default_seed` unless `ARC_CHAOS_SEED` is set.
+async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     let env_number = |key: &str| -> Option<u64> { std::env::var(key).ok()?.parse().ok() };
-    let rounds = env_number("ARC_CHAOS_ROUNDS").map_or(FAULTS.len(), |rounds| rounds as usize);
-    let seed = env_number("ARC_CHAOS_SEED").unwrap_or(3);
-    eprintln!("mixed faults: {rounds} rounds, ARC_CHAOS_SEED={seed}");
+    let store_faults = if store.is_some() {
+        &STORE_FAULTS[..]
+    } else {
+        &[]
+    };
+    let faults: Vec<Fault> = FAULTS.iter().chain(store_faults).copied().collect();
+    let rounds = env_number("ARC_CHAOS_ROUNDS").map_or(faults.len(), |rounds| rounds as usize);
+    let seed = env_number("ARC_CHAOS_SEED").unwrap_or(default_seed);
+    eprintln!("{name}: {rounds} rounds, ARC_CHAOS_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut order = Vec::new();
     while order.len() < rounds {
-        let mut cycle = FAULTS;
+        let mut cycle = faults.clone();
         cycle.shuffle(&mut rng);
         order.extend(cycle);
     }
     order.truncate(rounds);
 
-    let (_storage, mut nodes, reader, _logs) = start_cluster("mixed", &[]).await;
+    let env: Vec<(String, String)> = store
+        .as_ref()
+        .and_then(|store| store.server.as_ref())
+        .map(crate::s3::S3Server::node_env)
+        .unwrap_or_default();
+    let extra: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let (_storage, mut nodes, reader, _logs) = start_cluster(name, &extra).await;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
     for (round, fault) in order.into_iter().enumerate() {
         let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
         wait_all_in_sync(&nodes[primary.as_str()]).await;
+        // Healthy again too (after a store outage every node's store probe failed): a
+        // switchover targets only a healthy standby.
+        wait_for("every node healthy", DEADLINE, || async {
+            let listed = get_json(&nodes[primary.as_str()], "/api/v1/cluster/nodes").await?;
+            let listed = listed["data"].as_array()?;
+            (listed.len() == nodes.len() + 1
+                && listed.iter().all(|node| node["state"] == "healthy"))
+            .then_some(())
+        })
+        .await;
         wait_writes_since(&load, Instant::now(), 20).await;
         let standbys: Vec<&'static str> =
             nodes.keys().copied().filter(|id| *id != primary).collect();
@@ -1230,6 +1303,25 @@ async fn test_mixed_faults_under_load_lose_nothing() {
                 wait_writes_since(&load, began, 20).await;
                 nodes.get_mut(primary).unwrap().spawn().await;
             }
+            Fault::StoreOutage => {
+                let store = store.as_mut().expect("a store to stop");
+                store.stop().await;
+                let down = Duration::from_millis(rng.random_range(1000..6000));
+                tokio::time::sleep(down).await;
+                store.start().await;
+                wait_writes_since(&load, Instant::now(), 20).await;
+            }
+            Fault::KillPrimaryInStoreOutage => {
+                let store = store.as_mut().expect("a store to stop");
+                store.stop().await;
+                nodes.get_mut(primary).unwrap().kill9();
+                let down = Duration::from_millis(rng.random_range(1000..5000));
+                tokio::time::sleep(down).await;
+                store.start().await;
+                wait_new_primary(&reader, epoch, &[primary]).await;
+                wait_writes_since(&load, began, 20).await;
+                nodes.get_mut(primary).unwrap().spawn().await;
+            }
             Fault::Switchover => {
                 let response = reader
                     .client
@@ -1262,5 +1354,8 @@ async fn test_mixed_faults_under_load_lose_nothing() {
     wait_writes_since(&load, Instant::now(), 20).await;
     let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &primary, &reader).await;
-    eprintln!("mixed faults: {} writes acknowledged", acked.len());
+    eprintln!("{name}: {} writes acknowledged", acked.len());
+    if let Some(mut store) = store {
+        store.stop().await;
+    }
 }
