@@ -150,17 +150,32 @@ async fn start_cluster(
     TestNode,
     LogsOnPanic,
 ) {
-    let ports = free_udp_ports(4);
+    start_cluster_of(name, extra, &["w1", "w2", "w3", "r1"]).await
+}
+
+/// As [`start_cluster`], with the nodes `ids` (`w*` writers, `c*` compactors, `r1` the
+/// reader); every node but the reader is in the returned map.
+async fn start_cluster_of(
+    name: &str,
+    extra: &[(&str, &str)],
+    ids: &[&'static str],
+) -> (
+    tempfile::TempDir,
+    BTreeMap<&'static str, TestNode>,
+    TestNode,
+    LogsOnPanic,
+) {
+    let ports = free_udp_ports(ids.len());
     let storage = tempfile::tempdir().unwrap();
     let cluster = format!("{name}-{}", rand::random::<u32>());
     let mut nodes: BTreeMap<&str, TestNode> = BTreeMap::new();
-    for (i, id) in ["w1", "w2", "w3", "r1"].into_iter().enumerate() {
+    for (i, id) in ids.iter().copied().enumerate() {
         let member = Member {
             id: id.to_string(),
-            role: if id.starts_with('w') {
-                "writer"
-            } else {
-                "reader"
+            role: match id.chars().next() {
+                Some('w') => "writer",
+                Some('c') => "compactor",
+                _ => "reader",
             },
             gossip_port: ports[i],
         };
@@ -1104,6 +1119,8 @@ enum Fault {
     /// SIGTERM of the primary (an operator's restart): it drains and leaves, a standby takes
     /// over, and it starts again as a standby.
     RestartPrimary,
+    /// kill -9 of the compactor, down for a drawn while, then restarted.
+    KillCompactor,
     /// The object store down for a drawn while under load (S3 only).
     StoreOutage,
     /// kill -9 of the primary while the object store is down (S3 only): no promote can land
@@ -1112,7 +1129,7 @@ enum Fault {
 }
 
 /// The faults of every mixed drill.
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::KillPrimary,
     Fault::KillStandby,
     Fault::FreezePrimary,
@@ -1120,6 +1137,7 @@ const FAULTS: [Fault; 7] = [
     Fault::KillPrimaryTwice,
     Fault::Switchover,
     Fault::RestartPrimary,
+    Fault::KillCompactor,
 ];
 
 /// The faults added on S3, whose server the test can stop.
@@ -1141,6 +1159,14 @@ impl Store {
         let server = crate::s3::S3Server::start_on(self.root.path(), self.addr).await;
         self.server = Some(server);
     }
+}
+
+/// Compaction jobs `compactor` committed since it started.
+async fn jobs_committed(compactor: &TestNode) -> u64 {
+    get_json(compactor, "/api/v1/compaction/status")
+        .await
+        .and_then(|status| status["data"]["totals"]["jobs_committed"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Waits for a primary other than every node in `not` in an epoch above `epoch`.
@@ -1219,11 +1245,22 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
         .and_then(|store| store.server.as_ref())
         .map(crate::s3::S3Server::node_env)
         .unwrap_or_default();
-    let extra: Vec<(&str, &str)> = env
+    let mut extra: Vec<(&str, &str)> = env
         .iter()
         .map(|(key, value)| (key.as_str(), value.as_str()))
         .collect();
-    let (_storage, mut nodes, reader, _logs) = start_cluster(name, &extra).await;
+    // Flushes all the time, and a compactor merging them: the faults land on flushes and
+    // compaction swaps in flight too.
+    extra.extend([
+        ("ARC_INGEST_MAX_BUFFER_AGE_MS", "500"),
+        ("ARC_COMPACTION_HOURLY_MIN_FILES", "2"),
+        ("ARC_COMPACTION_INTERVAL", "1s"),
+    ]);
+    let (_storage, mut nodes, reader, _logs) =
+        start_cluster_of(name, &extra, &["w1", "w2", "w3", "r1", "c1"]).await;
+    // Compaction jobs committed, summed over the compactor's runs (its counters restart
+    // with it).
+    let mut compacted = 0;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
     for (round, fault) in order.into_iter().enumerate() {
@@ -1240,8 +1277,11 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
         })
         .await;
         wait_writes_since(&load, Instant::now(), 20).await;
-        let standbys: Vec<&'static str> =
-            nodes.keys().copied().filter(|id| *id != primary).collect();
+        let standbys: Vec<&'static str> = nodes
+            .keys()
+            .copied()
+            .filter(|id| id.starts_with('w') && *id != primary)
+            .collect();
         let standby = standbys[rng.random_range(0..standbys.len())];
         let primary = nodes.keys().copied().find(|id| *id == primary).unwrap();
         let began = Instant::now();
@@ -1303,6 +1343,14 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
                 wait_writes_since(&load, began, 20).await;
                 nodes.get_mut(primary).unwrap().spawn().await;
             }
+            Fault::KillCompactor => {
+                compacted += jobs_committed(&nodes["c1"]).await;
+                nodes.get_mut("c1").unwrap().kill9();
+                let down = Duration::from_millis(rng.random_range(0..3000));
+                tokio::time::sleep(down).await;
+                nodes.get_mut("c1").unwrap().spawn().await;
+                wait_writes_since(&load, began, 20).await;
+            }
             Fault::StoreOutage => {
                 let store = store.as_mut().expect("a store to stop");
                 store.stop().await;
@@ -1354,7 +1402,15 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
     wait_writes_since(&load, Instant::now(), 20).await;
     let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &primary, &reader).await;
-    eprintln!("{name}: {} writes acknowledged", acked.len());
+    compacted += jobs_committed(&nodes["c1"]).await;
+    assert!(
+        compacted > 0,
+        "the compactor merged nothing: the drill did not test compaction"
+    );
+    eprintln!(
+        "{name}: {} writes acknowledged; {compacted} compaction jobs committed",
+        acked.len()
+    );
     if let Some(mut store) = store {
         store.stop().await;
     }
