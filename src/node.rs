@@ -1323,7 +1323,12 @@ async fn start_writer(inner: &Arc<NodeInner>, clustered: bool) -> anyhow::Result
     }
     if let Claim::Standby { primary, epoch } = &claim {
         info!(epoch, %primary, "the catalog names another primary: standby writer");
-        report_standby_wal(&wal_dir, marker.as_ref());
+        report_standby_wal(
+            &wal_dir,
+            marker.as_ref(),
+            &inner.node_id,
+            inner.config.cluster.replication_enabled,
+        );
         return Ok(WriterStart::Standby(open_standby_wal(inner).await?));
     }
     let max_flushed = snapshot.max_flushed_lsn();
@@ -1476,9 +1481,18 @@ pub(crate) async fn take_over(inner: &Arc<NodeInner>, wal: Wal, epoch: u64) -> a
     Ok(())
 }
 
-/// A standby writer does not open its WAL (recovery may truncate), but entries in it may be
-/// acknowledged rows that no flush covers: say so loudly, and leave every byte in place.
-fn report_standby_wal(wal_dir: &std::path::Path, marker: Option<&wal_owner::WalOwner>) {
+/// Reports the entries a standby writer finds in its own WAL at start. Following the
+/// primary's stream reconciles a WAL this node wrote itself (as primary, or as a standby):
+/// entries above the new epoch's fence are set aside, and every one below it the new primary
+/// holds too, as it was in sync. Without the stream, or in a WAL another node id wrote, the
+/// entries may be acknowledged rows that nothing else holds and no flush covers: say so
+/// loudly, and leave every byte in place.
+fn report_standby_wal(
+    wal_dir: &std::path::Path,
+    marker: Option<&wal_owner::WalOwner>,
+    node_id: &str,
+    replicated: bool,
+) {
     let summary = match arc_wal::inspect(wal_dir) {
         Ok(summary) => summary,
         Err(error) => {
@@ -1489,9 +1503,20 @@ fn report_standby_wal(wal_dir: &std::path::Path, marker: Option<&wal_owner::WalO
     if summary.entry_bytes == 0 {
         return;
     }
+    m::record_standby_wal_bytes(summary.entry_bytes);
     let (written_by, written_epoch) = marker.map_or(("unknown", 0), |owner| {
         (owner.node_id.as_str(), owner.epoch)
     });
+    if replicated && marker.is_none_or(|owner| owner.node_id == node_id) {
+        info!(
+            wal_dir = %wal_dir.display(),
+            segments = summary.segments,
+            entry_bytes = summary.entry_bytes,
+            last_primary_epoch = written_epoch,
+            "the standby's write-ahead log holds entries of its own; following the primary's stream reconciles them"
+        );
+        return;
+    }
     error!(
         wal_dir = %wal_dir.display(),
         segments = summary.segments,
@@ -1501,7 +1526,6 @@ fn report_standby_wal(wal_dir: &std::path::Path, marker: Option<&wal_owner::WalO
         "THIS STANDBY WRITER'S WRITE-AHEAD LOG HOLDS ENTRIES (written by {written_by} at epoch {written_epoch}) that may be acknowledged, unflushed rows; they are kept untouched: do not delete {}",
         wal_dir.display()
     );
-    m::record_standby_wal_bytes(summary.entry_bytes);
 }
 
 /// Replays `wal` into the buffers above each table's flushed LSN in `snapshot`, with the
