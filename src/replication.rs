@@ -457,6 +457,7 @@ impl StandbyWal {
             // this node unhealthy (and not a failover candidate) for a check.
             std::fs::create_dir_all(&settings.dir)
                 .with_context(|| format!("creating {}", settings.dir.display()))?;
+            remove_old_diverged(&settings.dir);
             let old_settings = WalSettings {
                 dir: aside.clone(),
                 ..settings.clone()
@@ -1389,5 +1390,81 @@ fn discard_flushed(buffers: &Buffers, snapshot: &CatalogState) {
     });
     if !released.is_empty() {
         drop(tokio::task::spawn_blocking(move || drop(released)));
+    }
+}
+
+/// How many set-aside WALs (`<wal>.diverged-epoch-<N>`) are kept, the newest, for inspection.
+/// Nothing needs them (their entries above the fence were never acknowledged, and the rebuilt
+/// WAL holds those below it), but each is as large as the WAL was: without a bound every
+/// failover of a busy primary would leave one more on the WAL's disk.
+const DIVERGED_KEPT: usize = 3;
+
+/// Deletes the set-aside copies of the WAL directory `wal_dir` beyond the newest
+/// [`DIVERGED_KEPT`]. A failure is a warning: they only take space.
+fn remove_old_diverged(wal_dir: &std::path::Path) {
+    let (Some(parent), Some(wal_name)) = (wal_dir.parent(), wal_dir.file_name()) else {
+        return;
+    };
+    let names: Vec<String> = match std::fs::read_dir(parent) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect(),
+        Err(error) => {
+            warn!(dir = %parent.display(), %error, "cannot list the set-aside wals");
+            return;
+        }
+    };
+    for name in diverged_beyond(&names, &wal_name.to_string_lossy(), DIVERGED_KEPT) {
+        let path = parent.join(&name);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                info!(removed = %path.display(), kept = DIVERGED_KEPT, "removed an old set-aside wal")
+            }
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot remove an old set-aside wal")
+            }
+        }
+    }
+}
+
+/// Of the directory entries `names`, the set-aside copies of `wal_name` beyond the newest
+/// `keep`, by epoch.
+fn diverged_beyond(names: &[String], wal_name: &str, keep: usize) -> Vec<String> {
+    let prefix = format!("{wal_name}.diverged-epoch-");
+    let mut found: Vec<(u64, &String)> = names
+        .iter()
+        .filter_map(|name| Some((name.strip_prefix(&prefix)?.parse().ok()?, name)))
+        .collect();
+    found.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
+    found
+        .into_iter()
+        .skip(keep)
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_should_keep_the_newest_set_aside_wals_by_epoch() {
+        let names: Vec<String> = [
+            "wal",
+            "wal.diverged-epoch-9",
+            "wal.diverged-epoch-10",
+            "wal.diverged-epoch-2",
+            "wal.diverged-epoch-11",
+            "wal.diverged-epoch-x",
+            "other.diverged-epoch-1",
+            "cache",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            diverged_beyond(&names, "wal", 2),
+            ["wal.diverged-epoch-9", "wal.diverged-epoch-2"]
+        );
+        assert!(diverged_beyond(&names, "wal", 5).is_empty());
     }
 }

@@ -1413,6 +1413,16 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
         compacted > 0,
         "the compactor merged nothing: the drill did not test compaction"
     );
+    // Each deposed primary with unacknowledged entries set its WAL aside; only the newest
+    // three copies stay.
+    for (id, node) in nodes.iter().filter(|(id, _)| id.starts_with('w')) {
+        let set_aside = std::fs::read_dir(&node.dir)
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("wal.diverged-epoch-"))
+            .count();
+        assert!(set_aside <= 3, "{id} kept {set_aside} set-aside WALs");
+    }
     eprintln!(
         "{name}: {} writes acknowledged; {compacted} compaction jobs committed",
         acked.len()
