@@ -964,10 +964,9 @@ impl Stream {
         // over in turn (the new epoch then waits for their acknowledgements). Every live,
         // healthy standby writer is offered: this node's copy of the log may be older than
         // the set, and the catalog keeps those that are members where the promote lands.
-        let writers: Vec<String> = view.nodes.iter().map(|node| node.id.clone()).collect();
         let mut in_sync = vec![self.inner.node_id.clone()];
         in_sync.extend(
-            arc_gossip::rank_standbys(&view, &writers)
+            arc_gossip::rank_healthy_standbys(&view)
                 .into_iter()
                 .map(|candidate| candidate.id)
                 .filter(|id| *id != self.inner.node_id),

@@ -35,7 +35,7 @@ pub use membership::{
     leave_linger, next_generation, poll_interval,
 };
 pub use metrics::describe_metrics;
-pub use ranking::{Candidate, compare, rank_of, rank_standbys};
+pub use ranking::{Candidate, compare, rank_healthy_standbys, rank_of, rank_standbys};
 pub use transport::{AuthenticatedUdpSocket, AuthenticatedUdpTransport, Error, GossipAuthSettings};
 pub use view::{
     ClusterView, Filter, FilterError, Health, HealthStatus, MAX_HEALTH_SCORE, NodeInfo, NodeState,

@@ -31,18 +31,25 @@ pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
 
 /// Returns the standbys eligible to replace the primary, best first (see [`compare`]).
 ///
-/// Eligible: role writer, not claiming primary, state healthy (alive, ready, not unhealthy),
-/// and listed in `in_sync` (the catalog's in-sync set: only its members hold every
-/// acknowledged write, so an empty set has no candidate). The candidate at index `k` waits
-/// `k` steps before trying.
+/// Eligible: a live, healthy standby writer (see [`rank_healthy_standbys`]) listed in
+/// `in_sync` (the catalog's in-sync set: only its members hold every acknowledged write, so an
+/// empty set has no candidate). The candidate at index `k` waits `k` steps before trying.
 pub fn rank_standbys(view: &ClusterView, in_sync: &[String]) -> Vec<Candidate> {
+    let mut candidates = rank_healthy_standbys(view);
+    candidates.retain(|candidate| in_sync.contains(&candidate.id));
+    candidates
+}
+
+/// Returns every standby writer of `view` (role writer, not claiming primary, state healthy:
+/// alive, ready, not unhealthy), best first, whatever the in-sync set. A failover candidate
+/// offers them all to its promote, which keeps those in the set as the log has it then.
+pub fn rank_healthy_standbys(view: &ClusterView) -> Vec<Candidate> {
     let mut candidates: Vec<Candidate> = view
         .nodes
         .iter()
         .filter(|node| node.info.role == Role::Writer)
         .filter(|node| !node.info.primary)
         .filter(|node| node.state == NodeState::Healthy)
-        .filter(|node| in_sync.contains(&node.id))
         .map(|node| Candidate {
             id: node.id.clone(),
             durable_lsn: node.info.durable_lsn,
@@ -128,6 +135,8 @@ mod tests {
         };
         let everyone: Vec<String> = view.nodes.iter().map(|node| node.id.clone()).collect();
         assert_eq!(ids(rank_standbys(&view, &everyone)), ["w1", "w7", "w6"]);
+        // Without an in-sync set to filter by: the same healthy standby writers.
+        assert_eq!(ids(rank_healthy_standbys(&view)), ["w1", "w7", "w6"]);
         let in_sync = ["w7".to_string(), "w6".to_string(), "w3".to_string()];
         assert_eq!(ids(rank_standbys(&view, &in_sync)), ["w7", "w6"]);
         assert!(

@@ -457,28 +457,18 @@ impl Catalog {
                 flushes: flushes.clone(),
             }),
         };
-        let started = Instant::now();
+        let count = flushes.len();
         let result = self
-            .commit_locked(writer, state, epoch, node_id, body)
+            .commit_flushes_counted(writer, state, epoch, node_id, body, count)
             .await;
-        metrics::record_commit(commit_outcome(&result), started.elapsed());
-        if result.is_ok() {
-            metrics::record_flushes_per_commit(flushes.len());
-        }
         match result {
-            Err(CatalogError::Covered { .. } | CatalogError::Rejected { .. })
-                if flushes.len() > 1 =>
-            {
+            Err(CatalogError::Covered { .. } | CatalogError::Rejected { .. }) if count > 1 => {
                 // Some flush of the batch is covered or no longer valid: each on its own.
                 for (flush, reply) in flushes.into_iter().zip(replies) {
-                    let started = Instant::now();
+                    let body = RecordBody::Flush(flush);
                     let result = self
-                        .commit_locked(writer, state, epoch, node_id, RecordBody::Flush(flush))
+                        .commit_flushes_counted(writer, state, epoch, node_id, body, 1)
                         .await;
-                    metrics::record_commit(commit_outcome(&result), started.elapsed());
-                    if result.is_ok() {
-                        metrics::record_flushes_per_commit(1);
-                    }
                     let _ = reply.send(result);
                 }
             }
@@ -488,6 +478,28 @@ impl Catalog {
                 }
             }
         }
+    }
+
+    /// Commits `body`, a record of `count` flushes, under the lock, and records the commit's
+    /// outcome, duration and (when it lands) size in the metrics.
+    async fn commit_flushes_counted(
+        &self,
+        writer: &mut WriterState,
+        state: &mut CatalogState,
+        epoch: u64,
+        node_id: &str,
+        body: RecordBody,
+        count: usize,
+    ) -> Result<u64, CatalogError> {
+        let started = Instant::now();
+        let result = self
+            .commit_locked(writer, state, epoch, node_id, body)
+            .await;
+        metrics::record_commit(commit_outcome(&result), started.elapsed());
+        if result.is_ok() {
+            metrics::record_flushes_per_commit(count);
+        }
+        result
     }
 
     async fn commit_inner(
