@@ -48,6 +48,30 @@ const MAX_FRAMES_PER_TURN: usize = 1024;
 /// reports no progress for a lag limit, is cut by the primary.
 const MAX_READER_BACKLOG: u64 = 1_000_000;
 
+/// How long a standby about to take over waits for another node's `/health` to answer.
+const WITNESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether any of `peers` (node id, API address) answers `GET /health` (with any status)
+/// within [`WITNESS_PROBE_TIMEOUT`]: proof that this node still reaches part of the cluster.
+async fn any_answers(inner: &NodeInner, peers: &[(String, String)]) -> bool {
+    let scheme = if inner.tls { "https" } else { "http" };
+    let mut probes = JoinSet::new();
+    for (_, address) in peers {
+        let probe = inner
+            .forward_client
+            .get(format!("{scheme}://{address}/health"))
+            .timeout(WITNESS_PROBE_TIMEOUT)
+            .send();
+        probes.spawn(async move { probe.await.is_ok() });
+    }
+    while let Some(answered) = probes.join_next().await {
+        if answered.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The transport settings of this node, from `[cluster]`.
 pub fn settings(config: &Config) -> ReplicationSettings {
     let cluster = &config.cluster;
@@ -835,7 +859,11 @@ impl Stream {
                 }
                 backoff = Duration::from_millis(50);
             };
-            client.close().await;
+            if ended == "silent" {
+                client.close_unheard().await;
+            } else {
+                client.close().await;
+            }
             if matches!(ended, "stop" | "error" | "promoted") {
                 return;
             }
@@ -948,6 +976,33 @@ impl Stream {
                 reason,
                 triggered_at_ms,
             } => (expected_epoch, reason, triggered_at_ms),
+        };
+        // A standby cut off from everyone sees the same silence and death as a failed primary:
+        // it takes over only if another node heard before the trigger answers now.
+        let cluster = &self.inner.config.cluster;
+        let window = cluster.failover_timeout.0 + cluster.heartbeat_interval.0 * 3;
+        let heard_since =
+            std::time::UNIX_EPOCH + Duration::from_millis(triggered_at_ms).saturating_sub(window);
+        let witnesses: Vec<(String, String)> =
+            arc_gossip::witnesses(&view, catalog.primary.as_deref().unwrap_or(""), heard_since)
+                .into_iter()
+                .map(|node| (node.id.clone(), node.info.api_addr.clone()))
+                .collect();
+        if !witnesses.is_empty() && !any_answers(&self.inner, &witnesses).await {
+            if self.warning_due() {
+                warn!(
+                    %reason,
+                    witnesses = ?witnesses.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    "the primary needs replacing, but no other node answers this standby either: it is more likely cut off itself, and does not take over while none answers"
+                );
+            }
+            if let Some(failover) = self.failover.as_mut() {
+                failover.promote_failed(now_ms);
+            }
+            return Ok(Takeover::No);
+        }
+        let Some(failover) = self.failover.as_mut() else {
+            return Ok(Takeover::No);
         };
         let Some(standby) = self.standby.as_mut() else {
             return Ok(Takeover::No);

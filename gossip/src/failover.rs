@@ -23,10 +23,10 @@
 //! arrives with the next tick (or earlier through [`Failover::observe_catalog`]).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::ranking::{rank_of, rank_standbys};
-use crate::view::{ClusterView, NodeState};
+use crate::view::{ClusterView, NodeState, NodeView};
 
 /// Why a standby takes over: written into the catalog's `promote` record and used as the
 /// metrics label (see [`FailoverReason::as_str`]).
@@ -377,6 +377,28 @@ fn trigger(
         return Some(FailoverReason::Unhealthy);
     }
     None
+}
+
+/// The nodes whose answer shows that a standby about to take over is not itself the one cut
+/// off: every node of `view` but this one and `primary` that has not left and whose heartbeat
+/// this node saw advance at or after `heard_since` (set it a few heartbeats before the trigger
+/// first held, so that the set stays the same while the trigger holds, even once the failure
+/// detector shows them dead). A primary whose stream fell silent and that gossip shows dead
+/// looks the same to a standby cut off from everyone: if none of these answers either, taking
+/// over would depose a primary the rest of the cluster may still reach. Empty when this node
+/// heard no one else then (a cluster of two writers, or everyone else gone before): the
+/// standby then decides alone, as before.
+pub fn witnesses<'a>(
+    view: &'a ClusterView,
+    primary: &str,
+    heard_since: SystemTime,
+) -> Vec<&'a NodeView> {
+    view.nodes
+        .iter()
+        .filter(|node| !node.is_self && node.id != primary && node.state != NodeState::Left)
+        .filter(|node| !node.info.api_addr.is_empty())
+        .filter(|node| node.last_heartbeat.is_some_and(|at| at >= heard_since))
+        .collect()
 }
 
 /// Whether the primary has failed `unhealthy_threshold` consecutive health checks.
@@ -1024,5 +1046,42 @@ mod tests {
                 None => prop_assert!(tried.is_empty()),
             }
         }
+    }
+
+    /// Witnesses: the other nodes heard since the given time, not the primary, not this node,
+    /// not one that left; a dead one heard since still counts (an isolated node's view shows
+    /// everyone dead once its failure detector catches up).
+    #[test]
+    fn test_should_name_as_witnesses_the_other_nodes_heard_since() {
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        let heard = |mut node: NodeView, secs: Option<u64>| {
+            node.last_heartbeat = secs.map(at);
+            node
+        };
+        let mut this = heard(writer("a", NodeState::Healthy, 90), Some(100));
+        this.is_self = true;
+        let mut reader = heard(writer("r", NodeState::Dead, 0), Some(100));
+        reader.info.role = Role::Reader;
+        let mut no_address = heard(writer("n", NodeState::Healthy, 0), Some(100));
+        no_address.info.api_addr.clear();
+        let view = cluster(vec![
+            heard(primary(NodeState::Dead), Some(100)),
+            this,
+            heard(writer("b", NodeState::Healthy, 80), Some(99)),
+            heard(writer("c", NodeState::Healthy, 70), Some(90)),
+            heard(writer("d", NodeState::Left, 70), Some(100)),
+            heard(writer("e", NodeState::Healthy, 70), None),
+            reader,
+            no_address,
+        ]);
+        let ids = |since: u64| -> Vec<String> {
+            witnesses(&view, "p", at(since))
+                .into_iter()
+                .map(|node| node.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(95), ["b", "r"]);
+        assert_eq!(ids(90), ["b", "c", "r"]);
+        assert!(ids(101).is_empty());
     }
 }

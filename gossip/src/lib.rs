@@ -28,6 +28,7 @@ pub mod view;
 
 pub use failover::{
     CatalogView, Failover, FailoverAction, FailoverInput, FailoverReason, FailoverSettings,
+    witnesses,
 };
 pub use frame::{FrameKey, RejectReason};
 pub use membership::{

@@ -165,6 +165,21 @@ async fn start_cluster_of(
     TestNode,
     LogsOnPanic,
 ) {
+    start_cluster_in(name, extra, ids, None).await
+}
+
+/// As [`start_cluster_of`]; with a `mesh`, node `ids[i]` runs in the mesh's namespace `i`.
+async fn start_cluster_in(
+    name: &str,
+    extra: &[(&str, &str)],
+    ids: &[&'static str],
+    mesh: Option<&crate::netns::Mesh>,
+) -> (
+    tempfile::TempDir,
+    BTreeMap<&'static str, TestNode>,
+    TestNode,
+    LogsOnPanic,
+) {
     let ports = free_udp_ports(ids.len());
     let storage = tempfile::tempdir().unwrap();
     let cluster = format!("{name}-{}", rand::random::<u32>());
@@ -179,16 +194,24 @@ async fn start_cluster_of(
             },
             gossip_port: ports[i],
         };
-        let mut node = TestNode::prepare_owned({
-            let mut env = member_env(&cluster, &member, &ports[..1], storage.path());
-            env.push(("RUST_LOG".into(), "info,arc_node::replication=debug".into()));
-            env.extend(
-                extra
-                    .iter()
-                    .map(|(key, value)| (key.to_string(), value.to_string())),
-            );
-            env
-        });
+        let mut env: Vec<(String, String)> =
+            vec![("RUST_LOG".into(), "info,arc_node::replication=debug".into())];
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string())),
+        );
+        let mut node = match mesh {
+            Some(mesh) => {
+                let seed = format!("{}:{}", mesh.ips[0], ports[0]);
+                mesh.member(i, &cluster, &member, &seed, storage.path(), &env)
+            }
+            None => TestNode::prepare_owned({
+                let mut all = member_env(&cluster, &member, &ports[..1], storage.path());
+                all.extend(env);
+                all
+            }),
+        };
         node.spawn().await;
         nodes.insert(id, node);
     }
@@ -1132,6 +1155,21 @@ enum Fault {
     /// kill -9 of the primary while the object store is down (S3 only): no promote can land
     /// until it is back.
     KillPrimaryInStoreOutage,
+    /// The primary cut off from every other node, both ways (the store still reachable),
+    /// until a standby has taken over, and a drawn while more: once healed it steps down.
+    IsolatePrimary,
+    /// The primary's packets to every other node dropped, theirs to it still arriving (a
+    /// one-way partition), until a standby has taken over: it steps down.
+    MutePrimary,
+    /// A standby cut off from every other node: writes go on without it, it does not take
+    /// over (no other node answers it), and it is healed a drawn while later.
+    IsolateStandby,
+    /// Only the link between the primary and one standby cut, both ways, for a drawn while:
+    /// each still sees the other alive through the rest.
+    CutPrimaryFromStandby,
+    /// Only the link between the reader (every client's entry) and the primary cut, both ways,
+    /// for a drawn while: writes stall; once healed they flow again.
+    CutReaderFromPrimary,
 }
 
 /// The faults of every mixed drill.
@@ -1148,6 +1186,15 @@ const FAULTS: [Fault; 8] = [
 
 /// The faults added on S3, whose server the test can stop.
 const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreOutage];
+
+/// The faults added with a node per network namespace ([`crate::netns::Mesh`]).
+const PARTITION_FAULTS: [Fault; 5] = [
+    Fault::IsolatePrimary,
+    Fault::MutePrimary,
+    Fault::IsolateStandby,
+    Fault::CutPrimaryFromStandby,
+    Fault::CutReaderFromPrimary,
+];
 
 /// The S3 server a mixed drill can stop and start again on the same address.
 struct Store {
@@ -1204,7 +1251,7 @@ async fn wait_writes_since(load: &Load, since: Instant, count: usize) {
 /// stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_mixed_faults_under_load_lose_nothing() {
-    mixed_faults("mixed", None, 3).await;
+    mixed_faults("mixed", None, None, 3).await;
 }
 
 /// The same on S3 (s3s-fs in this process), with the store's outages among the faults
@@ -1219,12 +1266,39 @@ async fn test_mixed_faults_on_s3_lose_nothing() {
         server: Some(server),
         addr,
     };
-    mixed_faults("mixed-s3", Some(store), 1).await;
+    mixed_faults("mixed-s3", Some(store), None, 1).await;
 }
 
+/// The same with each node in a network namespace of its own ([`crate::netns::Mesh`], as
+/// root), with partitions among the faults ([`PARTITION_FAULTS`]): the primary cut off from
+/// everyone, both ways and one way; a standby cut off; only the primary's link to one
+/// standby cut; only the reader's link to the primary cut. The store (a shared directory)
+/// stays reachable from every node, so a cut-off primary can still try to commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_mixed_faults_with_partitions_lose_nothing() {
+    if !crate::netns::available() {
+        crate::harness::skip(
+            "test_mixed_faults_with_partitions_lose_nothing",
+            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
+        );
+        return;
+    }
+    let mesh = crate::netns::Mesh::create(DRILL_NODES.len());
+    mixed_faults("mixed-net", None, Some(&mesh), 1).await;
+}
+
+/// The drill's nodes: three writers, the reader every client writes through, a compactor.
+const DRILL_NODES: [&str; 5] = ["w1", "w2", "w3", "r1", "c1"];
+
 /// Runs the drill of [`test_mixed_faults_under_load_lose_nothing`] on `store` (local storage
-/// if `None`, else with [`STORE_FAULTS`] too); `default_seed` unless `ARC_CHAOS_SEED` is set.
-async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
+/// if `None`, else with [`STORE_FAULTS`] too), in `mesh` if given (with [`PARTITION_FAULTS`]
+/// too); `default_seed` unless `ARC_CHAOS_SEED` is set.
+async fn mixed_faults(
+    name: &str,
+    mut store: Option<Store>,
+    mesh: Option<&crate::netns::Mesh>,
+    default_seed: u64,
+) {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     let env_number = |key: &str| -> Option<u64> { std::env::var(key).ok()?.parse().ok() };
@@ -1233,7 +1307,26 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
     } else {
         &[]
     };
-    let faults: Vec<Fault> = FAULTS.iter().chain(store_faults).copied().collect();
+    let partition_faults = if mesh.is_some() {
+        &PARTITION_FAULTS[..]
+    } else {
+        &[]
+    };
+    // `ARC_CHAOS_FAULTS` (names, comma-separated) narrows the draw, to replay one kind.
+    let only = std::env::var("ARC_CHAOS_FAULTS").unwrap_or_default();
+    let faults: Vec<Fault> = FAULTS
+        .iter()
+        .chain(store_faults)
+        .chain(partition_faults)
+        .copied()
+        .filter(|fault| only.is_empty() || only.split(',').any(|name| name == format!("{fault:?}")))
+        .collect();
+    assert!(
+        !faults.is_empty(),
+        "ARC_CHAOS_FAULTS={only} names no fault of this drill"
+    );
+    // Where a node is in the mesh.
+    let at = |id: &str| DRILL_NODES.iter().position(|node| *node == id).unwrap();
     let rounds = env_number("ARC_CHAOS_ROUNDS").map_or(faults.len(), |rounds| rounds as usize);
     let seed = env_number("ARC_CHAOS_SEED").unwrap_or(default_seed);
     eprintln!("{name}: {rounds} rounds, ARC_CHAOS_SEED={seed}");
@@ -1263,7 +1356,7 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
         ("ARC_COMPACTION_INTERVAL", "1s"),
     ]);
     let (_storage, mut nodes, reader, _logs) =
-        start_cluster_of(name, &extra, &["w1", "w2", "w3", "r1", "c1"]).await;
+        start_cluster_in(name, &extra, &DRILL_NODES, mesh).await;
     // Compaction jobs committed, summed over the compactor's runs (its counters restart
     // with it).
     let mut compacted = 0;
@@ -1375,6 +1468,58 @@ async fn mixed_faults(name: &str, mut store: Option<Store>, default_seed: u64) {
                 wait_new_primary(&reader, epoch, &[primary]).await;
                 wait_writes_since(&load, began, 20).await;
                 nodes.get_mut(primary).unwrap().spawn().await;
+            }
+            Fault::IsolatePrimary | Fault::MutePrimary => {
+                let mesh = mesh.expect("a mesh to cut");
+                if matches!(fault, Fault::IsolatePrimary) {
+                    mesh.isolate(at(primary));
+                } else {
+                    for other in DRILL_NODES.iter().filter(|id| **id != primary) {
+                        mesh.cut(at(primary), at(other));
+                    }
+                }
+                let (_, new_epoch) = wait_new_primary(&reader, epoch, &[primary]).await;
+                wait_writes_since(&load, began, 20).await;
+                let longer = Duration::from_millis(rng.random_range(0..3000));
+                tokio::time::sleep(longer).await;
+                mesh.heal();
+                wait_for("the cut-off primary to step down", DEADLINE, || async {
+                    let local = get_json(&nodes[primary], "/api/v1/cluster/local").await?;
+                    (local["data"]["primary"] == false && local["data"]["epoch"] == new_epoch)
+                        .then_some(())
+                })
+                .await;
+            }
+            Fault::IsolateStandby => {
+                let mesh = mesh.expect("a mesh to cut");
+                mesh.isolate(at(standby));
+                // The primary drops it from the in-sync set and goes on; the standby, which
+                // hears no one, must not take over (it would depose a primary everyone else
+                // reaches, and be unreachable itself).
+                wait_writes_since(&load, began + Duration::from_secs(1), 20).await;
+                let longer = Duration::from_millis(rng.random_range(0..3000));
+                tokio::time::sleep(longer).await;
+                mesh.heal();
+                wait_writes_since(&load, Instant::now(), 20).await;
+                let now = primary_of(&reader).await;
+                assert_eq!(
+                    now,
+                    Some((primary.to_string(), epoch)),
+                    "round {round}: a cut-off standby ({standby}) deposed the primary"
+                );
+            }
+            Fault::CutPrimaryFromStandby | Fault::CutReaderFromPrimary => {
+                let mesh = mesh.expect("a mesh to cut");
+                let (a, b) = match fault {
+                    Fault::CutPrimaryFromStandby => (primary, standby),
+                    _ => ("r1", primary),
+                };
+                mesh.cut(at(a), at(b));
+                mesh.cut(at(b), at(a));
+                let cut = Duration::from_millis(rng.random_range(1000..8000));
+                tokio::time::sleep(cut).await;
+                mesh.heal();
+                wait_writes_since(&load, Instant::now(), 20).await;
             }
             Fault::Switchover => {
                 let response = reader

@@ -1,4 +1,7 @@
-//! Two network namespaces joined by one link, for partition tests (root and iproute2 needed).
+//! Network namespaces for partition tests (root and iproute2 needed): two sides joined by one
+//! link ([`Split`]), or one namespace per node on a bridge ([`Mesh`]).
+//!
+//! The split:
 //!
 //! ```text
 //!   root ns ──(10.97.N.0/30)── ns A ══(10.98.N.0/30, the link)══ ns B ──(10.96.N.0/30)── root ns
@@ -213,6 +216,169 @@ impl Drop for Split {
             let _ = Command::new("ip").args(["netns", "del", netns]).output();
         }
         for name in &self.root_links {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+    }
+}
+
+/// One network namespace per node, all on one bridge in the root namespace, for cutting any
+/// node off from any other (root and iproute2 needed):
+///
+/// ```text
+///   ns 0 ─┐
+///   ns 1 ─┼── bridge (root ns, 10.95.N.254: the test)
+///   ...  ─┘   node i at 10.95.N.(i + 1)
+/// ```
+///
+/// A cut routes a node's packets for a peer to a dead-end device in its namespace, which
+/// drops them silently, as a failed switch or firewall does (no error reaches the sender: a
+/// connection hangs until its timeout). The root namespace does not forward, so nothing goes
+/// around a cut, and the test reaches every node throughout.
+pub struct Mesh {
+    namespaces: Vec<String>,
+    /// Each node's address (what it binds, advertises, and where the test reaches it).
+    pub ips: Vec<IpAddr>,
+    bridge: String,
+    host_links: Vec<String>,
+}
+
+impl Mesh {
+    /// Creates `count` namespaces on a bridge, unique to this process (one mesh per process).
+    pub fn create(count: usize) -> Mesh {
+        assert!(count < 200, "a mesh of {count} nodes");
+        let id = std::process::id() % 250;
+        let bridge = format!("arcm{id}br");
+        let namespaces: Vec<String> = (0..count).map(|i| format!("arcm{id}n{i}")).collect();
+        let host_links: Vec<String> = (0..count).map(|i| format!("arcm{id}v{i}")).collect();
+        // Leftovers of an earlier run with the same pid are removed first.
+        for netns in &namespaces {
+            let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        }
+        for name in host_links.iter().chain([&bridge]) {
+            let _ = Command::new("ip").args(["link", "del", name]).output();
+        }
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("10.95.{id}.254/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        let mut ips = Vec::new();
+        for (i, (netns, host_link)) in namespaces.iter().zip(&host_links).enumerate() {
+            let address = format!("10.95.{id}.{}", i + 1);
+            ip(&["netns", "add", netns]);
+            ip(&["-n", netns, "link", "set", "lo", "up"]);
+            ip(&[
+                "link", "add", host_link, "type", "veth", "peer", "name", "eth0", "netns", netns,
+            ]);
+            ip(&["link", "set", host_link, "master", &bridge]);
+            ip(&["link", "set", host_link, "up"]);
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", netns, "link", "set", "eth0", "up"]);
+            // Where a cut sends packets: a veth whose peer is down drops whatever it is
+            // given, and without ARP nothing reports the loss to the sender.
+            ip(&[
+                "-n", netns, "link", "add", "sink", "type", "veth", "peer", "name", "sinkp",
+            ]);
+            ip(&["-n", netns, "link", "set", "sink", "arp", "off"]);
+            ip(&["-n", netns, "link", "set", "sink", "up"]);
+            ips.push(address.parse().unwrap());
+        }
+        Mesh {
+            namespaces,
+            ips,
+            bridge,
+            host_links,
+        }
+    }
+
+    /// A cluster member prepared to run as node `index` of the mesh: gossip on its gossip port
+    /// and replication on any free port of its address, the HTTP API on every interface,
+    /// `seeds` as given, the shared `storage`, and `extra` settings last.
+    pub fn member(
+        &self,
+        index: usize,
+        cluster: &str,
+        member: &crate::cluster::Member,
+        seeds: &str,
+        storage: &std::path::Path,
+        extra: &[(String, String)],
+    ) -> crate::harness::TestNode {
+        let address = self.ips[index];
+        let mut env = crate::cluster::member_env(cluster, member, &[], storage);
+        env.extend([
+            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+            (
+                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
+                address.to_string(),
+            ),
+            (
+                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
+                format!("{address}:{}", member.gossip_port),
+            ),
+            (
+                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
+                format!("{address}:0"),
+            ),
+            ("ARC_CLUSTER_SEEDS".to_string(), seeds.to_string()),
+        ]);
+        env.extend(extra.iter().cloned());
+        crate::harness::TestNode::prepare_owned(env).in_netns(&self.namespaces[index], address)
+    }
+
+    /// Drops every packet node `from` sends to node `to` (one way: `to`'s packets still
+    /// arrive).
+    pub fn cut(&self, from: usize, to: usize) {
+        let target = format!("{}/32", self.ips[to]);
+        ip(&[
+            "-n",
+            &self.namespaces[from],
+            "route",
+            "replace",
+            &target,
+            "dev",
+            "sink",
+        ]);
+    }
+
+    /// Undoes [`Mesh::cut`] of `from` to `to` (nothing if it was not cut).
+    pub fn restore(&self, from: usize, to: usize) {
+        let target = format!("{}/32", self.ips[to]);
+        let _ = Command::new("ip")
+            .args(["-n", &self.namespaces[from], "route", "del", &target])
+            .output();
+    }
+
+    /// Cuts node `node` off from every other node, both ways.
+    pub fn isolate(&self, node: usize) {
+        for other in (0..self.ips.len()).filter(|other| *other != node) {
+            self.cut(node, other);
+            self.cut(other, node);
+        }
+    }
+
+    /// Restores every cut between any two nodes.
+    pub fn heal(&self) {
+        for from in 0..self.ips.len() {
+            for to in (0..self.ips.len()).filter(|to| *to != from) {
+                self.restore(from, to);
+            }
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth ends in it, and with them their peers.
+        for netns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        }
+        for name in self.host_links.iter().chain([&self.bridge]) {
             let _ = Command::new("ip").args(["link", "del", name]).output();
         }
     }

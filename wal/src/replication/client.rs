@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quinn::{Endpoint, SendStream};
+use quinn::{Endpoint, SendStream, VarInt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, timeout};
@@ -26,7 +26,8 @@ use crate::replication::frame::{Frame, Subscribe};
 use crate::replication::io::{read_frame, read_hello, write_frame};
 use crate::replication::settings::ReplicationSettings;
 use crate::replication::transport::{
-    CLOSE_NORMAL, RejectReason, check_proof, client_endpoint, count_rejection, own_proof,
+    CLOSE_NORMAL, CLOSE_UNHEARD, RejectReason, check_proof, client_endpoint, count_rejection,
+    own_proof,
 };
 
 /// Frames buffered between the stream and the follower.
@@ -161,9 +162,22 @@ impl ReplicationClient {
     }
 
     /// Closes the connection and waits for the client's tasks and endpoint (bounded).
-    pub async fn close(mut self) {
+    pub async fn close(self) {
+        self.close_with(CLOSE_NORMAL, b"closed").await;
+    }
+
+    /// As [`ReplicationClient::close`], telling the primary that this follower stopped hearing
+    /// it. If the close gets through, only the primary's outgoing packets are being lost: it
+    /// then keeps this follower in the in-sync set until the follower's lag passes the lag
+    /// limit, instead of removing it at once, because a standby that cannot hear the primary
+    /// may be about to replace it, and may only while it is in the set.
+    pub async fn close_unheard(self) {
+        self.close_with(CLOSE_UNHEARD, b"primary unheard").await;
+    }
+
+    async fn close_with(mut self, code: VarInt, reason: &[u8]) {
         self.cancel.cancel();
-        self.connection.close(CLOSE_NORMAL, b"closed");
+        self.connection.close(code, reason);
         while self.tasks.join_next().await.is_some() {}
         let _ = timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }

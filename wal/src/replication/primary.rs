@@ -152,6 +152,8 @@ pub struct FollowerView {
     pub sent_through: Option<Lsn>,
     /// When it last reported progress (milliseconds, the callers' clock).
     pub last_report_ms: u64,
+    /// Its last stream ended because it stopped hearing this primary ([`PrimaryState::unheard`]).
+    pub unheard: bool,
 }
 
 /// The primary's replication state. See the module docs.
@@ -305,9 +307,11 @@ impl PrimaryState {
                 confirmed: None,
                 sent_through: None,
                 last_report_ms: now_ms,
+                unheard: false,
             });
         view.role = role;
         view.connected = true;
+        view.unheard = false;
         // What it holds now, even if lower than before (a reader restarted empty).
         view.confirmed = holds;
         view.sent_through = holds;
@@ -334,10 +338,25 @@ impl PrimaryState {
         self.evaluate(now_ms);
     }
 
-    /// Input: `node`'s stream ended (closed, timed out, or cut by the shell).
+    /// Input: `node`'s stream ended (closed, timed out, or cut by the shell). A member of the
+    /// ISR is removed at once.
     pub fn disconnected(&mut self, node: &str, now_ms: u64) {
+        self.ended(node, false, now_ms);
+    }
+
+    /// Input: `node` closed its stream because it stopped hearing this primary. Its close got
+    /// through, so this primary's own packets are what is lost, and the follower, if a standby,
+    /// may be about to replace it: a member of the ISR stays in it until its lag passes the lag
+    /// limit, as if connected. Removing it at once would leave no standby allowed to take over
+    /// from a primary nobody can hear.
+    pub fn unheard(&mut self, node: &str, now_ms: u64) {
+        self.ended(node, true, now_ms);
+    }
+
+    fn ended(&mut self, node: &str, unheard: bool, now_ms: u64) {
         if let Some(view) = self.followers.get_mut(node) {
             view.connected = false;
+            view.unheard = unheard;
         }
         self.evaluate(now_ms);
     }
@@ -475,10 +494,12 @@ impl PrimaryState {
         let removal = self.committed_isr.iter().find_map(|node| {
             let view = self.followers.get(node);
             if !view.is_some_and(|view| view.connected) {
-                // Never connected since this primary started: a grace of one lag limit from
-                // the first durable batch, as for any other lag.
+                // Never connected since this primary started, or gone because it stopped
+                // hearing us: a grace of one lag limit from the first durable batch it lacks,
+                // as for any other lag.
                 let lag_ms = self.lag_of(view.and_then(|view| view.confirmed), now_ms);
-                if view.is_some() || lag_ms > self.config.lag_limit_ms {
+                let patient = view.is_none_or(|view| view.unheard);
+                if !patient || lag_ms > self.config.lag_limit_ms {
                     return Some((node.clone(), RemovalReason::Disconnected));
                 }
                 return None;

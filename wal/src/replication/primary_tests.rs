@@ -113,6 +113,45 @@ fn test_should_propose_removing_a_disconnected_member_at_once() {
     ));
 }
 
+/// A standby that closed its stream because it stopped hearing the primary may be about to
+/// take over, which only a member may: it stays in the ISR (acknowledgements wait for it) until
+/// it lags past the limit.
+#[test]
+fn test_should_keep_a_member_that_stopped_hearing_us_until_it_lags() {
+    let removal = |actions: &[PrimaryAction]| {
+        matches!(
+            actions,
+            [PrimaryAction::ProposeIsr {
+                change: IsrChange::Remove {
+                    reason: RemovalReason::Disconnected,
+                    ..
+                },
+                ..
+            }]
+        )
+    };
+    let mut state = PrimaryState::new(config(0), Some(Lsn(4)), ["s1".to_string()], 0);
+    state.subscribed("s1", FollowerRole::Standby, Lsn(5), 0);
+    assert_eq!(acks(&drain(&mut state)), [4]);
+    state.unheard("s1", 1);
+    state.tick(10 * LAG_LIMIT_MS);
+    assert!(drain(&mut state).is_empty(), "it lacks nothing yet");
+    state.local_durable_advanced(Lsn(6), 20 * LAG_LIMIT_MS);
+    state.tick(21 * LAG_LIMIT_MS);
+    assert!(drain(&mut state).is_empty(), "at the limit, not past it");
+    state.tick(21 * LAG_LIMIT_MS + 1);
+    assert!(removal(&drain(&mut state)));
+
+    // Once it is back, a drop without a word removes it at once again.
+    let mut state = PrimaryState::new(config(0), Some(Lsn(4)), ["s1".to_string()], 0);
+    state.subscribed("s1", FollowerRole::Standby, Lsn(5), 0);
+    state.unheard("s1", 1);
+    state.subscribed("s1", FollowerRole::Standby, Lsn(5), 2);
+    drain(&mut state);
+    state.disconnected("s1", 3);
+    assert!(removal(&drain(&mut state)));
+}
+
 #[test]
 fn test_should_admit_a_caught_up_standby_holding_acks_meanwhile() {
     let mut state = PrimaryState::new(config(0), None, Vec::<String>::new(), 0);
@@ -263,6 +302,8 @@ enum Event {
     Confirm(usize),
     /// A follower's connection drops.
     Disconnect(usize),
+    /// A follower closes its connection because it stopped hearing the primary.
+    Unheard(usize),
     /// A follower subscribes again from what it holds.
     Reconnect(usize),
     /// Time passes.
@@ -278,6 +319,7 @@ fn event(followers: usize) -> impl Strategy<Value = Event> {
         4 => (1u64..5).prop_map(Event::Append),
         4 => (0..followers).prop_map(Event::Confirm),
         1 => (0..followers).prop_map(Event::Disconnect),
+        1 => (0..followers).prop_map(Event::Unheard),
         2 => (0..followers).prop_map(Event::Reconnect),
         3 => (1u64..600).prop_map(Event::Tick),
         2 => Just(Event::Commit),
@@ -372,12 +414,16 @@ impl Model {
                     self.state.confirmed(&name, Lsn(lsn), self.now);
                 }
             }
-            Event::Disconnect(index) => {
+            Event::Disconnect(index) | Event::Unheard(index) => {
                 let follower = &mut self.followers[index];
                 if follower.connected {
                     follower.connected = false;
                     let name = follower.name.clone();
-                    self.state.disconnected(&name, self.now);
+                    if matches!(event, Event::Unheard(_)) {
+                        self.state.unheard(&name, self.now);
+                    } else {
+                        self.state.disconnected(&name, self.now);
+                    }
                 }
             }
             Event::Reconnect(index) => {
@@ -546,7 +592,7 @@ proptest! {
         for event in events {
             let event = match event {
                 // No followers: confirmations and connections are no-ops.
-                Event::Confirm(_) | Event::Disconnect(_) | Event::Reconnect(_) if followers == 0 => Event::Tick(1),
+                Event::Confirm(_) | Event::Disconnect(_) | Event::Unheard(_) | Event::Reconnect(_) if followers == 0 => Event::Tick(1),
                 other => other,
             };
             model.apply(event)?;

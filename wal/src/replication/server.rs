@@ -43,8 +43,8 @@ use crate::replication::primary::{
 };
 use crate::replication::settings::ReplicationSettings;
 use crate::replication::transport::{
-    CLOSE_NORMAL, CLOSE_REFUSED, CUT_TOTAL, RejectReason, Rejections, SENT_BYTES_TOTAL,
-    SENT_ENTRIES_TOTAL, check_proof, own_proof, server_endpoint,
+    CLOSE_NORMAL, CLOSE_REFUSED, CLOSE_UNHEARD, CUT_TOTAL, RejectReason, Rejections,
+    SENT_BYTES_TOTAL, SENT_ENTRIES_TOTAL, check_proof, own_proof, server_endpoint,
 };
 
 /// Where the primary reads entries that are no longer in its in-memory tail: its own WAL
@@ -399,6 +399,8 @@ enum HubCommand {
     Disconnected {
         node: String,
         conn_id: u64,
+        /// The follower closed because it stopped hearing this primary.
+        unheard: bool,
     },
 }
 
@@ -491,10 +493,18 @@ impl Hub {
                     self.state.confirmed(&node, lsn, now);
                 }
             }
-            HubCommand::Disconnected { node, conn_id } => {
+            HubCommand::Disconnected {
+                node,
+                conn_id,
+                unheard,
+            } => {
                 if self.is_current(&node, conn_id) {
                     self.links.remove(&node);
-                    self.state.disconnected(&node, now);
+                    if unheard {
+                        self.state.unheard(&node, now);
+                    } else {
+                        self.state.disconnected(&node, now);
+                    }
                 }
             }
         }
@@ -780,7 +790,14 @@ async fn serve_connection(
         result = read_confirmations(&mut recv, &context, &subscribe, accepted.conn_id, peer) => result,
         result = write_stream(&mut send, &context, accepted.queue, peer) => result,
     };
+    let unheard = matches!(
+        connection.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close)) if close.error_code == CLOSE_UNHEARD
+    );
     match &outcome {
+        _ if unheard => {
+            info!(node = %node, "follower closed the stream: it stopped hearing this primary")
+        }
         Ok(()) => info!(node = %node, "follower stream ended"),
         Err(ReplicationError::Closed { .. }) => info!(node = %node, "follower closed the stream"),
         Err(error) => info!(node = %node, error = %error, "follower stream failed"),
@@ -788,6 +805,7 @@ async fn serve_connection(
     let _ = context.commands.send(HubCommand::Disconnected {
         node,
         conn_id: accepted.conn_id,
+        unheard,
     });
     connection.close(CLOSE_NORMAL, b"stream ended");
 }

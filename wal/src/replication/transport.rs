@@ -53,6 +53,9 @@ pub fn describe_metrics() {
 pub(crate) const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
 /// Application close code: the peer was refused (authentication or protocol).
 pub(crate) const CLOSE_REFUSED: VarInt = VarInt::from_u32(1);
+/// Application close code: the follower stopped hearing the primary (no frame, no keep-alive)
+/// and gives up on this connection.
+pub(crate) const CLOSE_UNHEARD: VarInt = VarInt::from_u32(2);
 
 /// Why a peer was refused; the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
