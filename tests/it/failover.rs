@@ -1170,6 +1170,11 @@ enum Fault {
     /// Only the link between the reader (every client's entry) and the primary cut, both ways,
     /// for a drawn while: writes stall; once healed they flow again.
     CutReaderFromPrimary,
+    /// The primary cut off from the object store (S3 in a mesh) for a drawn while: writes go
+    /// on (acknowledging needs the WAL and the standbys, not the store).
+    CutPrimaryFromStore,
+    /// A standby cut off from the object store for a drawn while: writes go on.
+    CutStandbyFromStore,
 }
 
 /// The faults of every mixed drill.
@@ -1186,6 +1191,9 @@ const FAULTS: [Fault; 8] = [
 
 /// The faults added on S3, whose server the test can stop.
 const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreOutage];
+
+/// The faults added on S3 with a node per network namespace.
+const STORE_PARTITION_FAULTS: [Fault; 2] = [Fault::CutPrimaryFromStore, Fault::CutStandbyFromStore];
 
 /// The faults added with a node per network namespace ([`crate::netns::Mesh`]).
 const PARTITION_FAULTS: [Fault; 5] = [
@@ -1287,6 +1295,32 @@ async fn test_mixed_faults_with_partitions_lose_nothing() {
     mixed_faults("mixed-net", None, Some(&mesh), 1).await;
 }
 
+/// Both: S3 (s3s-fs in this process, on an address of the mesh's bridge) and a network
+/// namespace per node, with the store's outages, the partitions, and the primary or a standby
+/// cut off from the store alone ([`STORE_PARTITION_FAULTS`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_mixed_faults_on_s3_with_partitions_lose_nothing() {
+    if !crate::netns::available() {
+        crate::harness::skip(
+            "test_mixed_faults_on_s3_with_partitions_lose_nothing",
+            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
+        );
+        return;
+    }
+    let mesh = crate::netns::Mesh::create(DRILL_NODES.len());
+    let root = tempfile::tempdir().unwrap();
+    let server =
+        crate::s3::S3Server::start_on(root.path(), std::net::SocketAddr::new(mesh.store_ip, 0))
+            .await;
+    let addr = server.addr;
+    let store = Store {
+        root,
+        server: Some(server),
+        addr,
+    };
+    mixed_faults("mixed-s3-net", Some(store), Some(&mesh), 2).await;
+}
+
 /// The drill's nodes: three writers, the reader every client writes through, a compactor.
 const DRILL_NODES: [&str; 5] = ["w1", "w2", "w3", "r1", "c1"];
 
@@ -1307,17 +1341,17 @@ async fn mixed_faults(
     } else {
         &[]
     };
-    let partition_faults = if mesh.is_some() {
-        &PARTITION_FAULTS[..]
-    } else {
-        &[]
+    let partition_faults: Vec<Fault> = match (mesh.is_some(), store.is_some()) {
+        (false, _) => Vec::new(),
+        (true, false) => PARTITION_FAULTS.to_vec(),
+        (true, true) => [&PARTITION_FAULTS[..], &STORE_PARTITION_FAULTS[..]].concat(),
     };
     // `ARC_CHAOS_FAULTS` (names, comma-separated) narrows the draw, to replay one kind.
     let only = std::env::var("ARC_CHAOS_FAULTS").unwrap_or_default();
     let faults: Vec<Fault> = FAULTS
         .iter()
         .chain(store_faults)
-        .chain(partition_faults)
+        .chain(&partition_faults)
         .copied()
         .filter(|fault| only.is_empty() || only.split(',').any(|name| name == format!("{fault:?}")))
         .collect();
@@ -1518,6 +1552,19 @@ async fn mixed_faults(
                 mesh.cut(at(b), at(a));
                 let cut = Duration::from_millis(rng.random_range(1000..8000));
                 tokio::time::sleep(cut).await;
+                mesh.heal();
+                wait_writes_since(&load, Instant::now(), 20).await;
+            }
+            Fault::CutPrimaryFromStore | Fault::CutStandbyFromStore => {
+                let mesh = mesh.expect("a mesh to cut");
+                let cut_off = match fault {
+                    Fault::CutPrimaryFromStore => primary,
+                    _ => standby,
+                };
+                mesh.cut_store(at(cut_off));
+                wait_writes_since(&load, began + Duration::from_secs(1), 20).await;
+                let longer = Duration::from_millis(rng.random_range(0..5000));
+                tokio::time::sleep(longer).await;
                 mesh.heal();
                 wait_writes_since(&load, Instant::now(), 20).await;
             }

@@ -226,7 +226,7 @@ impl Drop for Split {
 ///
 /// ```text
 ///   ns 0 ─┐
-///   ns 1 ─┼── bridge (root ns, 10.95.N.254: the test)
+///   ns 1 ─┼── bridge (root ns, 10.95.N.254: the test; 10.95.N.253: a store the test serves)
 ///   ...  ─┘   node i at 10.95.N.(i + 1)
 /// ```
 ///
@@ -238,15 +238,22 @@ pub struct Mesh {
     namespaces: Vec<String>,
     /// Each node's address (what it binds, advertises, and where the test reaches it).
     pub ips: Vec<IpAddr>,
+    /// An address of the root namespace on the bridge for a server the test runs (an S3
+    /// server), which [`Mesh::cut_store`] can cut a node off from while the test still reaches
+    /// the node.
+    pub store_ip: IpAddr,
     bridge: String,
     host_links: Vec<String>,
 }
 
 impl Mesh {
-    /// Creates `count` namespaces on a bridge, unique to this process (one mesh per process).
+    /// Creates `count` namespaces on a bridge, unique to this process.
     pub fn create(count: usize) -> Mesh {
         assert!(count < 200, "a mesh of {count} nodes");
-        let id = std::process::id() % 250;
+        // Two meshes per test process at most (the tests that use one run side by side).
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let nth = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2;
+        let id = (std::process::id() % 125) * 2 + nth;
         let bridge = format!("arcm{id}br");
         let namespaces: Vec<String> = (0..count).map(|i| format!("arcm{id}n{i}")).collect();
         let host_links: Vec<String> = (0..count).map(|i| format!("arcm{id}v{i}")).collect();
@@ -259,6 +266,7 @@ impl Mesh {
         }
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("10.95.{id}.254/24"), "dev", &bridge]);
+        ip(&["addr", "add", &format!("10.95.{id}.253/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
         let mut ips = Vec::new();
         for (i, (netns, host_link)) in namespaces.iter().zip(&host_links).enumerate() {
@@ -292,6 +300,7 @@ impl Mesh {
         Mesh {
             namespaces,
             ips,
+            store_ip: format!("10.95.{id}.253").parse().unwrap(),
             bridge,
             host_links,
         }
@@ -362,12 +371,30 @@ impl Mesh {
         }
     }
 
-    /// Restores every cut between any two nodes.
+    /// Drops every packet node `node` sends to [`Mesh::store_ip`].
+    pub fn cut_store(&self, node: usize) {
+        let target = format!("{}/32", self.store_ip);
+        ip(&[
+            "-n",
+            &self.namespaces[node],
+            "route",
+            "replace",
+            &target,
+            "dev",
+            "sink",
+        ]);
+    }
+
+    /// Restores every cut between any two nodes, and between any node and the store.
     pub fn heal(&self) {
+        let store = format!("{}/32", self.store_ip);
         for from in 0..self.ips.len() {
             for to in (0..self.ips.len()).filter(|to| *to != from) {
                 self.restore(from, to);
             }
+            let _ = Command::new("ip")
+                .args(["-n", &self.namespaces[from], "route", "del", &store])
+                .output();
         }
     }
 }
