@@ -5,11 +5,11 @@
 //! replication stream, the time) and which answers with a [`FailoverAction`]. It does no I/O and
 //! reads no clock, so every rule below is tested without a cluster.
 //!
-//! - **Trigger** (see [`FailoverReason`]): the catalog's primary is dead or left in gossip, its
-//!   stream has been silent past `failover_timeout` and a reconnect failed, or it reported
-//!   itself unhealthy for `unhealthy_threshold` consecutive checks. `cooldown` damps only the
-//!   last one: a failover on health is a judgement call that could flap, a gone primary has to
-//!   be replaced whatever happened a minute ago.
+//! - **Trigger** (see [`FailoverReason`]): the catalog's primary is dead, left or (once gossip
+//!   has settled) missing in gossip, its stream has been silent past `failover_timeout` and a
+//!   reconnect failed, or it reported itself unhealthy for `unhealthy_threshold` consecutive
+//!   checks. `cooldown` damps only the last one: a failover on health is a judgement call that
+//!   could flap, a gone primary has to be replaced whatever happened a minute ago.
 //! - **Eligible**: this node is in the catalog's in-sync set (so it holds every acknowledged
 //!   write) and in [`rank_standbys`] (a live, healthy standby writer).
 //! - **Rank wait**: the candidate of rank `k` promotes `k` steps after the trigger first held.
@@ -357,13 +357,15 @@ fn trigger(
     input: &FailoverInput<'_>,
     primary: &str,
 ) -> Option<FailoverReason> {
-    // A primary missing from the view is not taken for dead: it may not have been gossiped yet
-    // (this node just started). If it is really gone, its stream is silent too.
+    // Once gossip has settled, a primary missing from the view is gone too: no live node
+    // gossips it, and without its address this node cannot even try its stream, so the stream's
+    // silence would never count (a standby restarted after the primary's machine died waited
+    // for it forever). Before that it may just not have been gossiped yet.
     let gone = input.gossip_settled
         && input
             .view
             .get(primary)
-            .is_some_and(|node| matches!(node.state, NodeState::Dead | NodeState::Left));
+            .is_none_or(|node| matches!(node.state, NodeState::Dead | NodeState::Left));
     if gone {
         return Some(FailoverReason::Dead);
     }
@@ -704,13 +706,16 @@ mod tests {
         let mut own = catalog(&["a"]);
         own.primary = Some("a".into());
         assert_eq!(a.tick(&input(T0, &view, &own)), FailoverAction::Follow);
-        // The primary is not in the view (not gossiped yet): not taken for dead.
+        // The primary is not in the view: not taken for dead while it may not have been
+        // gossiped yet; once gossip has settled it is gone (no live node gossips it).
         let view = cluster(vec![writer("a", NodeState::Healthy, 90)]);
+        let catalog = catalog(&["a"]);
         let mut a = machine("a");
-        assert_eq!(
-            a.tick(&input(T0, &view, &catalog(&["a"]))),
-            FailoverAction::Follow
-        );
+        let mut tick = input(T0, &view, &catalog);
+        tick.gossip_settled = false;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.gossip_settled = true;
+        assert_eq!(a.tick(&tick), promote(FailoverReason::Dead, T0));
     }
 
     #[test]

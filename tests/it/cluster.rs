@@ -1067,11 +1067,9 @@ async fn test_a_node_whose_object_store_fails_is_shown_unhealthy_with_the_reason
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_primary() {
-    if !crate::netns::available() {
-        crate::harness::skip(
-            "test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_primary",
-            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
-        );
+    if !crate::netns::available_or_skip(
+        "test_a_partition_shows_the_other_side_dead_and_heals_without_a_second_primary",
+    ) {
         return;
     }
     let split = crate::netns::Split::create();

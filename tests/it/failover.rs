@@ -830,6 +830,51 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
     );
 }
 
+/// A standby that outlives the primary and every other node cannot tell that from being cut
+/// off itself: none of the nodes it heard before answers. It does not take over (had it been
+/// cut off, it would depose a primary the others still reach), and says why. Restarted, it
+/// knows of no other node, and takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_standby_that_outlived_every_other_node_waits_until_restarted() {
+    let (_storage, mut nodes, mut reader, _logs) =
+        start_cluster_of("survivor", &[], &["w1", "w2", "r1"]).await;
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    assert_eq!(first, "w1");
+    wait_for("w2 in sync", DEADLINE, || async {
+        let listed = get_json(&nodes["w1"], "/api/v1/cluster/nodes").await?;
+        let in_sync = listed["data"]
+            .as_array()?
+            .iter()
+            .filter(|node| node["in_sync"] == true)
+            .count();
+        (in_sync == 2).then_some(())
+    })
+    .await;
+    nodes.get_mut("w1").unwrap().kill9();
+    reader.kill9();
+    let log = nodes["w2"].dir.join("node.log");
+    wait_for("w2 to hold back as cut off", DEADLINE, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("more likely cut off itself").then_some(())
+    })
+    .await;
+    let local = get_json(&nodes["w2"], "/api/v1/cluster/local")
+        .await
+        .unwrap();
+    assert_eq!(local["data"]["primary"], false, "{local}");
+    assert_eq!(local["data"]["epoch"], epoch, "{local}");
+
+    let w2 = nodes.get_mut("w2").unwrap();
+    w2.kill9();
+    // Ready once it serves: a standby that follows no one is not.
+    w2.spawn().await;
+    wait_for("the restarted w2 to take over", DEADLINE, || async {
+        let local = get_json(&nodes["w2"], "/api/v1/cluster/local").await?;
+        (local["data"]["primary"] == true && local["data"]["epoch"].as_u64()? > epoch).then_some(())
+    })
+    .await;
+}
+
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
     acked.values().filter(|ack| ack.epoch == epoch).count()
 }
@@ -841,11 +886,9 @@ fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
 /// leaves one view: one primary, everyone in sync, nothing acknowledged lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view() {
-    if !crate::netns::available() {
-        crate::harness::skip(
-            "test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view",
-            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
-        );
+    if !crate::netns::available_or_skip(
+        "test_a_partitioned_primary_is_replaced_and_healing_leaves_one_view",
+    ) {
         return;
     }
     let split = crate::netns::Split::create();
@@ -1284,11 +1327,7 @@ async fn test_mixed_faults_on_s3_lose_nothing() {
 /// stays reachable from every node, so a cut-off primary can still try to commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_mixed_faults_with_partitions_lose_nothing() {
-    if !crate::netns::available() {
-        crate::harness::skip(
-            "test_mixed_faults_with_partitions_lose_nothing",
-            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
-        );
+    if !crate::netns::available_or_skip("test_mixed_faults_with_partitions_lose_nothing") {
         return;
     }
     let mesh = crate::netns::Mesh::create(DRILL_NODES.len());
@@ -1300,11 +1339,7 @@ async fn test_mixed_faults_with_partitions_lose_nothing() {
 /// cut off from the store alone ([`STORE_PARTITION_FAULTS`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_mixed_faults_on_s3_with_partitions_lose_nothing() {
-    if !crate::netns::available() {
-        crate::harness::skip(
-            "test_mixed_faults_on_s3_with_partitions_lose_nothing",
-            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
-        );
+    if !crate::netns::available_or_skip("test_mixed_faults_on_s3_with_partitions_lose_nothing") {
         return;
     }
     let mesh = crate::netns::Mesh::create(DRILL_NODES.len());

@@ -16,8 +16,15 @@ use std::process::Command;
 
 /// Whether this process can build the topology: root, `ip` installed, and the kernel and
 /// container letting us create a namespace and a veth pair (a container without
-/// CAP_NET_ADMIN has a root uid but cannot). Checked by doing it once, then undoing it.
+/// CAP_NET_ADMIN has a root uid but cannot). Checked once per process by doing it, then
+/// undoing it: tests asking at the same moment would otherwise race on the probe's name (one
+/// deleting the other's namespace) and both skip.
 pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(probe)
+}
+
+fn probe() -> bool {
     let probe = format!("arcprobe{}", std::process::id() % 100_000);
     let run = |args: &[&str]| {
         Command::new("ip")
@@ -50,6 +57,51 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Whether [`available`]; if not, reports `test` as skipped (with why) for CI's output.
+pub fn available_or_skip(test: &str) -> bool {
+    let usable = available();
+    if !usable {
+        crate::harness::skip(
+            test,
+            "needs root, iproute2 (ip netns) and permission to create network namespaces and veth pairs",
+        );
+    }
+    usable
+}
+
+/// A cluster member prepared to run in a network namespace (the caller puts it there): gossip
+/// on its gossip port and replication on any free port of `address` (also what it advertises),
+/// the HTTP API on every interface, `seeds` as given, the shared `storage`, and `extra`
+/// settings last.
+fn member_in(
+    address: IpAddr,
+    cluster: &str,
+    member: &crate::cluster::Member,
+    seeds: &str,
+    storage: &std::path::Path,
+    extra: impl IntoIterator<Item = (String, String)>,
+) -> crate::harness::TestNode {
+    let mut env = crate::cluster::member_env(cluster, member, &[], storage);
+    env.extend([
+        ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
+        (
+            "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
+            address.to_string(),
+        ),
+        (
+            "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
+            format!("{address}:{}", member.gossip_port),
+        ),
+        (
+            "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
+            format!("{address}:0"),
+        ),
+        ("ARC_CLUSTER_SEEDS".to_string(), seeds.to_string()),
+    ]);
+    env.extend(extra);
+    crate::harness::TestNode::prepare_owned(env)
 }
 
 /// The two namespaces and their links; removed on drop.
@@ -173,29 +225,10 @@ impl Split {
         } else {
             (&self.b, self.b_link_ip, self.b_reach_ip)
         };
-        let mut env = crate::cluster::member_env(cluster, member, &[], storage);
-        env.extend([
-            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
-            (
-                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
-                link_ip.to_string(),
-            ),
-            (
-                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
-                format!("{link_ip}:{}", member.gossip_port),
-            ),
-            (
-                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
-                format!("{link_ip}:0"),
-            ),
-            ("ARC_CLUSTER_SEEDS".to_string(), seeds.to_string()),
-        ]);
-        env.extend(
-            extra
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string())),
-        );
-        crate::harness::TestNode::prepare_owned(env).in_netns(netns, reach_ip)
+        let extra = extra
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()));
+        member_in(link_ip, cluster, member, seeds, storage, extra).in_netns(netns, reach_ip)
     }
 
     /// Cuts the A–B link: nothing passes between the namespaces.
@@ -318,26 +351,9 @@ impl Mesh {
         storage: &std::path::Path,
         extra: &[(String, String)],
     ) -> crate::harness::TestNode {
-        let address = self.ips[index];
-        let mut env = crate::cluster::member_env(cluster, member, &[], storage);
-        env.extend([
-            ("ARC_SERVER_HOST".to_string(), "0.0.0.0".to_string()),
-            (
-                "ARC_CLUSTER_ADVERTISE_HOST".to_string(),
-                address.to_string(),
-            ),
-            (
-                "ARC_CLUSTER_COORDINATOR_ADDR".to_string(),
-                format!("{address}:{}", member.gossip_port),
-            ),
-            (
-                "ARC_CLUSTER_REPLICATION_ADDR".to_string(),
-                format!("{address}:0"),
-            ),
-            ("ARC_CLUSTER_SEEDS".to_string(), seeds.to_string()),
-        ]);
-        env.extend(extra.iter().cloned());
-        crate::harness::TestNode::prepare_owned(env).in_netns(&self.namespaces[index], address)
+        let (netns, address) = (&self.namespaces[index], self.ips[index]);
+        let extra = extra.iter().cloned();
+        member_in(address, cluster, member, seeds, storage, extra).in_netns(netns, address)
     }
 
     /// Drops every packet node `from` sends to node `to` (one way: `to`'s packets still
