@@ -1213,6 +1213,9 @@ enum Fault {
     /// Only the link between the reader (every client's entry) and the primary cut, both ways,
     /// for a drawn while: writes stall; once healed they flow again.
     CutReaderFromPrimary,
+    /// A compactor cut off from every other node for a drawn while: each compactor then owns
+    /// every partition, and both may merge the same files (the catalog lets one swap land).
+    IsolateCompactor,
     /// The primary cut off from the object store (S3 in a mesh) for a drawn while: writes go
     /// on (acknowledging needs the WAL and the standbys, not the store).
     CutPrimaryFromStore,
@@ -1239,12 +1242,13 @@ const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreO
 const STORE_PARTITION_FAULTS: [Fault; 2] = [Fault::CutPrimaryFromStore, Fault::CutStandbyFromStore];
 
 /// The faults added with a node per network namespace ([`crate::netns::Mesh`]).
-const PARTITION_FAULTS: [Fault; 5] = [
+const PARTITION_FAULTS: [Fault; 6] = [
     Fault::IsolatePrimary,
     Fault::MutePrimary,
     Fault::IsolateStandby,
     Fault::CutPrimaryFromStandby,
     Fault::CutReaderFromPrimary,
+    Fault::IsolateCompactor,
 ];
 
 /// The S3 server a mixed drill can stop and start again on the same address.
@@ -1330,7 +1334,7 @@ async fn test_mixed_faults_with_partitions_lose_nothing() {
     if !crate::netns::available_or_skip("test_mixed_faults_with_partitions_lose_nothing") {
         return;
     }
-    let mesh = crate::netns::Mesh::create(DRILL_NODES.len());
+    let mesh = crate::netns::Mesh::create(MESH_DRILL_NODES.len());
     mixed_faults("mixed-net", None, Some(&mesh), 1).await;
 }
 
@@ -1342,7 +1346,7 @@ async fn test_mixed_faults_on_s3_with_partitions_lose_nothing() {
     if !crate::netns::available_or_skip("test_mixed_faults_on_s3_with_partitions_lose_nothing") {
         return;
     }
-    let mesh = crate::netns::Mesh::create(DRILL_NODES.len());
+    let mesh = crate::netns::Mesh::create(MESH_DRILL_NODES.len());
     let root = tempfile::tempdir().unwrap();
     let server =
         crate::s3::S3Server::start_on(root.path(), std::net::SocketAddr::new(mesh.store_ip, 0))
@@ -1358,6 +1362,10 @@ async fn test_mixed_faults_on_s3_with_partitions_lose_nothing() {
 
 /// The drill's nodes: three writers, the reader every client writes through, a compactor.
 const DRILL_NODES: [&str; 5] = ["w1", "w2", "w3", "r1", "c1"];
+
+/// The drill's nodes in a mesh: a second compactor too, so that a compactor cut off from the
+/// other one owns every partition on both sides of the cut.
+const MESH_DRILL_NODES: [&str; 6] = ["w1", "w2", "w3", "r1", "c1", "c2"];
 
 /// Runs the drill of [`test_mixed_faults_under_load_lose_nothing`] on `store` (local storage
 /// if `None`, else with [`STORE_FAULTS`] too), in `mesh` if given (with [`PARTITION_FAULTS`]
@@ -1395,7 +1403,12 @@ async fn mixed_faults(
         "ARC_CHAOS_FAULTS={only} names no fault of this drill"
     );
     // Where a node is in the mesh.
-    let at = |id: &str| DRILL_NODES.iter().position(|node| *node == id).unwrap();
+    let ids: &[&'static str] = if mesh.is_some() {
+        &MESH_DRILL_NODES
+    } else {
+        &DRILL_NODES
+    };
+    let at = |id: &str| ids.iter().position(|node| *node == id).unwrap();
     let rounds = env_number("ARC_CHAOS_ROUNDS").map_or(faults.len(), |rounds| rounds as usize);
     let seed = env_number("ARC_CHAOS_SEED").unwrap_or(default_seed);
     eprintln!("{name}: {rounds} rounds, ARC_CHAOS_SEED={seed}");
@@ -1424,8 +1437,7 @@ async fn mixed_faults(
         ("ARC_COMPACTION_HOURLY_MIN_FILES", "2"),
         ("ARC_COMPACTION_INTERVAL", "1s"),
     ]);
-    let (_storage, mut nodes, reader, _logs) =
-        start_cluster_in(name, &extra, &DRILL_NODES, mesh).await;
+    let (_storage, mut nodes, reader, _logs) = start_cluster_in(name, &extra, ids, mesh).await;
     // Compaction jobs committed, summed over the compactor's runs (its counters restart
     // with it).
     let mut compacted = 0;
@@ -1543,7 +1555,7 @@ async fn mixed_faults(
                 if matches!(fault, Fault::IsolatePrimary) {
                     mesh.isolate(at(primary));
                 } else {
-                    for other in DRILL_NODES.iter().filter(|id| **id != primary) {
+                    for other in ids.iter().filter(|id| **id != primary) {
                         mesh.cut(at(primary), at(other));
                     }
                 }
@@ -1576,6 +1588,14 @@ async fn mixed_faults(
                     Some((primary.to_string(), epoch)),
                     "round {round}: a cut-off standby ({standby}) deposed the primary"
                 );
+            }
+            Fault::IsolateCompactor => {
+                let mesh = mesh.expect("a mesh to cut");
+                mesh.isolate(at("c1"));
+                let cut = Duration::from_millis(rng.random_range(1000..8000));
+                tokio::time::sleep(cut).await;
+                mesh.heal();
+                wait_writes_since(&load, Instant::now(), 20).await;
             }
             Fault::CutPrimaryFromStandby | Fault::CutReaderFromPrimary => {
                 let mesh = mesh.expect("a mesh to cut");
@@ -1636,6 +1656,9 @@ async fn mixed_faults(
     let acked = load.finish().await;
     check_acknowledged(&acked, &nodes, &primary, &reader).await;
     compacted += jobs_committed(&nodes["c1"]).await;
+    if let Some(second) = nodes.get("c2") {
+        compacted += jobs_committed(second).await;
+    }
     assert!(
         compacted > 0,
         "the compactor merged nothing: the drill did not test compaction"
@@ -1650,8 +1673,17 @@ async fn mixed_faults(
             .count();
         assert!(set_aside <= 3, "{id} kept {set_aside} set-aside WALs");
     }
+    // Swaps another compactor's landed first (since each compactor's last start).
+    let mut voided = 0.0;
+    for id in ["c1", "c2"] {
+        if let Some(compactor) = nodes.get(id) {
+            let jobs =
+                crate::cluster::try_metric_sum(compactor, "arc_compact_jobs_total", "voided");
+            voided += jobs.await.unwrap_or(0.0);
+        }
+    }
     eprintln!(
-        "{name}: {} writes acknowledged; {compacted} compaction jobs committed",
+        "{name}: {} writes acknowledged; {compacted} compaction jobs committed, {voided} voided",
         acked.len()
     );
     if let Some(mut store) = store {
