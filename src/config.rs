@@ -975,6 +975,31 @@ impl Config {
         Ok(())
     }
 
+    /// Combinations that work but defeat a guarantee in some failure, each as a sentence naming
+    /// the keys (logged at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let cluster = &self.cluster;
+        let mut warnings = Vec::new();
+        // A primary whose outgoing packets are lost keeps a standby that stopped hearing it in
+        // the in-sync set for one lag limit; the standby needs the failover timeout and a rank
+        // step or two to take over within it.
+        let takeover = cluster.failover_timeout.0 + Duration::from_secs(2);
+        if cluster.enabled
+            && cluster.failover_enabled
+            && matches!(cluster.role, Role::Writer)
+            && cluster.replication_lag_limit.0 < takeover
+        {
+            warnings.push(format!(
+                "cluster.replication_lag_limit ({}) is shorter than cluster.failover_timeout ({}) \
+                 plus 2s: a primary whose outgoing packets are lost can drop its standbys from \
+                 the in-sync set before one of them takes over, and writes then stop until the \
+                 network heals",
+                cluster.replication_lag_limit, cluster.failover_timeout
+            ));
+        }
+        warnings
+    }
+
     /// Checks values that parse but cannot work.
     ///
     /// # Errors
@@ -1272,6 +1297,33 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{name}={value}: {error}");
         }
+    }
+
+    /// The defaults warn of nothing; a lag limit shorter than a takeover takes is named.
+    #[test]
+    fn test_should_warn_of_a_lag_limit_shorter_than_a_takeover() {
+        let base = [
+            ("ARC_CLUSTER_ENABLED", "true"),
+            ("ARC_CLUSTER_ROLE", "writer"),
+            ("ARC_CLUSTER_SHARED_SECRET", "0123456789abcdef-secret"),
+        ];
+        let config = Config::load(None, env(&base)).unwrap();
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        let mut vars = base.to_vec();
+        vars.push(("ARC_CLUSTER_REPLICATION_LAG_LIMIT", "2s"));
+        let warnings = Config::load(None, env(&vars)).unwrap().warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("cluster.replication_lag_limit (2s)"),
+            "{warnings:?}"
+        );
+        vars.push(("ARC_CLUSTER_FAILOVER_ENABLED", "false"));
+        assert!(
+            Config::load(None, env(&vars))
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
     }
 
     #[test]
