@@ -379,11 +379,16 @@ impl Mesh {
             .output();
     }
 
+    /// Cuts the link between nodes `a` and `b`, both ways.
+    pub fn sever(&self, a: usize, b: usize) {
+        self.cut(a, b);
+        self.cut(b, a);
+    }
+
     /// Cuts node `node` off from every other node, both ways.
     pub fn isolate(&self, node: usize) {
         for other in (0..self.ips.len()).filter(|other| *other != node) {
-            self.cut(node, other);
-            self.cut(other, node);
+            self.sever(node, other);
         }
     }
 
