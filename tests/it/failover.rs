@@ -1209,6 +1209,10 @@ enum Fault {
     /// Only the link between the reader (every client's entry) and the primary cut, both ways,
     /// for a drawn while: writes stall; once healed they flow again.
     CutReaderFromPrimary,
+    /// The primary's links flapping: cut off from every other node and healed, over and over,
+    /// for drawn fractions of a second (shorter than the failover timeout, and sometimes in a
+    /// row long enough), then healed for good.
+    FlapPrimary,
     /// A compactor cut off from every other node for a drawn while: each compactor then owns
     /// every partition, and both may merge the same files (the catalog lets one swap land).
     IsolateCompactor,
@@ -1238,8 +1242,9 @@ const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreO
 const STORE_PARTITION_FAULTS: [Fault; 2] = [Fault::CutPrimaryFromStore, Fault::CutStandbyFromStore];
 
 /// The faults added with a node per network namespace ([`crate::netns::Mesh`]).
-const PARTITION_FAULTS: [Fault; 6] = [
+const PARTITION_FAULTS: [Fault; 7] = [
     Fault::IsolatePrimary,
+    Fault::FlapPrimary,
     Fault::MutePrimary,
     Fault::IsolateStandby,
     Fault::CutPrimaryFromStandby,
@@ -1566,6 +1571,18 @@ async fn mixed_faults(
                         .then_some(())
                 })
                 .await;
+            }
+            Fault::FlapPrimary => {
+                let mesh = mesh.expect("a mesh to cut");
+                for _ in 0..rng.random_range(5..15) {
+                    mesh.isolate(at(primary));
+                    let cut = Duration::from_millis(rng.random_range(100..1500));
+                    tokio::time::sleep(cut).await;
+                    mesh.heal();
+                    let healed = Duration::from_millis(rng.random_range(100..800));
+                    tokio::time::sleep(healed).await;
+                }
+                wait_writes_since(&load, Instant::now(), 20).await;
             }
             Fault::IsolateStandby | Fault::CutPrimaryFromStore | Fault::CutStandbyFromStore => {
                 let mesh = mesh.expect("a mesh to cut");
