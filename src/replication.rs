@@ -980,7 +980,10 @@ impl Stream {
         // A standby cut off from everyone sees the same silence and death as a failed primary:
         // it takes over only if another node heard before the trigger answers now.
         let cluster = &self.inner.config.cluster;
-        let window = cluster.failover_timeout.0 + cluster.heartbeat_interval.0 * 3;
+        // The trigger holds a failover timeout or more after the silence began (a dead primary
+        // in gossip takes longer still): look back that far again, and a few heartbeats more
+        // for gossip's own delay.
+        let window = cluster.failover_timeout.0 * 2 + cluster.heartbeat_interval.0 * 5;
         let heard_since =
             std::time::UNIX_EPOCH + Duration::from_millis(triggered_at_ms).saturating_sub(window);
         let witnesses: Vec<(String, String)> =

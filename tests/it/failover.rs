@@ -846,6 +846,16 @@ async fn test_a_standby_that_outlived_every_other_node_waits_until_restarted() {
     let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
     assert_eq!(first, "w1");
     wait_in_sync(&nodes["w1"], 2).await;
+    // r1 is a witness only once w2 has heard it.
+    wait_for("w2 to see r1", DEADLINE, || async {
+        let listed = get_json(&nodes["w2"], "/api/v1/cluster/nodes").await?;
+        let listed = listed["data"].as_array()?;
+        listed
+            .iter()
+            .any(|node| node["id"] == "r1" && node["state"] == "healthy")
+            .then_some(())
+    })
+    .await;
     nodes.get_mut("w1").unwrap().kill9();
     reader.kill9();
     let log = nodes["w2"].dir.join("node.log");
@@ -1287,6 +1297,18 @@ async fn wait_new_primary(reader: &TestNode, epoch: u64, not: &[&str]) -> (Strin
     .await
 }
 
+/// Waits until `node` (an old primary) is a standby of epoch `epoch` or a later one (a
+/// failover may follow the one the test waited for, e.g. when the new primary was slow to
+/// serve and another standby replaced it in turn).
+async fn wait_stepped_down(node: &TestNode, what: &str, epoch: u64) {
+    wait_for(what, DEADLINE, || async {
+        let local = get_json(node, "/api/v1/cluster/local").await?;
+        (local["data"]["primary"] == false && local["data"]["epoch"].as_u64()? >= epoch)
+            .then_some(())
+    })
+    .await;
+}
+
 /// Waits for `count` writes acknowledged after `since`.
 async fn wait_writes_since(load: &Load, since: Instant, count: usize) {
     wait_for("writes acknowledged after the fault", DEADLINE, || async {
@@ -1445,19 +1467,45 @@ async fn mixed_faults(
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
     for (round, fault) in order.into_iter().enumerate() {
-        let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-        wait_all_in_sync(&nodes[primary.as_str()]).await;
-        // Healthy again too (after a store outage every node's store probe failed): a
-        // switchover targets only a healthy standby.
-        wait_for("every node healthy", DEADLINE, || async {
-            let listed = get_json(&nodes[primary.as_str()], "/api/v1/cluster/nodes").await?;
-            let listed = listed["data"].as_array()?;
-            (listed.len() == nodes.len() + 1
-                && listed.iter().all(|node| node["state"] == "healthy"))
-            .then_some(())
-        })
-        .await;
-        wait_writes_since(&load, Instant::now(), 20).await;
+        // A settled cluster, and the same primary before and after settling: a failover still
+        // under way (one on health after a store outage, say) must not turn the standby a
+        // fault is aimed at into the primary.
+        let (primary, epoch) = loop {
+            let seen = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+            let primary = &nodes[seen.0.as_str()];
+            wait_all_in_sync(primary).await;
+            // Healthy again too (after a store outage every node's store probe failed): a
+            // switchover targets only a healthy standby.
+            wait_for("every node healthy", DEADLINE, || async {
+                let listed = get_json(primary, "/api/v1/cluster/nodes").await?;
+                let listed = listed["data"].as_array()?;
+                (listed.len() == nodes.len() + 1
+                    && listed.iter().all(|node| node["state"] == "healthy"))
+                .then_some(())
+            })
+            .await;
+            // No failed health check left counting: the primary's count is what a standby
+            // replaces it on.
+            for (id, node) in nodes
+                .iter()
+                .map(|(id, node)| (*id, node))
+                .chain([("r1", &reader)])
+            {
+                wait_for(
+                    &format!("{id} counting no failed health check"),
+                    DEADLINE,
+                    || async {
+                        let health = get_json(node, "/api/v1/cluster/health").await?;
+                        (health["data"]["unhealthy_checks"] == 0).then_some(())
+                    },
+                )
+                .await;
+            }
+            wait_writes_since(&load, Instant::now(), 20).await;
+            if primary_of(&reader).await.as_ref() == Some(&seen) {
+                break seen;
+            }
+        };
         let standbys: Vec<&'static str> = nodes
             .keys()
             .copied()
@@ -1487,11 +1535,11 @@ async fn mixed_faults(
                 let (_, new_epoch) = wait_new_primary(&reader, epoch, &[primary]).await;
                 wait_writes_since(&load, began, 20).await;
                 signal(pid, "CONT");
-                wait_for("the thawed primary to step down", DEADLINE, || async {
-                    let local = get_json(&nodes[primary], "/api/v1/cluster/local").await?;
-                    (local["data"]["primary"] == false && local["data"]["epoch"] == new_epoch)
-                        .then_some(())
-                })
+                wait_stepped_down(
+                    &nodes[primary],
+                    "the thawed primary to step down",
+                    new_epoch,
+                )
                 .await;
             }
             Fault::FreezeStandby => {
@@ -1565,11 +1613,11 @@ async fn mixed_faults(
                 let longer = Duration::from_millis(rng.random_range(0..3000));
                 tokio::time::sleep(longer).await;
                 mesh.heal();
-                wait_for("the cut-off primary to step down", DEADLINE, || async {
-                    let local = get_json(&nodes[primary], "/api/v1/cluster/local").await?;
-                    (local["data"]["primary"] == false && local["data"]["epoch"] == new_epoch)
-                        .then_some(())
-                })
+                wait_stepped_down(
+                    &nodes[primary],
+                    "the cut-off primary to step down",
+                    new_epoch,
+                )
                 .await;
             }
             Fault::FlapPrimary => {
@@ -1636,12 +1684,7 @@ async fn mixed_faults(
                 assert_eq!(status, 200, "round {round}: switchover: {body}");
                 let (_, new_epoch) = wait_new_primary(&reader, epoch, &[primary]).await;
                 wait_writes_since(&load, began, 20).await;
-                wait_for("the old primary to step down", DEADLINE, || async {
-                    let local = get_json(&nodes[primary], "/api/v1/cluster/local").await?;
-                    (local["data"]["primary"] == false && local["data"]["epoch"] == new_epoch)
-                        .then_some(())
-                })
-                .await;
+                wait_stepped_down(&nodes[primary], "the old primary to step down", new_epoch).await;
             }
         }
         let (now_primary, now_epoch) = primary_of(&reader).await.unwrap_or_default();
