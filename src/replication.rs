@@ -51,12 +51,12 @@ const MAX_READER_BACKLOG: u64 = 1_000_000;
 /// How long a standby about to take over waits for another node's `/health` to answer.
 const WITNESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Whether any of `peers` (node id, API address) answers `GET /health` (with any status)
-/// within [`WITNESS_PROBE_TIMEOUT`]: proof that this node still reaches part of the cluster.
-async fn any_answers(inner: &NodeInner, peers: &[(String, String)]) -> bool {
+/// Whether any of `peers` answers `GET /health` (with any status) within
+/// [`WITNESS_PROBE_TIMEOUT`]: proof that this node still reaches part of the cluster.
+async fn any_answers(inner: &NodeInner, peers: &[&arc_gossip::NodeView]) -> bool {
     let scheme = if inner.tls { "https" } else { "http" };
     let mut probes = JoinSet::new();
-    for (_, address) in peers {
+    for address in peers.iter().map(|peer| &peer.info.api_addr) {
         let probe = inner
             .forward_client
             .get(format!("{scheme}://{address}/health"))
@@ -986,16 +986,13 @@ impl Stream {
         let window = cluster.failover_timeout.0 * 2 + cluster.heartbeat_interval.0 * 5;
         let heard_since =
             std::time::UNIX_EPOCH + Duration::from_millis(triggered_at_ms).saturating_sub(window);
-        let witnesses: Vec<(String, String)> =
-            arc_gossip::witnesses(&view, catalog.primary.as_deref().unwrap_or(""), heard_since)
-                .into_iter()
-                .map(|node| (node.id.clone(), node.info.api_addr.clone()))
-                .collect();
+        let primary = catalog.primary.as_deref().unwrap_or("");
+        let witnesses = arc_gossip::witnesses(&view, primary, heard_since);
         if !witnesses.is_empty() && !any_answers(&self.inner, &witnesses).await {
             if self.warning_due() {
                 warn!(
                     %reason,
-                    witnesses = ?witnesses.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                    witnesses = ?witnesses.iter().map(|node| &node.id).collect::<Vec<_>>(),
                     "the primary needs replacing, but no other node answers this standby either: it is more likely cut off itself, and does not take over while none answers"
                 );
             }

@@ -359,24 +359,21 @@ impl Mesh {
     /// Drops every packet node `from` sends to node `to` (one way: `to`'s packets still
     /// arrive).
     pub fn cut(&self, from: usize, to: usize) {
-        let target = format!("{}/32", self.ips[to]);
+        self.drop_packets(from, self.ips[to]);
+    }
+
+    /// Routes node `node`'s packets for `target` into its dead end.
+    fn drop_packets(&self, node: usize, target: IpAddr) {
+        let target = format!("{target}/32");
         ip(&[
             "-n",
-            &self.namespaces[from],
+            &self.namespaces[node],
             "route",
             "replace",
             &target,
             "dev",
             "sink",
         ]);
-    }
-
-    /// Undoes [`Mesh::cut`] of `from` to `to` (nothing if it was not cut).
-    pub fn restore(&self, from: usize, to: usize) {
-        let target = format!("{}/32", self.ips[to]);
-        let _ = Command::new("ip")
-            .args(["-n", &self.namespaces[from], "route", "del", &target])
-            .output();
     }
 
     /// Cuts the link between nodes `a` and `b`, both ways.
@@ -394,28 +391,14 @@ impl Mesh {
 
     /// Drops every packet node `node` sends to [`Mesh::store_ip`].
     pub fn cut_store(&self, node: usize) {
-        let target = format!("{}/32", self.store_ip);
-        ip(&[
-            "-n",
-            &self.namespaces[node],
-            "route",
-            "replace",
-            &target,
-            "dev",
-            "sink",
-        ]);
+        self.drop_packets(node, self.store_ip);
     }
 
-    /// Restores every cut between any two nodes, and between any node and the store.
+    /// Restores every cut between any two nodes, and between any node and the store: every
+    /// route into a namespace's dead end is a cut.
     pub fn heal(&self) {
-        let store = format!("{}/32", self.store_ip);
-        for from in 0..self.ips.len() {
-            for to in (0..self.ips.len()).filter(|to| *to != from) {
-                self.restore(from, to);
-            }
-            let _ = Command::new("ip")
-                .args(["-n", &self.namespaces[from], "route", "del", &store])
-                .output();
+        for netns in &self.namespaces {
+            ip(&["-n", netns, "route", "flush", "dev", "sink"]);
         }
     }
 }
