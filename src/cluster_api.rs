@@ -98,6 +98,7 @@ fn node_json(node: &NodeView, now: SystemTime, replication: &Replication) -> Val
             "score": node.info.health.score,
             "reasons": node.info.health.reasons,
             "parts": node.info.health.parts,
+            "unhealthy_checks": node.info.health.unhealthy_checks,
         },
     })
 }

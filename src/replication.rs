@@ -935,6 +935,7 @@ impl Stream {
             stream_silent_ms: Some(silent.as_millis() as u64),
             reconnect_failed: self.reconnect_failed,
             primary_unhealthy_checks,
+            own_unhealthy: self.inner.cluster.local_info().health.unhealthy_checks > 0,
             gossip_settled: self.started.elapsed()
                 >= arc_gossip::detection_bound(self.inner.config.cluster.heartbeat_interval.0),
         });

@@ -8,8 +8,9 @@
 //! - **Trigger** (see [`FailoverReason`]): the catalog's primary is dead, left or (once gossip
 //!   has settled) missing in gossip, its stream has been silent past `failover_timeout` and a
 //!   reconnect failed, or it reported itself unhealthy for `unhealthy_threshold` consecutive
-//!   checks. `cooldown` damps only the last one: a failover on health is a judgement call that
-//!   could flap, a gone primary has to be replaced whatever happened a minute ago.
+//!   checks while this standby passed its own. `cooldown` damps only the last one: a failover on
+//!   health is a judgement call that could flap, a gone primary has to be replaced whatever
+//!   happened a minute ago.
 //! - **Eligible**: this node is in the catalog's in-sync set (so it holds every acknowledged
 //!   write) and in [`rank_standbys`] (a live, healthy standby writer).
 //! - **Rank wait**: the candidate of rank `k` promotes `k` steps after the trigger first held.
@@ -157,6 +158,12 @@ pub struct FailoverInput<'a> {
     pub reconnect_failed: bool,
     /// Consecutive failed health checks of the primary, as it gossips them.
     pub primary_unhealthy_checks: u32,
+    /// Whether this node's own last health check found it unhealthy. The primary's failed
+    /// checks up to then do not count towards a failover on health: a failure this node
+    /// shared (the object store down for everyone) says nothing against the primary, and once
+    /// it ends, this node's next check may pass seconds before the primary's does and gossip
+    /// shows it. Counting from here, only checks the primary failed alone replace it.
+    pub own_unhealthy: bool,
     /// Whether gossip's liveness can be believed yet: a failure detector that has just started
     /// shows every peer dead until their heartbeats arrive, and a standby restarting must not
     /// take that for a dead primary. Until then only the stream's own silence counts.
@@ -219,6 +226,10 @@ pub struct Failover {
     triggered_at_ms: Option<u64>,
     /// After a promote that failed without losing: not before this.
     retry_at_ms: Option<u64>,
+    /// The primary's count of failed checks as of this node's own last failed check: those
+    /// failures were shared, and only the ones after them count (see
+    /// [`FailoverInput::own_unhealthy`]).
+    shared_checks: u32,
 }
 
 impl Failover {
@@ -231,6 +242,7 @@ impl Failover {
             primary: None,
             triggered_at_ms: None,
             retry_at_ms: None,
+            shared_checks: 0,
         }
     }
 
@@ -262,12 +274,22 @@ impl Failover {
                 return FailoverAction::Follow;
             }
         };
-        let Some(reason) = trigger(&self.settings, input, primary) else {
+        if input.primary_unhealthy_checks < self.shared_checks {
+            // The count only grows by one or drops to 0: the primary has passed a check since.
+            self.shared_checks = 0;
+        }
+        if input.own_unhealthy {
+            self.shared_checks = input.primary_unhealthy_checks;
+        }
+        let failed_alone = input
+            .primary_unhealthy_checks
+            .saturating_sub(self.shared_checks);
+        let Some(reason) = trigger(&self.settings, input, primary, failed_alone) else {
             // The wait counts from when the trigger first held, so a trigger that clears must
             // start the count again: a primary back from a blip is not replaced on old evidence.
             self.reset();
             return match cooldown_end(&self.settings, input) {
-                Some(until_ms) if unhealthy(&self.settings, input) => {
+                Some(until_ms) if unhealthy(&self.settings, failed_alone) => {
                     FailoverAction::HeldBack { until_ms }
                 }
                 _ => FailoverAction::Follow,
@@ -307,6 +329,7 @@ impl Failover {
         if epoch > self.epoch {
             self.epoch = epoch;
             self.primary = primary.map(str::to_string);
+            self.shared_checks = 0;
             self.reset();
             return true;
         }
@@ -351,11 +374,13 @@ impl Failover {
 }
 
 /// Returns why `primary` must be replaced, if it must, the most certain evidence first: gossip
-/// agreeing it is gone, then our own stream, then its health.
+/// agreeing it is gone, then our own stream, then its health (`failed_alone`: the checks it
+/// failed while this node passed its own).
 fn trigger(
     settings: &FailoverSettings,
     input: &FailoverInput<'_>,
     primary: &str,
+    failed_alone: u32,
 ) -> Option<FailoverReason> {
     // Once gossip has settled, a primary missing from the view is gone too: no live node
     // gossips it, and without its address this node cannot even try its stream, so the stream's
@@ -375,7 +400,7 @@ fn trigger(
     if silent && input.reconnect_failed {
         return Some(FailoverReason::Silent);
     }
-    if unhealthy(settings, input) && cooldown_end(settings, input).is_none() {
+    if unhealthy(settings, failed_alone) && cooldown_end(settings, input).is_none() {
         return Some(FailoverReason::Unhealthy);
     }
     None
@@ -404,8 +429,8 @@ pub fn witnesses<'a>(
 }
 
 /// Whether the primary has failed `unhealthy_threshold` consecutive health checks.
-fn unhealthy(settings: &FailoverSettings, input: &FailoverInput<'_>) -> bool {
-    input.primary_unhealthy_checks >= settings.unhealthy_threshold.max(1)
+fn unhealthy(settings: &FailoverSettings, failed_checks: u32) -> bool {
+    failed_checks >= settings.unhealthy_threshold.max(1)
 }
 
 /// When the cooldown after the catalog's last failover ends, if it has not yet.
@@ -488,6 +513,7 @@ mod tests {
             stream_silent_ms: None,
             reconnect_failed: false,
             primary_unhealthy_checks: 0,
+            own_unhealthy: false,
             gossip_settled: true,
         }
     }
@@ -601,6 +627,59 @@ mod tests {
         assert_eq!(a.tick(&tick), FailoverAction::Follow);
         tick.primary_unhealthy_checks = 1;
         assert_eq!(a.tick(&tick), promote(FailoverReason::Unhealthy, T0));
+    }
+
+    /// A store outage every node shares: each fails its checks. The standby's next check may
+    /// pass before the primary's does, while gossip still shows the primary's count; the
+    /// checks the standby failed too must not count against the primary.
+    #[test]
+    fn test_should_count_only_checks_the_primary_failed_alone() {
+        let unhealthy = three_standbys(NodeState::Unhealthy);
+        let catalog = catalog(&["a", "b", "c"]);
+        let mut a = machine("a");
+        let mut tick = input(T0, &unhealthy, &catalog);
+        for checks in 1..=5 {
+            tick.primary_unhealthy_checks = checks;
+            tick.own_unhealthy = true;
+            assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        }
+        // This node's check passes; the primary's count is stale, then one more fails.
+        tick.own_unhealthy = false;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.primary_unhealthy_checks = 6;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.primary_unhealthy_checks = 7;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        // Three failed while this node passed: the primary's own trouble.
+        tick.primary_unhealthy_checks = 8;
+        assert_eq!(a.tick(&tick), promote(FailoverReason::Unhealthy, T0));
+
+        // The primary passing a check in between starts its count again from 0.
+        let mut a = machine("a");
+        tick.primary_unhealthy_checks = 4;
+        tick.own_unhealthy = true;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.own_unhealthy = false;
+        tick.primary_unhealthy_checks = 0;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        tick.primary_unhealthy_checks = 3;
+        assert_eq!(a.tick(&tick), promote(FailoverReason::Unhealthy, T0));
+
+        // A new primary starts with a clean slate.
+        let mut a = machine("a");
+        tick.primary_unhealthy_checks = 3;
+        tick.own_unhealthy = true;
+        assert_eq!(a.tick(&tick), FailoverAction::Follow);
+        let mut next = catalog.clone();
+        next.epoch = EPOCH + 1;
+        tick.catalog = &next;
+        tick.own_unhealthy = false;
+        let expected = FailoverAction::Promote {
+            expected_epoch: EPOCH + 1,
+            reason: FailoverReason::Unhealthy,
+            triggered_at_ms: T0,
+        };
+        assert_eq!(a.tick(&tick), expected);
     }
 
     #[test]

@@ -881,6 +881,77 @@ async fn test_a_standby_that_outlived_every_other_node_waits_until_restarted() {
     .await;
 }
 
+/// A failure every node shares replaces no primary: both writers' health probes fail (the
+/// file the fsync probe writes next to the WAL is made a directory, as when the object store
+/// is down for everyone), then both are mended at once. The primary checks its health every
+/// 3 s, the standby every 200 ms, so the standby passes a check seconds before the primary
+/// does, while gossip still shows the primary's count of failed checks. The standby had
+/// those failures too; the primary stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_failure_every_node_shares_replaces_no_primary() {
+    let storage = tempfile::tempdir().unwrap();
+    let ports = free_udp_ports(2);
+    let cluster = format!("shared-failure-{}", rand::random::<u32>());
+    let writer = |id: &str, port: u16, interval: &str| {
+        let member = Member {
+            id: id.to_string(),
+            role: "writer",
+            gossip_port: port,
+        };
+        let mut env = member_env(&cluster, &member, &ports[..1], storage.path());
+        env.extend([
+            ("ARC_CLUSTER_HEALTH_CHECK_INTERVAL".into(), interval.into()),
+            ("ARC_CLUSTER_UNHEALTHY_THRESHOLD".into(), "2".into()),
+            ("RUST_LOG".into(), "info,arc_node::replication=debug".into()),
+        ]);
+        TestNode::prepare_owned(env)
+    };
+    let mut w1 = writer("w1", ports[0], "3s");
+    let mut w2 = writer("w2", ports[1], "200ms");
+    w1.spawn().await;
+    let (primary, epoch) = wait_for("w1 to be primary", DEADLINE, || primary_of(&w1)).await;
+    assert_eq!(primary, "w1");
+    w2.spawn().await;
+    let _logs = LogsOnPanic::new([("w1", &w1), ("w2", &w2)]);
+    wait_in_sync(&w1, 2).await;
+    let w1_checks = async |observer: &TestNode| {
+        let listed = get_json(observer, "/api/v1/cluster/nodes").await?;
+        let w1 = listed["data"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == "w1")?;
+        w1["health"]["unhealthy_checks"].as_u64()
+    };
+
+    let probes: Vec<_> = [&w1, &w2]
+        .iter()
+        .map(|node| node.dir.join("wal").join(".health-probe"))
+        .collect();
+    for probe in &probes {
+        let _ = std::fs::remove_file(probe);
+        std::fs::create_dir(probe).unwrap();
+    }
+    // Mended just after the primary's second failed check: its next one is about 3 s away.
+    wait_for("w2 to see w1 fail two checks", DEADLINE, || async {
+        (w1_checks(&w2).await? >= 2).then_some(())
+    })
+    .await;
+    for probe in &probes {
+        std::fs::remove_dir(probe).unwrap();
+    }
+    // The primary's stale count is what a standby could act on: wait until it is gone.
+    wait_for("w2 to see w1 pass a check", DEADLINE, || async {
+        (w1_checks(&w2).await? == 0).then_some(())
+    })
+    .await;
+    let log = w2.log();
+    assert!(!log.contains("taking over as primary"), "{log}");
+    let local = get_json(&w1, "/api/v1/cluster/local").await.unwrap();
+    assert_eq!(local["data"]["primary"], true, "{local}");
+    assert_eq!(local["data"]["epoch"], epoch, "{local}");
+    w1.write_lp(DB, "fo id=1i 1785542400000000000\n").await;
+}
+
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
     acked.values().filter(|ack| ack.epoch == epoch).count()
 }
