@@ -520,11 +520,21 @@ fn cut_when_lost(response: Response, node: AppState, need: Need, target: String)
     Response::from_parts(parts, Body::from_stream(guarded))
 }
 
+/// How long a forwarded write may wait for a primary this node no longer hears on its
+/// replication stream. A live primary sends every follower a keep-alive each second; ten
+/// seconds without one, twice the stream's own silence timeout, means the link to it is cut or
+/// it hangs, and a write sent over that link would otherwise wait for the forward timeout
+/// (300 s) or until the link heals.
+const UNHEARD_PRIMARY_BOUND: Duration = Duration::from_secs(10);
+
 /// Resolves once this node's view shows that `target` will not answer a forwarded request:
-/// for a write, another node is the primary (a newer epoch, or `target` dead); for a query,
-/// `target` is dead, has left, or is gone from the view. Returns why, for the client.
+/// for a write, another node is the primary (a newer epoch, or `target` dead), or this node
+/// (a follower) has not heard `target` for [`UNHEARD_PRIMARY_BOUND`] while the write was in
+/// flight; for a query, `target` is dead, has left, or is gone from the view. Returns why,
+/// for the client.
 async fn target_lost(node: &AppState, need: Need, target: &str) -> String {
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    let sent = Instant::now();
     loop {
         ticks.tick().await;
         let view = node.cluster.view();
@@ -534,6 +544,15 @@ async fn target_lost(node: &AppState, need: Need, target: &str) -> String {
                     && primary.id != target
                 {
                     return format!("{} became primary", primary.id);
+                }
+                if let Some((primary, heard)) = node.primary_heard()
+                    && primary == target
+                    && heard.min(sent.elapsed()) >= UNHEARD_PRIMARY_BOUND
+                {
+                    return format!(
+                        "this node has not heard {target} on its replication stream for {} s",
+                        heard.as_secs()
+                    );
                 }
             }
             Need::Query => match view.get(target).map(|peer| peer.state) {
@@ -572,8 +591,23 @@ pub(crate) fn unavailable(message: impl Into<String>) -> Response {
     response
 }
 
-async fn health() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+/// `{"status": "ok"}`. A follower adds which primary it streams from and how long ago it last
+/// heard it, in headers: a standby that finds the primary silent asks the others before it
+/// takes over (see `replication::ask_witnesses`).
+async fn health(State(node): State<AppState>) -> Response {
+    let mut response = axum::Json(json!({ "status": "ok" })).into_response();
+    if let Some((primary, heard)) = node.primary_heard()
+        && let Ok(primary) = HeaderValue::from_str(&primary)
+    {
+        let headers = response.headers_mut();
+        headers.insert(crate::replication::PRIMARY_HEADER, primary);
+        let heard_ms = u64::try_from(heard.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(
+            crate::replication::PRIMARY_HEARD_MS_HEADER,
+            HeaderValue::from(heard_ms),
+        );
+    }
+    response
 }
 
 async fn ready(State(node): State<AppState>) -> Response {

@@ -137,6 +137,16 @@ impl NodeInner {
         &self.catalog
     }
 
+    /// The primary this node follows and how long ago it last had a frame from it; `None` on
+    /// the primary (a promoted standby's old stream means nothing) and before any frame.
+    pub fn primary_heard(&self) -> Option<(String, Duration)> {
+        if duty_is(self, Duty::Primary) {
+            return None;
+        }
+        let (primary, at) = self.follower.get()?.progress().heard?;
+        Some((primary, at.elapsed()))
+    }
+
     /// Why `/ready` must say no although the node serves requests: a follower that has not
     /// caught up with the primary once since it started (its fresh rows would be missing).
     /// Only while the primary is alive (or gossip has not had the time to show it): a follower

@@ -51,25 +51,57 @@ const MAX_READER_BACKLOG: u64 = 1_000_000;
 /// How long a standby about to take over waits for another node's `/health` to answer.
 const WITNESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Whether any of `peers` answers `GET /health` (with any status) within
-/// [`WITNESS_PROBE_TIMEOUT`]: proof that this node still reaches part of the cluster.
-async fn any_answers(inner: &NodeInner, peers: &[&arc_gossip::NodeView]) -> bool {
+/// What the witnesses of a failover said.
+#[derive(Debug, Default)]
+struct WitnessAnswers {
+    /// Whether any answered at all: proof that this node still reaches part of the cluster.
+    answered: bool,
+    /// The freshest report of the primary in question: the witness and how many milliseconds
+    /// ago it last had a frame from it.
+    heard: Option<(String, u64)>,
+}
+
+/// Asks `peers` for `GET /health`, each within [`WITNESS_PROBE_TIMEOUT`], in parallel; notes
+/// who answered (with any status) and who says it hears `primary` on its stream.
+async fn ask_witnesses(
+    inner: &NodeInner,
+    peers: &[&arc_gossip::NodeView],
+    primary: &str,
+) -> WitnessAnswers {
     let scheme = if inner.tls { "https" } else { "http" };
     let mut probes = JoinSet::new();
-    for address in peers.iter().map(|peer| &peer.info.api_addr) {
+    for peer in peers {
         let probe = inner
             .forward_client
-            .get(format!("{scheme}://{address}/health"))
+            .get(format!("{scheme}://{}/health", peer.info.api_addr))
             .timeout(WITNESS_PROBE_TIMEOUT)
             .send();
-        probes.spawn(async move { probe.await.is_ok() });
+        let (id, primary) = (peer.id.clone(), primary.to_string());
+        probes.spawn(async move {
+            let response = probe.await.ok()?;
+            let header = |name| {
+                let value = response.headers().get(name)?;
+                value.to_str().ok().map(str::to_string)
+            };
+            let heard_ms = header(PRIMARY_HEARD_MS_HEADER)
+                .filter(|_| header(PRIMARY_HEADER).as_deref() == Some(primary.as_str()))
+                .and_then(|ms| ms.parse::<u64>().ok());
+            Some((id, heard_ms))
+        });
     }
-    while let Some(answered) = probes.join_next().await {
-        if answered.unwrap_or(false) {
-            return true;
+    let mut answers = WitnessAnswers::default();
+    while let Some(answer) = probes.join_next().await {
+        let Ok(Some((id, heard_ms))) = answer else {
+            continue;
+        };
+        answers.answered = true;
+        if let Some(heard_ms) = heard_ms
+            && answers.heard.as_ref().is_none_or(|(_, ms)| heard_ms < *ms)
+        {
+            answers.heard = Some((id, heard_ms));
         }
     }
-    false
+    answers
 }
 
 /// The transport settings of this node, from `[cluster]`.
@@ -278,7 +310,17 @@ pub struct Progress {
     pub caught_up: bool,
     /// Since when visible rows trail the primary's commit LSN (or the stream is down).
     pub behind_since: Option<Instant>,
+    /// The primary this follower last had a frame from, and when. A standby that finds that
+    /// primary silent asks the others for it (`/health`'s [`PRIMARY_HEARD_MS_HEADER`]) to
+    /// tell a cut link from a dead primary.
+    pub heard: Option<(String, Instant)>,
 }
+
+/// `/health`'s answer header naming the primary a follower streams from.
+pub const PRIMARY_HEADER: &str = "x-arc-primary";
+/// `/health`'s answer header: milliseconds since the follower last had a frame (an entry or
+/// a keep-alive) from the primary named by [`PRIMARY_HEADER`].
+pub const PRIMARY_HEARD_MS_HEADER: &str = "x-arc-primary-heard-ms";
 
 impl Progress {
     /// How stale this node's rows may be, in milliseconds: 0 when everything the primary
@@ -831,6 +873,10 @@ impl Stream {
                 let now = now_ms();
                 self.last_heard = Instant::now();
                 let mut closed = None;
+                if matches!(frames.first(), Some(Some(Ok(_)))) {
+                    // Not an error or a close: the stream may have ended by timing out.
+                    self.note_heard(&primary);
+                }
                 for frame in frames {
                     match frame {
                         Some(Ok(frame)) => self.state.frame_received(frame, now),
@@ -989,7 +1035,13 @@ impl Stream {
             std::time::UNIX_EPOCH + Duration::from_millis(triggered_at_ms).saturating_sub(window);
         let primary = catalog.primary.as_deref().unwrap_or("");
         let witnesses = arc_gossip::witnesses(&view, primary, heard_since);
-        if !witnesses.is_empty() && !any_answers(&self.inner, &witnesses).await {
+        let answers = if witnesses.is_empty() {
+            WitnessAnswers::default()
+        } else {
+            ask_witnesses(&self.inner, &witnesses, primary).await
+        };
+        let heard_ms = answers.heard.as_ref().map(|(_, heard_ms)| *heard_ms);
+        let hold_back = if !witnesses.is_empty() && !answers.answered {
             if self.warning_due() {
                 warn!(
                     %reason,
@@ -997,6 +1049,21 @@ impl Stream {
                     "the primary needs replacing, but no other node answers this standby either: it is more likely cut off itself, and does not take over while none answers"
                 );
             }
+            true
+        } else if arc_gossip::heard_by_others(reason, heard_ms, failover_timeout) {
+            if self.warning_due() {
+                warn!(
+                    %reason,
+                    %primary,
+                    heard_by = ?answers.heard,
+                    "the primary is silent to this standby, but another node hears it: only the link between them is cut, and this standby does not take over"
+                );
+            }
+            true
+        } else {
+            false
+        };
+        if hold_back {
             if let Some(failover) = self.failover.as_mut() {
                 failover.promote_failed(now_ms);
             }
@@ -1215,6 +1282,19 @@ impl Stream {
         } else {
             FollowerRole::Reader
         }
+    }
+
+    /// Notes a frame from `primary` now, for the other standbys that ask (see
+    /// [`Progress::heard`]). Nobody waits on it: no receiver is woken.
+    fn note_heard(&self, primary: &str) {
+        let at = Instant::now();
+        self.progress.send_if_modified(|progress| {
+            match &mut progress.heard {
+                Some((id, when)) if id == primary => *when = at,
+                heard => *heard = Some((primary.to_string(), at)),
+            }
+            false
+        });
     }
 
     fn set_streaming(&self, streaming: bool) {

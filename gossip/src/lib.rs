@@ -28,7 +28,7 @@ pub mod view;
 
 pub use failover::{
     CatalogView, Failover, FailoverAction, FailoverInput, FailoverReason, FailoverSettings,
-    witnesses,
+    heard_by_others, witnesses,
 };
 pub use frame::{FrameKey, RejectReason};
 pub use membership::{

@@ -952,6 +952,106 @@ async fn test_a_failure_every_node_shares_replaces_no_primary() {
     w1.write_lp(DB, "fo id=1i 1785542400000000000\n").await;
 }
 
+/// Only the link between the primary and a standby cut, both ways (network namespaces, as
+/// root): the standby finds the primary silent, but the reader still hears it, so the standby
+/// does not take over and says why. The primary drops it from the in-sync set and writes go
+/// on; healed, it is back in sync. One primary and epoch throughout, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
+    if !crate::netns::available_or_skip(
+        "test_a_cut_link_between_primary_and_standby_replaces_no_primary",
+    ) {
+        return;
+    }
+    let ids = ["w1", "w2", "r1"];
+    let mesh = crate::netns::Mesh::create(ids.len());
+    let (_storage, nodes, reader, _logs) =
+        start_cluster_in("cut-link", &[], &ids, Some(&mesh)).await;
+    let at = |id: &str| ids.iter().position(|each| *each == id).unwrap();
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..2);
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    let standby = if primary == "w1" { "w2" } else { "w1" };
+    wait_in_sync(&nodes[primary.as_str()], 2).await;
+    wait_writes_since(&load, Instant::now(), 20).await;
+
+    mesh.sever(at(&primary), at(standby));
+    let log = nodes[standby].dir.join("node.log");
+    let cut = Instant::now();
+    wait_for("the standby to hold back", DEADLINE, || async {
+        let now = primary_of(&reader).await;
+        assert_eq!(now, Some((primary.clone(), epoch)), "{standby} took over");
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("only the link between them is cut")
+            .then_some(())
+    })
+    .await;
+    // The primary goes on without it (out of the in-sync set once it lags).
+    wait_writes_since(&load, Instant::now(), 20).await;
+    mesh.heal();
+    wait_in_sync(&nodes[primary.as_str()], 2).await;
+    wait_writes_since(&load, Instant::now(), 20).await;
+    assert_eq!(primary_of(&reader).await, Some((primary.clone(), epoch)));
+    let acked = load.finish().await;
+    assert!(acked.values().all(|ack| ack.epoch == epoch));
+    let mut times: Vec<Instant> = acked
+        .values()
+        .map(|ack| ack.at)
+        .filter(|at| *at > cut)
+        .collect();
+    times.sort();
+    let stall = times.first().map(|first| first.duration_since(cut));
+    eprintln!("first write acknowledged {stall:?} after the cut");
+    check_acknowledged(&acked, &nodes, &primary, &reader).await;
+}
+
+/// The link between a reader and a live primary cut while a write the reader forwarded is in
+/// flight (network namespaces, as root): the write gets 504 (outcome unknown) once the reader
+/// has not heard the primary for 10 s, not after the forward timeout (300 s) or whenever the
+/// link heals. The primary stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds() {
+    if !crate::netns::available_or_skip(
+        "test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds",
+    ) {
+        return;
+    }
+    let ids = ["w1", "w2", "r1"];
+    let mesh = crate::netns::Mesh::create(ids.len());
+    let (_storage, nodes, reader, _logs) =
+        start_cluster_in("cut-forward", &[], &ids, Some(&mesh)).await;
+    let at = |id: &str| ids.iter().position(|each| *each == id).unwrap();
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_in_sync(&nodes[primary.as_str()], 2).await;
+    // Writes through the reader leave a connection to the primary in its pool: the next
+    // write goes over it, into the cut.
+    for id in 0..10u64 {
+        let line = format!("fo id={id}i {}\n", 1_785_542_400_000_000_000u64 + id);
+        reader.write_lp(DB, &line).await;
+    }
+
+    mesh.sever(at(&primary), at("r1"));
+    let sent = Instant::now();
+    let response = reader
+        .client
+        .post(reader.url("/api/v1/write/line-protocol"))
+        .header("x-arc-database", DB)
+        .body("fo id=10i 1785542400000000010\n")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer within 60 s");
+    let took = sent.elapsed();
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    mesh.heal();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("has not heard"), "{body}");
+    assert!(took < Duration::from_secs(20), "answered after {took:?}");
+    eprintln!("504 after {took:?}: {body}");
+    assert_eq!(primary_of(&reader).await, Some((primary, epoch)));
+}
+
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
     acked.values().filter(|ack| ack.epoch == epoch).count()
 }
@@ -1741,6 +1841,15 @@ async fn mixed_faults(
                 tokio::time::sleep(cut).await;
                 mesh.heal();
                 wait_writes_since(&load, Instant::now(), 20).await;
+                if matches!(fault, Fault::CutPrimaryFromStandby) {
+                    // The others still hear the primary: only the link is cut.
+                    let now = primary_of(&reader).await;
+                    assert_eq!(
+                        now,
+                        Some((primary.to_string(), epoch)),
+                        "round {round}: a standby cut off from the primary alone ({standby}) deposed it"
+                    );
+                }
             }
             Fault::Switchover => {
                 let response = reader
