@@ -40,6 +40,7 @@ mod replication;
 pub mod sdnotify;
 mod server;
 mod switchover;
+mod throttle;
 mod tls;
 pub mod wal_dump;
 mod wal_owner;

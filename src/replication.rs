@@ -36,6 +36,7 @@ use crate::ingest::TableWrite;
 use crate::metrics as m;
 use crate::node::NodeInner;
 use crate::payload;
+use crate::throttle::Throttle;
 
 /// How often a follower reads the catalog log even without flush notices: the backstop for a
 /// lost notice, and how compactions (which the primary does not announce) become visible.
@@ -48,6 +49,8 @@ const MAX_FRAMES_PER_TURN: usize = 1024;
 /// reports no progress for a lag limit, is cut by the primary.
 const MAX_READER_BACKLOG: u64 = 1_000_000;
 
+/// The least time between two lines of the same repeating warning.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a standby about to take over waits for another node's `/health` to answer.
 const WITNESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -621,7 +624,7 @@ struct Stream {
     /// Whether a reconnect failed since the stream went silent.
     reconnect_failed: bool,
     /// When a failover warning (ineligible, held back) was last logged (rate-limits them).
-    failover_warned: Option<Instant>,
+    failover_warned: Throttle,
     /// When this follower started (gossip's liveness is not believed before a detection
     /// bound has passed).
     started: Instant,
@@ -711,7 +714,7 @@ async fn follow(
         failover,
         last_heard: Instant::now(),
         reconnect_failed: false,
-        failover_warned: None,
+        failover_warned: Throttle::new(),
         started: Instant::now(),
         silence_of: None,
     };
@@ -732,7 +735,7 @@ impl Stream {
         let now_ms = move || origin.elapsed().as_millis() as u64;
         let mut backoff = Duration::from_millis(50);
         let mut ended = "start";
-        let mut last_warning: Option<Instant> = None;
+        let unreachable_warned = Throttle::new();
         while !stop.is_cancelled() {
             self.set_streaming(false);
             match self.decide_takeover().await {
@@ -799,9 +802,8 @@ impl Stream {
                     if let Err(error) = self.inner.catalog().refresh().await {
                         debug!(%error, "reading the catalog log");
                     }
-                    if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                        warn!(%primary, %addr, %error, "cannot reach the primary's replication stream; retrying");
-                        last_warning = Some(Instant::now());
+                    if let Some(left_out) = unreachable_warned.due(WARNING_INTERVAL) {
+                        warn!(%primary, %addr, %error, left_out, "cannot reach the primary's replication stream; retrying");
                     }
                     if pause(stop, &mut backoff).await {
                         return;
@@ -1220,14 +1222,8 @@ impl Stream {
     }
 
     /// Whether a rate-limited failover warning may be logged now (one per 10 s); notes it.
-    fn warning_due(&mut self) -> bool {
-        let due = self
-            .failover_warned
-            .is_none_or(|at| at.elapsed() > Duration::from_secs(10));
-        if due {
-            self.failover_warned = Some(Instant::now());
-        }
-        due
+    fn warning_due(&self) -> bool {
+        self.failover_warned.due(WARNING_INTERVAL).is_some()
     }
 
     /// Tells the state machine about the catalog's newest promote. Entries this node holds

@@ -952,25 +952,58 @@ async fn test_a_failure_every_node_shares_replaces_no_primary() {
     w1.write_lp(DB, "fo id=1i 1785542400000000000\n").await;
 }
 
+/// Writers `w1`, `w2` and reader `r1`, each in its own namespace of a mesh (as root).
+/// Declared in the order they are dropped: the logs (printed if the test failed) before the
+/// nodes, the namespaces last.
+struct MeshOfThree {
+    _logs: LogsOnPanic,
+    nodes: BTreeMap<&'static str, TestNode>,
+    reader: TestNode,
+    _storage: tempfile::TempDir,
+    mesh: crate::netns::Mesh,
+}
+
+impl MeshOfThree {
+    const IDS: [&'static str; 3] = ["w1", "w2", "r1"];
+
+    /// Starts the three (see [`start_cluster_in`]); `None`, shown skipped, without namespaces.
+    async fn start(test: &str, name: &str) -> Option<MeshOfThree> {
+        if !crate::netns::available_or_skip(test) {
+            return None;
+        }
+        let mesh = crate::netns::Mesh::create(Self::IDS.len());
+        let (storage, nodes, reader, logs) =
+            start_cluster_in(name, &[], &Self::IDS, Some(&mesh)).await;
+        Some(MeshOfThree {
+            _logs: logs,
+            nodes,
+            reader,
+            _storage: storage,
+            mesh,
+        })
+    }
+
+    /// The namespace of node `id`.
+    fn index(id: &str) -> usize {
+        Self::IDS.iter().position(|each| *each == id).unwrap()
+    }
+}
+
 /// Only the link between the primary and a standby cut, both ways (network namespaces, as
 /// root): the standby finds the primary silent, but the reader still hears it, so the standby
 /// does not take over and says why. The primary drops it from the in-sync set and writes go
 /// on; healed, it is back in sync. One primary and epoch throughout, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
-    if !crate::netns::available_or_skip(
-        "test_a_cut_link_between_primary_and_standby_replaces_no_primary",
-    ) {
+    let test = "test_a_cut_link_between_primary_and_standby_replaces_no_primary";
+    let Some(cluster) = MeshOfThree::start(test, "cut-link").await else {
         return;
-    }
-    let ids = ["w1", "w2", "r1"];
-    let mesh = crate::netns::Mesh::create(ids.len());
-    let (_storage, nodes, reader, _logs) =
-        start_cluster_in("cut-link", &[], &ids, Some(&mesh)).await;
-    let at = |id: &str| ids.iter().position(|each| *each == id).unwrap();
+    };
+    let (mesh, nodes, reader) = (&cluster.mesh, &cluster.nodes, &cluster.reader);
+    let at = MeshOfThree::index;
     let mut load = Load::default();
-    load.through((&reader, "r1"), 0..2);
-    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    load.through((reader, "r1"), 0..2);
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(reader)).await;
     let standby = if primary == "w1" { "w2" } else { "w1" };
     wait_in_sync(&nodes[primary.as_str()], 2).await;
     wait_writes_since(&load, Instant::now(), 20).await;
@@ -979,7 +1012,7 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
     let log = nodes[standby].dir.join("node.log");
     let cut = Instant::now();
     wait_for("the standby to hold back", DEADLINE, || async {
-        let now = primary_of(&reader).await;
+        let now = primary_of(reader).await;
         assert_eq!(now, Some((primary.clone(), epoch)), "{standby} took over");
         let text = std::fs::read_to_string(&log).ok()?;
         text.contains("only the link between them is cut")
@@ -991,7 +1024,7 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
     mesh.heal();
     wait_in_sync(&nodes[primary.as_str()], 2).await;
     wait_writes_since(&load, Instant::now(), 20).await;
-    assert_eq!(primary_of(&reader).await, Some((primary.clone(), epoch)));
+    assert_eq!(primary_of(reader).await, Some((primary.clone(), epoch)));
     let acked = load.finish().await;
     assert!(acked.values().all(|ack| ack.epoch == epoch));
     let mut times: Vec<Instant> = acked
@@ -1002,7 +1035,7 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
     times.sort();
     let stall = times.first().map(|first| first.duration_since(cut));
     eprintln!("first write acknowledged {stall:?} after the cut");
-    check_acknowledged(&acked, &nodes, &primary, &reader).await;
+    check_acknowledged(&acked, nodes, &primary, reader).await;
 }
 
 /// The link between a reader and a live primary cut while a write the reader forwarded is in
@@ -1011,17 +1044,13 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
 /// link heals. The primary stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds() {
-    if !crate::netns::available_or_skip(
-        "test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds",
-    ) {
+    let test = "test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds";
+    let Some(cluster) = MeshOfThree::start(test, "cut-forward").await else {
         return;
-    }
-    let ids = ["w1", "w2", "r1"];
-    let mesh = crate::netns::Mesh::create(ids.len());
-    let (_storage, nodes, reader, _logs) =
-        start_cluster_in("cut-forward", &[], &ids, Some(&mesh)).await;
-    let at = |id: &str| ids.iter().position(|each| *each == id).unwrap();
-    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    };
+    let (mesh, nodes, reader) = (&cluster.mesh, &cluster.nodes, &cluster.reader);
+    let at = MeshOfThree::index;
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(reader)).await;
     wait_in_sync(&nodes[primary.as_str()], 2).await;
     // Writes through the reader leave a connection to the primary in its pool: the next
     // write goes over it, into the cut.
@@ -1049,7 +1078,7 @@ async fn test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds() {
     assert!(body.contains("has not heard"), "{body}");
     assert!(took < Duration::from_secs(20), "answered after {took:?}");
     eprintln!("504 after {took:?}: {body}");
-    assert_eq!(primary_of(&reader).await, Some((primary, epoch)));
+    assert_eq!(primary_of(reader).await, Some((primary, epoch)));
 }
 
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
