@@ -53,6 +53,8 @@ const MAX_READER_BACKLOG: u64 = 1_000_000;
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a standby about to take over waits for another node's `/health` to answer.
 const WITNESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much longer the other witnesses get once one has answered.
+const WITNESS_STRAGGLER_GRACE: Duration = Duration::from_millis(250);
 
 /// What the witnesses of a failover said.
 #[derive(Debug, Default)]
@@ -93,10 +95,17 @@ async fn ask_witnesses(
         });
     }
     let mut answers = WitnessAnswers::default();
-    while let Some(answer) = probes.join_next().await {
+    // A witness that answers at all answers within a round trip: once one has, the others get
+    // a little longer, not the whole timeout (a witness cut off with the primary would delay
+    // every failover of that partition by it).
+    let mut until = tokio::time::Instant::now() + WITNESS_PROBE_TIMEOUT;
+    while let Ok(Some(answer)) = tokio::time::timeout_at(until, probes.join_next()).await {
         let Ok(Some((id, heard_ms))) = answer else {
             continue;
         };
+        if !answers.answered {
+            until = until.min(tokio::time::Instant::now() + WITNESS_STRAGGLER_GRACE);
+        }
         answers.answered = true;
         if let Some(heard_ms) = heard_ms
             && answers.heard.as_ref().is_none_or(|(_, ms)| heard_ms < *ms)
