@@ -128,6 +128,10 @@ fn describe() {
         "Promotions this node won, by reason (dead, silent, unhealthy, switchover)"
     );
     describe_counter!(
+        "arc_failover_held_back_total",
+        "Standby: failover checks that found the primary needing replacement and did not promote, by why (cooldown, ineligible, cut_off: no other node answers, link_cut: another node hears the primary)"
+    );
+    describe_counter!(
         "arc_switchovers_total",
         "Planned switchovers this primary handed its epoch over in"
     );
@@ -365,6 +369,12 @@ pub fn record_failover(
     histogram!("arc_failover_detection_seconds").record(detection.as_secs_f64());
     histogram!("arc_failover_promotion_seconds").record(promotion.as_secs_f64());
     gauge!("arc_failover_last_timestamp_seconds").set(at_unix_ms as f64 / 1000.0);
+}
+
+/// Counts a failover check that held back: `why` is `cooldown`, `ineligible`, `cut_off` or
+/// `link_cut`.
+pub fn record_failover_held_back(why: &'static str) {
+    counter!("arc_failover_held_back_total", "why" => why).increment(1);
 }
 
 /// Records a planned switchover this primary carried out: how long writes were refused.

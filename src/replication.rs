@@ -1013,6 +1013,7 @@ impl Stream {
         let (expected_epoch, reason, triggered_at_ms) = match action {
             FailoverAction::Follow | FailoverAction::Wait { .. } => return Ok(Takeover::No),
             FailoverAction::HeldBack { until_ms } => {
+                m::record_failover_held_back("cooldown");
                 if self.warning_due() {
                     warn!(
                         primary = ?catalog.primary,
@@ -1024,6 +1025,7 @@ impl Stream {
                 return Ok(Takeover::No);
             }
             FailoverAction::Ineligible { reason } => {
+                m::record_failover_held_back("ineligible");
                 if self.warning_due() {
                     warn!(%reason, in_sync = ?catalog.in_sync, "the primary needs replacing, but this standby may not take over (not in sync, or not healthy)");
                 }
@@ -1053,6 +1055,7 @@ impl Stream {
         };
         let heard_ms = answers.heard.as_ref().map(|(_, heard_ms)| *heard_ms);
         let hold_back = if !witnesses.is_empty() && !answers.answered {
+            m::record_failover_held_back("cut_off");
             if self.warning_due() {
                 warn!(
                     %reason,
@@ -1062,6 +1065,7 @@ impl Stream {
             }
             true
         } else if arc_gossip::heard_by_others(reason, heard_ms, failover_timeout) {
+            m::record_failover_held_back("link_cut");
             if self.warning_due() {
                 warn!(
                     %reason,

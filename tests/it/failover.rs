@@ -1019,6 +1019,11 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
             .then_some(())
     })
     .await;
+    let held_back = metric_sum(&nodes[standby], "arc_failover_held_back_total", "link_cut");
+    assert!(
+        held_back.await >= 1.0,
+        "the metric counts the standby holding back"
+    );
     // The primary goes on without it (out of the in-sync set once it lags).
     wait_writes_since(&load, Instant::now(), 20).await;
     mesh.heal();
@@ -1510,6 +1515,25 @@ async fn wait_stepped_down(node: &TestNode, what: &str, epoch: u64) {
 }
 
 /// Waits for `count` writes acknowledged after `since`.
+/// Waits until no node (the reader included) counts a failed health check.
+async fn wait_no_failed_checks(nodes: &BTreeMap<&str, TestNode>, reader: &TestNode) {
+    for (id, node) in nodes
+        .iter()
+        .map(|(id, node)| (*id, node))
+        .chain([("r1", reader)])
+    {
+        wait_for(
+            &format!("{id} counting no failed health check"),
+            DEADLINE,
+            || async {
+                let health = get_json(node, "/api/v1/cluster/health").await?;
+                (health["data"]["unhealthy_checks"] == 0).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 async fn wait_writes_since(load: &Load, since: Instant, count: usize) {
     wait_for("writes acknowledged after the fault", DEADLINE, || async {
         let after = load.with(|acked| acked.values().filter(|ack| ack.at > since).count());
@@ -1666,6 +1690,8 @@ async fn mixed_faults(
     let mut compacted = 0;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
+    // The round of a store outage, and the primary and epoch before it.
+    let mut shared_outage: Option<(usize, &str, u64)> = None;
     for (round, fault) in order.into_iter().enumerate() {
         // A settled cluster, and the same primary before and after settling: a failover still
         // under way (one on health after a store outage, say) must not turn the standby a
@@ -1686,26 +1712,19 @@ async fn mixed_faults(
             .await;
             // No failed health check left counting: the primary's count is what a standby
             // replaces it on.
-            for (id, node) in nodes
-                .iter()
-                .map(|(id, node)| (*id, node))
-                .chain([("r1", &reader)])
-            {
-                wait_for(
-                    &format!("{id} counting no failed health check"),
-                    DEADLINE,
-                    || async {
-                        let health = get_json(node, "/api/v1/cluster/health").await?;
-                        (health["data"]["unhealthy_checks"] == 0).then_some(())
-                    },
-                )
-                .await;
-            }
+            wait_no_failed_checks(&nodes, &reader).await;
             wait_writes_since(&load, Instant::now(), 20).await;
             if primary_of(&reader).await.as_ref() == Some(&seen) {
                 break seen;
             }
         };
+        if let Some((outage, before, before_epoch)) = shared_outage.take() {
+            assert_eq!(
+                (primary.as_str(), epoch),
+                (before, before_epoch),
+                "round {outage}: a store outage every node shared moved the primary"
+            );
+        }
         let standbys: Vec<&'static str> = nodes
             .keys()
             .copied()
@@ -1787,6 +1806,10 @@ async fn mixed_faults(
                 tokio::time::sleep(down).await;
                 store.start().await;
                 wait_writes_since(&load, Instant::now(), 20).await;
+                // Every node failed its store probe (and, while the flushes catch up, may fail
+                // one now and then): no standby may replace the primary on checks it failed as
+                // well. Checked once the next round has settled.
+                shared_outage = Some((round, primary, epoch));
             }
             Fault::KillPrimaryInStoreOutage => {
                 let store = store.as_mut().expect("a store to stop");
@@ -1900,6 +1923,14 @@ async fn mixed_faults(
         eprintln!(
             "round {round}: {fault:?} ({primary} primary in epoch {epoch}, standby drawn {standby}): {now_primary} primary in epoch {now_epoch}, writes again after {:?}",
             began.elapsed()
+        );
+    }
+    if let Some((outage, before, before_epoch)) = shared_outage {
+        wait_no_failed_checks(&nodes, &reader).await;
+        assert_eq!(
+            primary_of(&reader).await,
+            Some((before.to_string(), before_epoch)),
+            "round {outage}: a store outage every node shared moved the primary"
         );
     }
     let (primary, _) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
