@@ -401,6 +401,13 @@ async fn kill_9_drills(name: &str, extra: &[(&str, &str)], drills: usize) {
         .await;
         let recovery = killed.elapsed();
         recoveries.push(recovery);
+        // A promoted standby no longer reports hearing a primary: its old stream means nothing.
+        let new = &nodes[new_primary.as_str()];
+        let health = new.client.get(new.url("/health")).send().await.unwrap();
+        assert!(
+            health.headers().get("x-arc-primary").is_none(),
+            "{new_primary}"
+        );
         // Split: detection (kill -> the promote written), promotion (the winner's own
         // measure: promote, replay, start), catch-up (the rest: the first write to make it
         // through the reader and be acknowledged).

@@ -268,6 +268,37 @@ async fn test_readers_see_acknowledged_rows_before_the_flush_and_exactly_once_af
     ];
     let mut next = 0;
     wait_replicated(&primary, "fresh", &mut next).await;
+    // Each follower's `/health` says which primary it hears and how long ago it last did (a
+    // standby about to take over asks); the primary's says nothing of the kind.
+    for follower in readers.iter().chain([&standby]) {
+        wait_for("a follower to say it hears w1", DEADLINE, || async {
+            let response = follower
+                .client
+                .get(follower.url("/health"))
+                .send()
+                .await
+                .ok()?;
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)?
+                    .to_str()
+                    .ok()
+                    .map(String::from)
+            };
+            let heard_ms: u64 = header("x-arc-primary-heard-ms")?.parse().ok()?;
+            (header("x-arc-primary")? == "w1" && heard_ms < 2_000).then_some(())
+        })
+        .await;
+    }
+    let response = primary
+        .client
+        .get(primary.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("x-arc-primary").is_none());
+    assert!(response.headers().get("x-arc-primary-heard-ms").is_none());
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = load(&primary, "fresh", 4, 10_000_000, stop.clone());
