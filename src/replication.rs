@@ -1064,14 +1064,20 @@ impl Stream {
                 );
             }
             true
-        } else if arc_gossip::heard_by_others(reason, heard_ms, failover_timeout) {
+        } else if arc_gossip::heard_by_others(
+            reason,
+            view.get(primary)
+                .is_some_and(|node| node.state == arc_gossip::NodeState::Left),
+            heard_ms,
+            failover_timeout,
+        ) {
             m::record_failover_held_back("link_cut");
             if self.warning_due() {
                 warn!(
                     %reason,
                     %primary,
                     heard_by = ?answers.heard,
-                    "the primary is silent to this standby, but another node hears it: only the link between them is cut, and this standby does not take over"
+                    "the primary is silent or dead to this standby, but another node hears it: only this standby's links are at fault (the one between them is cut), and it does not take over"
                 );
             }
             true

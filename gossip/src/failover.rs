@@ -428,22 +428,26 @@ pub fn witnesses<'a>(
         .collect()
 }
 
-/// Whether a primary this standby finds silent was heard on its stream by another node
-/// recently enough to be alive: `heard_ms` is the freshest such report (how long ago a witness
-/// last had a frame from the same primary). Then only the link between the primary and this
-/// standby is cut, and taking over would depose a primary the rest of the cluster reaches.
+/// Whether a primary this standby finds silent, or its gossip shows dead, was heard on its
+/// stream by another node recently enough to be alive: `heard_ms` is the freshest such report
+/// (how long ago a witness last had a frame from the same primary). Then only this standby's
+/// links are at fault (the one to the primary cut, or its own links flapping until its failure
+/// detector gave up on the primary), and taking over would depose a primary the rest of the
+/// cluster reaches.
 ///
-/// Only a silent stream is judged this way (gossip calling the primary dead, or the primary
-/// calling itself unhealthy, are other evidence). The bound is half the failover timeout: a
-/// dead primary's followers all stopped hearing it about when this one did, at least a failover
-/// timeout before the trigger held, while a live one sends each follower a keep-alive every
-/// second when idle.
+/// A primary that left (`primary_left`: gossip shows it leaving on purpose, also reason `Dead`),
+/// or calls itself unhealthy, is replaced whoever hears it. The bound is
+/// half the failover timeout: a dead primary's followers all stopped hearing it about when this
+/// one did, at least a failover timeout before its silence triggers (and gossip takes longer
+/// still), while a live one sends each follower a keep-alive every second when idle.
 pub fn heard_by_others(
     reason: FailoverReason,
+    primary_left: bool,
     heard_ms: Option<u64>,
     failover_timeout: Duration,
 ) -> bool {
-    reason == FailoverReason::Silent
+    matches!(reason, FailoverReason::Silent | FailoverReason::Dead)
+        && !primary_left
         && heard_ms.is_some_and(|heard_ms| heard_ms < millis(failover_timeout) / 2)
 }
 
@@ -702,21 +706,25 @@ mod tests {
     }
 
     #[test]
-    fn test_should_hold_back_on_silence_only_while_others_hear_the_primary() {
+    fn test_should_hold_back_while_others_hear_the_primary() {
         let timeout = FailoverSettings::DEFAULT_FAILOVER_TIMEOUT;
-        let silent = FailoverReason::Silent;
-        assert!(heard_by_others(silent, Some(0), timeout));
-        assert!(heard_by_others(silent, Some(1_499), timeout));
-        // Heard no later than this standby did: dead to them too.
-        assert!(!heard_by_others(silent, Some(1_500), timeout));
-        assert!(!heard_by_others(silent, Some(3_200), timeout));
-        assert!(!heard_by_others(silent, None, timeout));
-        for reason in [
+        for reason in [FailoverReason::Silent, FailoverReason::Dead] {
+            assert!(heard_by_others(reason, false, Some(0), timeout));
+            assert!(heard_by_others(reason, false, Some(1_499), timeout));
+            // Heard no later than this standby did: dead to them too.
+            assert!(!heard_by_others(reason, false, Some(1_500), timeout));
+            assert!(!heard_by_others(reason, false, Some(3_200), timeout));
+            assert!(!heard_by_others(reason, false, None, timeout));
+        }
+        // Leaving on purpose, or unhealthy by its own account: replaced all the same.
+        assert!(!heard_by_others(
             FailoverReason::Dead,
-            FailoverReason::Unhealthy,
-            FailoverReason::Switchover,
-        ] {
-            assert!(!heard_by_others(reason, Some(0), timeout));
+            true,
+            Some(0),
+            timeout
+        ));
+        for reason in [FailoverReason::Unhealthy, FailoverReason::Switchover] {
+            assert!(!heard_by_others(reason, false, Some(0), timeout));
         }
     }
 

@@ -1022,8 +1022,7 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
         let now = primary_of(reader).await;
         assert_eq!(now, Some((primary.clone(), epoch)), "{standby} took over");
         let text = std::fs::read_to_string(&log).ok()?;
-        text.contains("only the link between them is cut")
-            .then_some(())
+        text.contains("but another node hears it").then_some(())
     })
     .await;
     let held_back = metric_sum(&nodes[standby], "arc_failover_held_back_total", "link_cut");
@@ -1435,6 +1434,10 @@ enum Fault {
     /// for drawn fractions of a second (shorter than the failover timeout, and sometimes in a
     /// row long enough), then healed for good.
     FlapPrimary,
+    /// A standby's links flapping the same way: it may leave the in-sync set and come back,
+    /// writes go on, and it never takes over (when it finds the primary silent, either no one
+    /// answers it or the others still hear the primary).
+    FlapStandby,
     /// A compactor cut off from every other node for a drawn while: each compactor then owns
     /// every partition, and both may merge the same files (the catalog lets one swap land).
     IsolateCompactor,
@@ -1464,9 +1467,10 @@ const STORE_FAULTS: [Fault; 2] = [Fault::StoreOutage, Fault::KillPrimaryInStoreO
 const STORE_PARTITION_FAULTS: [Fault; 2] = [Fault::CutPrimaryFromStore, Fault::CutStandbyFromStore];
 
 /// The faults added with a node per network namespace ([`crate::netns::Mesh`]).
-const PARTITION_FAULTS: [Fault; 7] = [
+const PARTITION_FAULTS: [Fault; 8] = [
     Fault::IsolatePrimary,
     Fault::FlapPrimary,
+    Fault::FlapStandby,
     Fault::MutePrimary,
     Fault::IsolateStandby,
     Fault::CutPrimaryFromStandby,
@@ -1850,10 +1854,15 @@ async fn mixed_faults(
                 )
                 .await;
             }
-            Fault::FlapPrimary => {
+            Fault::FlapPrimary | Fault::FlapStandby => {
                 let mesh = mesh.expect("a mesh to cut");
+                let flapping = if matches!(fault, Fault::FlapPrimary) {
+                    primary
+                } else {
+                    standby
+                };
                 for _ in 0..rng.random_range(5..15) {
-                    mesh.isolate(at(primary));
+                    mesh.isolate(at(flapping));
                     let cut = Duration::from_millis(rng.random_range(100..1500));
                     tokio::time::sleep(cut).await;
                     mesh.heal();
@@ -1861,6 +1870,13 @@ async fn mixed_faults(
                     tokio::time::sleep(healed).await;
                 }
                 wait_writes_since(&load, Instant::now(), 20).await;
+                if matches!(fault, Fault::FlapStandby) {
+                    assert_eq!(
+                        primary_of(&reader).await,
+                        Some((primary.to_string(), epoch)),
+                        "round {round}: a standby whose links flapped ({standby}) deposed the primary"
+                    );
+                }
             }
             Fault::IsolateStandby | Fault::CutPrimaryFromStore | Fault::CutStandbyFromStore => {
                 let mesh = mesh.expect("a mesh to cut");
