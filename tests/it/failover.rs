@@ -1943,8 +1943,17 @@ async fn mixed_faults(
             }
         }
         let (now_primary, now_epoch) = primary_of(&reader).await.unwrap_or_default();
+        // How long writes stalled at worst: the longest time without an acknowledgement.
+        let stall = load.with(|acked| {
+            let mut times: Vec<Instant> = acked.values().map(|ack| ack.at).collect();
+            times.retain(|at| *at >= began);
+            times.sort();
+            let first = times.first().map(|at| at.duration_since(began));
+            let gaps = times.windows(2).map(|pair| pair[1].duration_since(pair[0]));
+            gaps.chain(first).max().unwrap_or_default()
+        });
         eprintln!(
-            "round {round}: {fault:?} ({primary} primary in epoch {epoch}, standby drawn {standby}): {now_primary} primary in epoch {now_epoch}, writes again after {:?}",
+            "round {round}: {fault:?} ({primary} primary in epoch {epoch}, standby drawn {standby}): {now_primary} primary in epoch {now_epoch}, writes again after {:?}, longest stall {stall:.1?}",
             began.elapsed()
         );
     }
