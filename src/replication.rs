@@ -632,7 +632,7 @@ struct Stream {
     last_heard: Instant,
     /// Whether a reconnect failed since the stream went silent.
     reconnect_failed: bool,
-    /// When a failover warning (ineligible, held back) was last logged (rate-limits them).
+    /// Rate-limits the failover warnings (ineligible, held back, cut off).
     failover_warned: Throttle,
     /// When this follower started (gossip's liveness is not believed before a detection
     /// bound has passed).
@@ -1064,13 +1064,7 @@ impl Stream {
                 );
             }
             true
-        } else if arc_gossip::heard_by_others(
-            reason,
-            view.get(primary)
-                .is_some_and(|node| node.state == arc_gossip::NodeState::Left),
-            heard_ms,
-            failover_timeout,
-        ) {
+        } else if arc_gossip::heard_by_others(&view, primary, reason, heard_ms, failover_timeout) {
             m::record_failover_held_back("link_cut");
             if self.warning_due() {
                 warn!(

@@ -435,19 +435,22 @@ pub fn witnesses<'a>(
 /// detector gave up on the primary), and taking over would depose a primary the rest of the
 /// cluster reaches.
 ///
-/// A primary that left (`primary_left`: gossip shows it leaving on purpose, also reason `Dead`),
-/// or calls itself unhealthy, is replaced whoever hears it. The bound is
-/// half the failover timeout: a dead primary's followers all stopped hearing it about when this
+/// A primary that left (`view` shows it leaving on purpose; reason `Dead` too), or calls
+/// itself unhealthy, is replaced whoever hears it. The bound is half the failover timeout: a dead primary's followers all stopped hearing it about when this
 /// one did, at least a failover timeout before its silence triggers (and gossip takes longer
 /// still), while a live one sends each follower a keep-alive every second when idle.
 pub fn heard_by_others(
+    view: &ClusterView,
+    primary: &str,
     reason: FailoverReason,
-    primary_left: bool,
     heard_ms: Option<u64>,
     failover_timeout: Duration,
 ) -> bool {
+    let left = view
+        .get(primary)
+        .is_some_and(|node| node.state == NodeState::Left);
     matches!(reason, FailoverReason::Silent | FailoverReason::Dead)
-        && !primary_left
+        && !left
         && heard_ms.is_some_and(|heard_ms| heard_ms < millis(failover_timeout) / 2)
 }
 
@@ -708,23 +711,27 @@ mod tests {
     #[test]
     fn test_should_hold_back_while_others_hear_the_primary() {
         let timeout = FailoverSettings::DEFAULT_FAILOVER_TIMEOUT;
+        let dead = three_standbys(NodeState::Dead);
+        let heard = |reason, heard_ms| heard_by_others(&dead, "p", reason, heard_ms, timeout);
         for reason in [FailoverReason::Silent, FailoverReason::Dead] {
-            assert!(heard_by_others(reason, false, Some(0), timeout));
-            assert!(heard_by_others(reason, false, Some(1_499), timeout));
+            assert!(heard(reason, Some(0)));
+            assert!(heard(reason, Some(1_499)));
             // Heard no later than this standby did: dead to them too.
-            assert!(!heard_by_others(reason, false, Some(1_500), timeout));
-            assert!(!heard_by_others(reason, false, Some(3_200), timeout));
-            assert!(!heard_by_others(reason, false, None, timeout));
+            assert!(!heard(reason, Some(1_500)));
+            assert!(!heard(reason, Some(3_200)));
+            assert!(!heard(reason, None));
         }
         // Leaving on purpose, or unhealthy by its own account: replaced all the same.
+        let left = three_standbys(NodeState::Left);
         assert!(!heard_by_others(
+            &left,
+            "p",
             FailoverReason::Dead,
-            true,
             Some(0),
             timeout
         ));
         for reason in [FailoverReason::Unhealthy, FailoverReason::Switchover] {
-            assert!(!heard_by_others(reason, false, Some(0), timeout));
+            assert!(!heard(reason, Some(0)));
         }
     }
 

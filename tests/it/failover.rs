@@ -111,6 +111,19 @@ impl Load {
         look(&self.acked.lock().unwrap())
     }
 
+    /// The longest time since `since` without an acknowledged write (from `since` to the first
+    /// one, or between two): how long writes stalled at worst.
+    fn longest_stall(&self, since: Instant) -> Duration {
+        self.with(|acked| {
+            let mut times: Vec<Instant> = acked.values().map(|ack| ack.at).collect();
+            times.retain(|at| *at >= since);
+            times.sort();
+            let first = times.first().map(|at| at.duration_since(since));
+            let gaps = times.windows(2).map(|pair| pair[1].duration_since(pair[0]));
+            gaps.chain(first).max().unwrap_or_default()
+        })
+    }
+
     /// How many writes were acknowledged in `epoch`.
     fn acked_in(&self, epoch: u64) -> usize {
         self.with(|acked| acked_in_epoch(acked, epoch))
@@ -865,10 +878,9 @@ async fn test_a_standby_that_outlived_every_other_node_waits_until_restarted() {
     .await;
     nodes.get_mut("w1").unwrap().kill9();
     reader.kill9();
-    let log = nodes["w2"].dir.join("node.log");
     wait_for("w2 to hold back as cut off", DEADLINE, || async {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.contains("more likely cut off itself").then_some(())
+        let log = nodes["w2"].log();
+        log.contains("more likely cut off itself").then_some(())
     })
     .await;
     let local = get_json(&nodes["w2"], "/api/v1/cluster/local")
@@ -1016,13 +1028,12 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
     wait_writes_since(&load, Instant::now(), 20).await;
 
     mesh.sever(at(&primary), at(standby));
-    let log = nodes[standby].dir.join("node.log");
     let cut = Instant::now();
     wait_for("the standby to hold back", DEADLINE, || async {
         let now = primary_of(reader).await;
         assert_eq!(now, Some((primary.clone(), epoch)), "{standby} took over");
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.contains("but another node hears it").then_some(())
+        let log = nodes[standby].log();
+        log.contains("but another node hears it").then_some(())
     })
     .await;
     let held_back = metric_sum(&nodes[standby], "arc_failover_held_back_total", "link_cut");
@@ -1036,16 +1047,12 @@ async fn test_a_cut_link_between_primary_and_standby_replaces_no_primary() {
     wait_in_sync(&nodes[primary.as_str()], 2).await;
     wait_writes_since(&load, Instant::now(), 20).await;
     assert_eq!(primary_of(reader).await, Some((primary.clone(), epoch)));
+    eprintln!(
+        "longest write stall since the cut: {:.1?}",
+        load.longest_stall(cut)
+    );
     let acked = load.finish().await;
     assert!(acked.values().all(|ack| ack.epoch == epoch));
-    let mut times: Vec<Instant> = acked
-        .values()
-        .map(|ack| ack.at)
-        .filter(|at| *at > cut)
-        .collect();
-    times.sort();
-    let stall = times.first().map(|first| first.duration_since(cut));
-    eprintln!("first write acknowledged {stall:?} after the cut");
     check_acknowledged(&acked, nodes, &primary, reader).await;
 }
 
@@ -1525,7 +1532,6 @@ async fn wait_stepped_down(node: &TestNode, what: &str, epoch: u64) {
     .await;
 }
 
-/// Waits for `count` writes acknowledged after `since`.
 /// Waits until no node (the reader included) counts a failed health check.
 async fn wait_no_failed_checks(nodes: &BTreeMap<&str, TestNode>, reader: &TestNode) {
     for (id, node) in nodes
@@ -1545,6 +1551,7 @@ async fn wait_no_failed_checks(nodes: &BTreeMap<&str, TestNode>, reader: &TestNo
     }
 }
 
+/// Waits for `count` writes acknowledged after `since`.
 async fn wait_writes_since(load: &Load, since: Instant, count: usize) {
     wait_for("writes acknowledged after the fault", DEADLINE, || async {
         let after = load.with(|acked| acked.values().filter(|ack| ack.at > since).count());
@@ -1943,15 +1950,7 @@ async fn mixed_faults(
             }
         }
         let (now_primary, now_epoch) = primary_of(&reader).await.unwrap_or_default();
-        // How long writes stalled at worst: the longest time without an acknowledgement.
-        let stall = load.with(|acked| {
-            let mut times: Vec<Instant> = acked.values().map(|ack| ack.at).collect();
-            times.retain(|at| *at >= began);
-            times.sort();
-            let first = times.first().map(|at| at.duration_since(began));
-            let gaps = times.windows(2).map(|pair| pair[1].duration_since(pair[0]));
-            gaps.chain(first).max().unwrap_or_default()
-        });
+        let stall = load.longest_stall(began);
         eprintln!(
             "round {round}: {fault:?} ({primary} primary in epoch {epoch}, standby drawn {standby}): {now_primary} primary in epoch {now_epoch}, writes again after {:?}, longest stall {stall:.1?}",
             began.elapsed()
