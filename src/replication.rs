@@ -1248,7 +1248,9 @@ impl Stream {
         let Some(fence) = snapshot.fence.clone() else {
             return Ok(());
         };
-        if Epoch(snapshot.epoch) <= self.state.promised_epoch() {
+        // Compared with the fenced epoch, not the promised one: a primary may have announced
+        // its epoch before the catalog showed its promote.
+        if Epoch(snapshot.epoch) <= self.state.fenced_epoch() {
             return Ok(());
         }
         self.state

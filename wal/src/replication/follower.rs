@@ -130,8 +130,12 @@ pub enum FollowerPhase {
 pub struct FollowerState {
     node_id: String,
     role: FollowerRole,
-    /// The newest promote epoch known from the catalog.
+    /// The newest promote epoch known, from the catalog or from a primary's `Subscribed`.
     promised_epoch: Epoch,
+    /// The epoch whose fence `fence_lsn` is: the newest promote read from the catalog. Behind
+    /// `promised_epoch` when a primary announced its epoch before the catalog showed it (the
+    /// store unreachable), until the catalog does.
+    fenced_epoch: Epoch,
     /// That promote's fence: the last LSN it keeps from older epochs. Entries of older epochs
     /// at or below it are the new primary's inheritance; above it they are void.
     fence_lsn: Lsn,
@@ -166,6 +170,7 @@ impl FollowerState {
             node_id: node_id.into(),
             role,
             promised_epoch,
+            fenced_epoch: promised_epoch,
             fence_lsn,
             next_lsn,
             last_epoch: None,
@@ -224,6 +229,12 @@ impl FollowerState {
         self.promised_epoch
     }
 
+    /// Returns the epoch of the newest promote whose fence this follower knows (see
+    /// [`FollowerState::promote_seen`]).
+    pub fn fenced_epoch(&self) -> Epoch {
+        self.fenced_epoch
+    }
+
     /// Input: start a stream now. Emits [`FollowerAction::Subscribe`].
     pub fn subscribe(&mut self, now_ms: u64) {
         self.phase = FollowerPhase::Subscribing;
@@ -246,11 +257,18 @@ impl FollowerState {
     /// to `fence_lsn`. A stream from an older primary is dropped: the catalog names another
     /// primary now.
     pub fn promote_seen(&mut self, epoch: Epoch, fence_lsn: Lsn) {
+        if epoch <= self.fenced_epoch {
+            return;
+        }
+        // Also for the epoch a primary already announced: until now its fence was unknown,
+        // and the older fence refused entries the new primary inherited (the follower
+        // resubscribed for as long as it was streaming).
+        self.fenced_epoch = epoch;
+        self.fence_lsn = fence_lsn;
         if epoch <= self.promised_epoch {
             return;
         }
         self.promised_epoch = epoch;
-        self.fence_lsn = fence_lsn;
         let stale = match self.phase {
             FollowerPhase::Streaming { epoch: streaming } => streaming < epoch,
             FollowerPhase::Subscribing => true,
@@ -546,6 +564,53 @@ mod tests {
                 }
             }
         );
+    }
+
+    /// The store unreachable, a reader follows the new primary of epoch 3 before the catalog
+    /// shows its promote: the older fence (2) still refuses entries above it, but once the
+    /// catalog shows the promote its fence (5) counts, although epoch 3 is already promised.
+    #[test]
+    fn test_should_learn_the_fence_of_an_epoch_a_primary_announced_first() {
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(2), Lsn(2)), Lsn(3), 1_000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(3),
+            },
+            0,
+        );
+        assert_eq!(state.promised_epoch(), Epoch(3));
+        assert_eq!(state.fenced_epoch(), Epoch(2));
+        drain(&mut state);
+        state.frame_received(entry(2, 3), 1);
+        assert!(matches!(
+            drain(&mut state).as_slice(),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::StaleEpoch { .. }
+            }]
+        ));
+        state.promote_seen(Epoch(3), Lsn(5));
+        assert_eq!(state.fenced_epoch(), Epoch(3));
+        assert!(
+            drain(&mut state).is_empty(),
+            "no resubscribe: not a newer epoch"
+        );
+        state.subscribe(2);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(3),
+            },
+            2,
+        );
+        drain(&mut state);
+        for lsn in 3..=5 {
+            state.frame_received(entry(2, lsn), 2);
+        }
+        state.frame_received(entry(3, 6), 2);
+        assert_eq!(state.next_lsn(), Lsn(7), "{:?}", drain(&mut state));
     }
 
     #[test]
