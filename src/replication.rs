@@ -41,6 +41,10 @@ use crate::throttle::Throttle;
 /// How often a follower reads the catalog log even without flush notices: the backstop for a
 /// lost notice, and how compactions (which the primary does not announce) become visible.
 const CATALOG_BACKSTOP: Duration = Duration::from_secs(5);
+/// The longest a follower's loop waits for the catalog log where it can go on without it (the
+/// tailer keeps reading): cut off from the store alone, with an object store client that
+/// retries for minutes, it would otherwise not follow a new primary for as long.
+const CATALOG_READ_BOUND: Duration = Duration::from_secs(2);
 /// The longest a follower waits between two attempts to reach the primary.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Frames taken off the stream before the follower acts on them (one fsync for all).
@@ -157,8 +161,15 @@ impl Primary {
             .filter(|node| **node != inner.node_id)
             .cloned()
             .collect();
+        // The promote's fence. A primary starts right after its promote, before it writes, and
+        // the promote recorded its WAL's end: the same LSN, should the catalog not show it.
+        let fence_lsn = match &snapshot.fence {
+            Some(fence) if snapshot.epoch == epoch => fence.last_lsn,
+            _ => next_lsn.saturating_sub(1),
+        };
         let start = PrimaryStart {
             epoch: Epoch(epoch),
+            fence_lsn: Lsn(fence_lsn),
             durable_lsn: (next_lsn > 1).then(|| Lsn(next_lsn - 1)),
             committed_isr: committed_isr.clone(),
             config: PrimaryConfig {
@@ -503,6 +514,12 @@ impl StandbyWal {
     /// the new primary holds as well; the stream brings the rest. Entries up to the fence are
     /// kept, not dropped: they may be acknowledged writes that no flush covers yet.
     async fn cut_above_fence(&mut self, snapshot: &CatalogState) -> anyhow::Result<()> {
+        let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
+        self.cut_above(snapshot.epoch, fence).await
+    }
+
+    /// As [`StandbyWal::cut_above_fence`], for the promote of `epoch` with fence `fence`.
+    async fn cut_above(&mut self, epoch: u64, fence: u64) -> anyhow::Result<()> {
         let last = self.next_lsn().0.saturating_sub(1);
         drop(self.wal.take());
         let dir = self.settings.dir.clone();
@@ -510,17 +527,15 @@ impl StandbyWal {
             "{}.diverged-epoch-{}",
             dir.file_name()
                 .map_or("wal".into(), |name| name.to_string_lossy()),
-            snapshot.epoch
+            epoch
         ));
-        let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
         tracing::error!(
             wal_dir = %dir.display(),
             moved_to = %aside.display(),
             fence_lsn = fence,
             last_lsn = last,
-            epoch = snapshot.epoch,
-            "this writer's WAL holds entries above the fence of epoch {}'s promote, written by a deposed primary and never acknowledged: the WAL is set aside and rebuilt with its entries up to the fence",
-            snapshot.epoch
+            epoch,
+            "this writer's WAL holds entries above the fence of epoch {epoch}'s promote, written by a deposed primary and never acknowledged: the WAL is set aside and rebuilt with its entries up to the fence"
         );
         let settings = self.settings.clone();
         let (wal, unflushed) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -624,8 +639,6 @@ struct Stream {
     progress: watch::Sender<Progress>,
     /// Wakes the catalog tailer (a flush notice, a skip).
     tail: Arc<Notify>,
-    /// A primary silent this long is dropped.
-    silence_timeout_ms: u64,
     /// A standby's failover decision (`None`: a reader, or failover disabled).
     failover: Option<Failover>,
     /// When the primary was last heard from (a frame, or a stream opened).
@@ -719,7 +732,6 @@ async fn follow(
         pending: VecDeque::new(),
         progress,
         tail,
-        silence_timeout_ms: settings.silence_timeout.as_millis() as u64,
         failover,
         last_heard: Instant::now(),
         reconnect_failed: false,
@@ -808,7 +820,7 @@ impl Stream {
                     self.state.stream_ended();
                     self.reconnect_failed = true;
                     // The catalog may name a new primary by now.
-                    if let Err(error) = self.inner.catalog().refresh().await {
+                    if let Err(error) = refresh_catalog(&self.inner).await {
                         debug!(%error, "reading the catalog log");
                     }
                     if let Some(left_out) = unreachable_warned.due(WARNING_INTERVAL) {
@@ -1241,8 +1253,8 @@ impl Stream {
 
     /// Tells the state machine about the catalog's newest promote. Entries this node holds
     /// above a newer promote's fence were never acknowledged (the new primary, in sync, would
-    /// hold them otherwise) and differ from the new primary's log: a reader drops them, a
-    /// standby sets its WAL aside, and both start over from what remains.
+    /// hold them otherwise) and differ from the new primary's log: they are dropped (see
+    /// [`Stream::drop_above`]) and the stream starts over from what remains.
     async fn catalog_news(&mut self) -> anyhow::Result<()> {
         let snapshot = self.inner.catalog().snapshot();
         let Some(fence) = snapshot.fence.clone() else {
@@ -1253,46 +1265,33 @@ impl Stream {
         if Epoch(snapshot.epoch) <= self.state.fenced_epoch() {
             return Ok(());
         }
-        self.state
+        let keep = self
+            .state
             .promote_seen(Epoch(snapshot.epoch), Lsn(fence.last_lsn));
         self.inner
             .cluster
             .update(|info| info.epoch = snapshot.epoch);
-        let holds_beyond = self.state.next_lsn().0 > fence.last_lsn.saturating_add(1);
-        let diverged = self
-            .standby
-            .as_ref()
-            .is_some_and(|standby| standby.diverged(&snapshot));
-        if !holds_beyond && !diverged {
-            return Ok(());
+        if let Some(keep) = keep {
+            self.drop_above(snapshot.epoch, keep).await?;
         }
-        self.pending.retain(|(lsn, _)| *lsn <= fence.last_lsn);
-        let next = match &mut self.standby {
-            Some(standby) if diverged => {
-                standby.cut_above_fence(&snapshot).await?;
-                standby.next_lsn()
-            }
-            Some(standby) => standby.next_lsn(),
-            None => Lsn(fence.last_lsn.saturating_add(1)),
-        };
-        let next = next.min(Lsn(fence.last_lsn.saturating_add(1)));
-        info!(epoch = snapshot.epoch, fence_lsn = fence.last_lsn, next_lsn = %next, "a new primary: following it from its fence");
-        self.state = FollowerState::new(
-            self.inner.node_id.clone(),
-            self.state_role(),
-            (Epoch(snapshot.epoch), Lsn(fence.last_lsn)),
-            next,
-            self.silence_timeout_ms,
-        );
+        info!(epoch = snapshot.epoch, fence_lsn = fence.last_lsn, next_lsn = %self.state.next_lsn(), "a new primary: following it from its fence");
         Ok(())
     }
 
-    fn state_role(&self) -> FollowerRole {
-        if self.standby.is_some() {
-            FollowerRole::Standby
-        } else {
-            FollowerRole::Reader
+    /// Drops what this node holds above `keep`: entries of older epochs than `epoch`'s promote
+    /// that it may not keep (written by a deposed primary, never acknowledged). A reader drops
+    /// its queued entries (none above was exposed); a standby sets its WAL aside and rebuilds
+    /// it up to `keep`.
+    async fn drop_above(&mut self, epoch: u64, keep: Lsn) -> anyhow::Result<()> {
+        warn!(epoch, keep_lsn = %keep, "a newer promote's fence is below what this node holds: dropping the entries above it (a deposed primary's, never acknowledged)");
+        self.pending.retain(|(lsn, _)| *lsn <= keep.0);
+        if let Some(standby) = &mut self.standby {
+            standby.cut_above(epoch, keep.0).await?;
+            let durable = standby.next_lsn().0.saturating_sub(1);
+            self.progress
+                .send_modify(|progress| progress.durable = durable);
         }
+        Ok(())
     }
 
     /// Notes a frame from `primary` now, for the other standbys that ask (see
@@ -1331,7 +1330,7 @@ impl Stream {
                     FollowerAction::Subscribe(_) => {}
                     FollowerAction::SkipTo { lsn } => {
                         info!(lsn = %lsn, "the primary no longer keeps older entries; its flushes cover them");
-                        if let Err(error) = self.inner.catalog().refresh().await {
+                        if let Err(error) = refresh_catalog(&self.inner).await {
                             warn!(%error, "reading the catalog log after a skip");
                         }
                         if let Some(standby) = &mut self.standby {
@@ -1339,6 +1338,15 @@ impl Stream {
                             standby.skip_to(lsn).await?;
                         }
                         self.tail.notify_one();
+                    }
+                    FollowerAction::DropAbove { epoch, lsn } => {
+                        // It comes first on a stream: nothing of it is waiting to be appended,
+                        // and nothing of an older stream may be.
+                        anyhow::ensure!(
+                            appends.is_empty(),
+                            "entries queued for the standby's wal before a new primary's fence"
+                        );
+                        self.drop_above(epoch.0, lsn).await?;
                     }
                     FollowerAction::Append(entry) => {
                         self.receive(&entry);
@@ -1381,7 +1389,7 @@ impl Stream {
         self.expose();
         if nudged && end.is_none() && self.standby.is_some() {
             // A standby the promote names takes over now, not at its next tick.
-            if let Err(error) = self.inner.catalog().refresh().await {
+            if let Err(error) = refresh_catalog(&self.inner).await {
                 debug!(%error, "reading the catalog after a switchover's nudge");
             }
             let snapshot = self.inner.catalog().snapshot();
@@ -1505,6 +1513,16 @@ fn resubscribe_label(reason: &ResubscribeReason) -> &'static str {
         ResubscribeReason::Refused { .. } => "refused",
         ResubscribeReason::Unexpected { .. } => "unexpected",
     }
+}
+
+/// Reads the catalog log within [`CATALOG_READ_BOUND`], for a follower's loop.
+async fn refresh_catalog(inner: &NodeInner) -> anyhow::Result<()> {
+    tokio::time::timeout(CATALOG_READ_BOUND, inner.catalog().refresh())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the object store did not answer within {CATALOG_READ_BOUND:?}")
+        })??;
+    Ok(())
 }
 
 /// Keeps a follower's catalog current: at once after a flush notice or a skip, and every

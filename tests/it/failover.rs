@@ -979,6 +979,8 @@ struct MeshOfThree {
     nodes: BTreeMap<&'static str, TestNode>,
     reader: TestNode,
     _storage: tempfile::TempDir,
+    /// The S3 server and its root, if the nodes store there.
+    _store: Option<(crate::s3::S3Server, tempfile::TempDir)>,
     mesh: crate::netns::Mesh,
 }
 
@@ -987,17 +989,47 @@ impl MeshOfThree {
 
     /// Starts the three (see [`start_cluster_in`]); `None`, shown skipped, without namespaces.
     async fn start(test: &str, name: &str) -> Option<MeshOfThree> {
+        Self::start_with(test, name, false, &[]).await
+    }
+
+    /// As [`MeshOfThree::start`], on S3 (served on the mesh's store address, which
+    /// [`crate::netns::Mesh::cut_store`] cuts) if `s3`, with `extra` settings.
+    async fn start_with(
+        test: &str,
+        name: &str,
+        s3: bool,
+        extra: &[(&str, &str)],
+    ) -> Option<MeshOfThree> {
         if !crate::netns::available_or_skip(test) {
             return None;
         }
         let mesh = crate::netns::Mesh::create(Self::IDS.len());
+        let store = match s3 {
+            true => {
+                let root = tempfile::tempdir().unwrap();
+                let addr = std::net::SocketAddr::new(mesh.store_ip, 0);
+                let server = crate::s3::S3Server::start_on(root.path(), addr).await;
+                Some((server, root))
+            }
+            false => None,
+        };
+        let env = store
+            .as_ref()
+            .map(|(server, _)| server.node_env())
+            .unwrap_or_default();
+        let settings: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .chain(extra.iter().copied())
+            .collect();
         let (storage, nodes, reader, logs) =
-            start_cluster_in(name, &[], &Self::IDS, Some(&mesh)).await;
+            start_cluster_in(name, &settings, &Self::IDS, Some(&mesh)).await;
         Some(MeshOfThree {
             _logs: logs,
             nodes,
             reader,
             _storage: storage,
+            _store: store,
             mesh,
         })
     }
@@ -1097,6 +1129,125 @@ async fn test_a_write_forwarded_over_a_cut_link_is_answered_within_seconds() {
     assert!(took < Duration::from_secs(20), "answered after {took:?}");
     eprintln!("504 after {took:?}: {body}");
     assert_eq!(primary_of(reader).await, Some((primary, epoch)));
+}
+
+/// A reader holding an entry the primary never got acknowledged (its link to the standby cut,
+/// the primary killed before it gave up on it) misses the next epoch entirely: cut off from the
+/// store, it reads no catalog, and it streams from nobody while the standby that took over is
+/// primary. When the old primary, restarted and back in sync, is primary again (a switchover),
+/// the reader's stale catalog names it, and it follows it across the skipped epoch: the stream
+/// tells it the newest fence only, above which the new primary holds the skipped epoch's
+/// writes. It drops what was never acknowledged, takes those writes, and shows exactly the
+/// acknowledged rows (network namespaces and S3, as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_reader_that_missed_an_epoch_drops_what_a_deposed_primary_never_acknowledged() {
+    let test = "test_a_reader_that_missed_an_epoch_drops_what_a_deposed_primary_never_acknowledged";
+    // Nothing flushed: the reader, cut off from the store, answers from its buffers alone.
+    let extra = [("ARC_INGEST_MAX_BUFFER_AGE_MS", "3600000")];
+    let Some(mut cluster) = MeshOfThree::start_with(test, "skipped-epoch", true, &extra).await
+    else {
+        return;
+    };
+    let at = MeshOfThree::index;
+    let reader = &cluster.reader;
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(reader)).await;
+    let second = if first == "w1" { "w2" } else { "w1" };
+    wait_in_sync(&cluster.nodes[first.as_str()], 2).await;
+    let line = |id: u64| format!("fo id={id}i {}\n", 1_785_542_400_000_000_000u64 + id);
+    let ids_on_reader = || async {
+        let sql = format!("SELECT id FROM {DB}.fo ORDER BY id");
+        let (status, body) = reader.query_raw(&sql).await;
+        let rows = body["data"].as_array().filter(|_| status == 200)?;
+        rows.iter()
+            .map(|row| row[0].as_u64())
+            .collect::<Option<Vec<u64>>>()
+    };
+    for id in 0..10 {
+        cluster.nodes[first.as_str()].write_lp(DB, &line(id)).await;
+    }
+    wait_for("the reader to show the first rows", DEADLINE, || async {
+        (ids_on_reader().await? == (0..10).collect::<Vec<_>>()).then_some(())
+    })
+    .await;
+    let received = || metric_sum(reader, "arc_replication_received_lsn", "");
+    let before = received().await;
+
+    cluster.mesh.cut_store(at("r1"));
+    cluster.mesh.sever(at(&first), at(second));
+    let write = cluster.nodes[first.as_str()]
+        .client
+        .post(cluster.nodes[first.as_str()].url("/api/v1/write/line-protocol"))
+        .header("x-arc-database", DB)
+        .body(line(999))
+        .timeout(Duration::from_secs(60))
+        .send();
+    let unacknowledged = tokio::spawn(async move { write.await.map(|answer| answer.status()) });
+    wait_for("the reader to receive the entry", DEADLINE, || async {
+        (received().await > before).then_some(())
+    })
+    .await;
+    cluster.nodes.get_mut(first.as_str()).unwrap().kill9();
+    let answer = unacknowledged.await.unwrap();
+    assert!(
+        answer.as_ref().is_err() || answer.as_ref().is_ok_and(|status| *status != 204),
+        "the write was acknowledged: {answer:?}"
+    );
+    wait_for("the standby to take over", DEADLINE, || async {
+        let (now, epoch_now) = primary_of(&cluster.nodes[second]).await?;
+        (now == second && epoch_now == epoch + 1).then_some(())
+    })
+    .await;
+    // Its first entry takes the LSN of the one the reader holds.
+    for id in 10..20 {
+        cluster.nodes[second].write_lp(DB, &line(id)).await;
+    }
+    // The old primary, restarted, drops its own copy of the entry and catches up; then it is
+    // primary again.
+    cluster.mesh.heal();
+    cluster.mesh.cut_store(at("r1"));
+    cluster.nodes.get_mut(first.as_str()).unwrap().spawn().await;
+    wait_in_sync(&cluster.nodes[second], 2).await;
+    let path = format!("/api/v1/cluster/nodes/{first}");
+    wait_for("the old primary a healthy standby", DEADLINE, || async {
+        let node = get_json(&cluster.nodes[second], &path).await?;
+        (node["data"]["state"] == "healthy").then_some(())
+    })
+    .await;
+    let switched = cluster.nodes[second]
+        .client
+        .post(cluster.nodes[second].url("/api/v1/cluster/failover"))
+        .json(&serde_json::json!({ "target": first }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = switched.status();
+    assert_eq!(status, 200, "{}", switched.text().await.unwrap_or_default());
+    wait_for("the old primary to be primary again", DEADLINE, || async {
+        let (now, epoch_now) = primary_of(&cluster.nodes[first.as_str()]).await?;
+        (now == first && epoch_now == epoch + 2).then_some(())
+    })
+    .await;
+    for id in 20..30 {
+        cluster.nodes[first.as_str()].write_lp(DB, &line(id)).await;
+    }
+    let reader = &cluster.reader;
+    let ids = wait_for("the reader to show the newest rows", DEADLINE, || async {
+        let ids = ids_on_reader().await?;
+        ids.contains(&29).then_some(ids)
+    })
+    .await;
+    assert_eq!(
+        ids,
+        (0..30).collect::<Vec<_>>(),
+        "the reader shows exactly the acknowledged rows"
+    );
+    let log = reader.log();
+    assert!(
+        log.contains("a newer promote's fence is below what this node holds"),
+        "the reader dropped the entry: {log}"
+    );
+    cluster.mesh.heal();
 }
 
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {

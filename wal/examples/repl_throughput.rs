@@ -151,6 +151,7 @@ async fn run(size: usize, args: &Args) -> Result<Figures, BoxError> {
     let source: Arc<dyn EntrySource> = Arc::new(WalReader::new(primary_dir.path()));
     let start = PrimaryStart {
         epoch: EPOCH,
+        fence_lsn: Lsn(0),
         durable_lsn: None,
         committed_isr: vec![STANDBY.to_string()],
         config: PrimaryConfig {

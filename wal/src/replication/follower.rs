@@ -81,6 +81,17 @@ pub enum FollowerAction {
         /// The first LSN the stream will carry.
         lsn: Lsn,
     },
+    /// The primary's `Subscribed` told a fence this node did not know, below what it holds:
+    /// its entries above `lsn` may be of older epochs, written by a deposed primary and never
+    /// acknowledged (the new primary may hold others at those LSNs). A standby cuts its WAL
+    /// back to `lsn`, a reader drops its queued entries above it, as when the catalog shows the
+    /// promote ([`FollowerState::promote_seen`]). Comes before any entry of the stream.
+    DropAbove {
+        /// The new primary's epoch.
+        epoch: Epoch,
+        /// The last LSN kept: the fence, or across a skipped epoch the newest commit LSN heard.
+        lsn: Lsn,
+    },
     /// Standby: append the entry at its LSN ([`crate::Wal::append_at`]), fsync, then report
     /// [`FollowerState::durable`]. Several appends may share one fsync.
     Append(Entry),
@@ -254,29 +265,27 @@ impl FollowerState {
     }
 
     /// Input: the catalog holds a promote of `epoch` whose fence keeps older epochs' entries up
-    /// to `fence_lsn`. A stream from an older primary is dropped: the catalog names another
-    /// primary now.
-    pub fn promote_seen(&mut self, epoch: Epoch, fence_lsn: Lsn) {
+    /// to `fence_lsn`. Returns the last LSN this node keeps if it must drop what it holds above
+    /// (see [`FollowerAction::DropAbove`]; the caller does it at once, and no action is queued
+    /// for it). A stream from an older primary, or one asked from above that LSN, is dropped.
+    pub fn promote_seen(&mut self, epoch: Epoch, fence_lsn: Lsn) -> Option<Lsn> {
         if epoch <= self.fenced_epoch {
-            return;
+            return None;
         }
-        // Also for the epoch a primary already announced: until now its fence was unknown,
-        // and the older fence refused entries the new primary inherited (the follower
-        // resubscribed for as long as it was streaming).
-        self.fenced_epoch = epoch;
-        self.fence_lsn = fence_lsn;
-        if epoch <= self.promised_epoch {
-            return;
-        }
-        self.promised_epoch = epoch;
+        // Also for the epoch a primary already announced without its fence (a primary of the
+        // earlier frame layout): until now the older fence refused entries it inherited.
+        let keep = self.learn_fence(epoch, fence_lsn);
+        let newer = epoch > self.promised_epoch;
+        self.promised_epoch = self.promised_epoch.max(epoch);
         let stale = match self.phase {
-            FollowerPhase::Streaming { epoch: streaming } => streaming < epoch,
-            FollowerPhase::Subscribing => true,
+            FollowerPhase::Streaming { epoch: streaming } => streaming < epoch || keep.is_some(),
+            FollowerPhase::Subscribing => newer || keep.is_some(),
             FollowerPhase::Idle => false,
         };
         if stale {
             self.resubscribe(ResubscribeReason::NewPrimary { epoch });
         }
+        keep
     }
 
     /// Input: a standby made its WAL durable up to `lsn` (after the fsync). Emits the ack.
@@ -313,7 +322,14 @@ impl FollowerState {
         }
         self.last_heard_ms = now_ms;
         match (self.phase, frame) {
-            (FollowerPhase::Subscribing, Frame::Subscribed { epoch, start_lsn }) => {
+            (
+                FollowerPhase::Subscribing,
+                Frame::Subscribed {
+                    epoch,
+                    start_lsn,
+                    fence_lsn,
+                },
+            ) => {
                 if epoch < self.promised_epoch {
                     self.resubscribe(ResubscribeReason::StaleEpoch {
                         epoch,
@@ -322,6 +338,13 @@ impl FollowerState {
                     });
                     return;
                 }
+                if let Some(fence) = fence_lsn
+                    && epoch > self.fenced_epoch
+                    && let Some(keep) = self.learn_fence(epoch, fence)
+                {
+                    self.actions
+                        .push_back(FollowerAction::DropAbove { epoch, lsn: keep });
+                }
                 self.promised_epoch = epoch;
                 self.phase = FollowerPhase::Streaming { epoch };
                 self.commit_heard = false;
@@ -329,6 +352,15 @@ impl FollowerState {
                     self.next_lsn = start_lsn;
                     self.actions
                         .push_back(FollowerAction::SkipTo { lsn: start_lsn });
+                } else if start_lsn < self.next_lsn {
+                    // A primary streams from below what a follower asked only to one that knew
+                    // an older epoch, which dropped what it held above the same LSN just now,
+                    // or (across a skipped epoch) above a lower one: asked again, knowing this
+                    // epoch, it gets the stream from where it is.
+                    self.resubscribe(ResubscribeReason::Gap {
+                        expected: self.next_lsn,
+                        found: start_lsn,
+                    });
                 }
             }
             (FollowerPhase::Streaming { .. }, Frame::Entry(entry)) => self.entry_received(entry),
@@ -350,6 +382,34 @@ impl FollowerState {
             }
             (_, frame) => self.resubscribe(ResubscribeReason::Unexpected { kind: frame.kind() }),
         }
+    }
+
+    /// Takes the fence of the promote of `epoch`; returns the last LSN kept if this node held
+    /// more (`next_lsn` then follows it).
+    ///
+    /// This node's log is a prefix of the log of the newest epoch whose fence it knows (it
+    /// refuses anything else), and the next epoch's primary kept that log up to its fence
+    /// exactly. Across a skipped epoch the fences in between are unknown and may be lower; only
+    /// what a primary acknowledged is in every later log, so everything above the newest
+    /// commit LSN heard goes. Nothing above either was acknowledged, so a reader exposed none
+    /// of it.
+    fn learn_fence(&mut self, epoch: Epoch, fence_lsn: Lsn) -> Option<Lsn> {
+        let keep = if epoch.0 == self.fenced_epoch.0.saturating_add(1) {
+            fence_lsn
+        } else {
+            fence_lsn.min(self.commit_lsn.unwrap_or(Lsn(0)))
+        };
+        self.fenced_epoch = epoch;
+        self.fence_lsn = fence_lsn;
+        if self.next_lsn <= keep.saturating_next() {
+            return None;
+        }
+        self.next_lsn = keep.saturating_next();
+        self.confirmed = self
+            .confirmed
+            .map(|confirmed| confirmed.min(keep))
+            .filter(|confirmed| confirmed.0 > 0);
+        Some(keep)
     }
 
     fn entry_received(&mut self, entry: Entry) {
@@ -430,6 +490,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(1),
                 start_lsn: Lsn(1),
+                fence_lsn: None,
             },
             0,
         );
@@ -443,6 +504,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(1),
                 start_lsn: Lsn(1),
+                fence_lsn: None,
             },
             5000,
         );
@@ -458,6 +520,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(epoch),
                 start_lsn: Lsn(next),
+                fence_lsn: None,
             },
             0,
         );
@@ -488,6 +551,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(2),
                 start_lsn: Lsn(5),
+                fence_lsn: None,
             },
             1,
         );
@@ -545,6 +609,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(3),
                 start_lsn: Lsn(1),
+                fence_lsn: None,
             },
             0,
         );
@@ -578,6 +643,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(3),
                 start_lsn: Lsn(3),
+                fence_lsn: None,
             },
             0,
         );
@@ -602,6 +668,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(3),
                 start_lsn: Lsn(3),
+                fence_lsn: None,
             },
             2,
         );
@@ -611,6 +678,198 @@ mod tests {
         }
         state.frame_received(entry(3, 6), 2);
         assert_eq!(state.next_lsn(), Lsn(7), "{:?}", drain(&mut state));
+    }
+
+    /// A reader that held epoch-1 entries 1..=7 (acknowledged up to 4) subscribes to the
+    /// primary of epoch 2, which kept epoch 1 only up to 5.
+    fn resubscribed_past_a_fence(start_lsn: u64, fence_lsn: Option<u64>) -> FollowerState {
+        let mut state = streaming(FollowerRole::Reader, 1, 1);
+        for lsn in 1..=7 {
+            state.frame_received(entry(1, lsn), 1);
+            state.applied(Lsn(lsn));
+        }
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(4) }, 1);
+        state.stream_ended();
+        state.subscribe(2);
+        drain(&mut state);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(2),
+                start_lsn: Lsn(start_lsn),
+                fence_lsn: fence_lsn.map(Lsn),
+            },
+            2,
+        );
+        state
+    }
+
+    #[test]
+    fn test_should_drop_what_it_holds_above_a_fence_the_primary_tells() {
+        let mut state = resubscribed_past_a_fence(6, Some(5));
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::DropAbove {
+                epoch: Epoch(2),
+                lsn: Lsn(5)
+            }]
+        );
+        assert_eq!(state.next_lsn(), Lsn(6));
+        assert_eq!(state.confirmed(), Some(Lsn(5)));
+        assert_eq!(state.fenced_epoch(), Epoch(2));
+        assert_eq!(state.visible_lsn(), Some(Lsn(4)));
+        // The new primary's own entries follow the fence.
+        state.frame_received(entry(2, 6), 3);
+        assert!(matches!(
+            drain(&mut state).as_slice(),
+            [FollowerAction::Apply(Entry { lsn: Lsn(6), .. })]
+        ));
+        // The catalog showing the same promote later changes nothing.
+        state.promote_seen(Epoch(2), Lsn(5));
+        assert!(drain(&mut state).is_empty());
+        assert_eq!(state.phase(), FollowerPhase::Streaming { epoch: Epoch(2) });
+    }
+
+    #[test]
+    fn test_should_drop_above_the_fence_before_skipping_what_the_primary_no_longer_keeps() {
+        let mut state = resubscribed_past_a_fence(9, Some(5));
+        assert_eq!(
+            drain(&mut state),
+            [
+                FollowerAction::DropAbove {
+                    epoch: Epoch(2),
+                    lsn: Lsn(5)
+                },
+                FollowerAction::SkipTo { lsn: Lsn(9) }
+            ]
+        );
+    }
+
+    #[test]
+    fn test_should_keep_what_it_holds_up_to_the_fence() {
+        // The new primary kept everything this reader holds.
+        let mut state = resubscribed_past_a_fence(8, Some(9));
+        assert!(drain(&mut state).is_empty());
+        assert_eq!(state.next_lsn(), Lsn(8));
+        // A primary of the earlier frame layout tells no fence: as before, nothing is dropped
+        // until the catalog shows the promote.
+        let mut state = resubscribed_past_a_fence(8, None);
+        assert!(drain(&mut state).is_empty());
+        assert_eq!(state.fenced_epoch(), Epoch(1));
+    }
+
+    #[test]
+    fn test_should_keep_only_what_was_acknowledged_across_a_skipped_epoch() {
+        // Epoch 3's primary tells its fence, 6; epoch 2's is unknown and may have been lower
+        // (its primary may have written other entries from 5 on). Only what was acknowledged,
+        // up to 4, is in every later log. The primary, for its part, claims nothing for such a
+        // follower (see `stream_from`) and streams from its oldest entry.
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(1), Lsn(0)), Lsn(1), 1_000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(1),
+                start_lsn: Lsn(1),
+                fence_lsn: Some(Lsn(0)),
+            },
+            0,
+        );
+        for lsn in 1..=7 {
+            state.frame_received(entry(1, lsn), 1);
+            state.applied(Lsn(lsn));
+        }
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(4) }, 1);
+        state.stream_ended();
+        drain(&mut state);
+        state.subscribe(2);
+        drain(&mut state);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(1),
+                fence_lsn: Some(Lsn(6)),
+            },
+            2,
+        );
+        assert_eq!(
+            drain(&mut state),
+            [
+                FollowerAction::DropAbove {
+                    epoch: Epoch(3),
+                    lsn: Lsn(4)
+                },
+                FollowerAction::Resubscribe {
+                    reason: ResubscribeReason::Gap {
+                        expected: Lsn(5),
+                        found: Lsn(1)
+                    }
+                }
+            ]
+        );
+        // Asked again, knowing epoch 3, it gets the stream from 5.
+        state.subscribe(3);
+        assert!(matches!(
+            drain(&mut state).as_slice(),
+            [FollowerAction::Subscribe(Subscribe {
+                known_epoch: Epoch(3),
+                from_lsn: Lsn(5),
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn test_should_drop_above_a_fence_the_catalog_shows() {
+        // The catalog shows epoch 2's promote (fence 5) while this reader holds epoch-1
+        // entries up to 7: the caller drops 6 and 7, and the stream is asked again.
+        let mut state = streaming(FollowerRole::Reader, 1, 1);
+        for lsn in 1..=7 {
+            state.frame_received(entry(1, lsn), 1);
+            state.applied(Lsn(lsn));
+        }
+        drain(&mut state);
+        assert_eq!(state.promote_seen(Epoch(2), Lsn(5)), Some(Lsn(5)));
+        assert_eq!(state.next_lsn(), Lsn(6));
+        assert!(matches!(
+            drain(&mut state).as_slice(),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::NewPrimary { epoch: Epoch(2) }
+            }]
+        ));
+        // Across a skipped epoch only the acknowledged part is kept (none was, here).
+        assert_eq!(state.promote_seen(Epoch(4), Lsn(5)), Some(Lsn(0)));
+        assert_eq!(state.next_lsn(), Lsn(1));
+        assert_eq!(state.confirmed(), None);
+        // A promote it already knows changes nothing.
+        assert_eq!(state.promote_seen(Epoch(4), Lsn(5)), None);
+    }
+
+    #[test]
+    fn test_should_resubscribe_when_a_stream_starts_below_what_it_holds() {
+        // The fence of epoch 2 known already: a stream from below the next LSN is not the
+        // stream asked for.
+        let mut state = resubscribed_past_a_fence(6, Some(5));
+        drain(&mut state);
+        state.stream_ended();
+        state.subscribe(3);
+        drain(&mut state);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(2),
+                start_lsn: Lsn(4),
+                fence_lsn: Some(Lsn(5)),
+            },
+            3,
+        );
+        assert_eq!(
+            drain(&mut state),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::Gap {
+                    expected: Lsn(6),
+                    found: Lsn(4)
+                }
+            }]
+        );
     }
 
     #[test]
@@ -623,6 +882,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(3),
                 start_lsn: Lsn(1),
+                fence_lsn: None,
             },
             1,
         );
@@ -688,6 +948,7 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(1),
                 start_lsn: Lsn(50),
+                fence_lsn: None,
             },
             0,
         );

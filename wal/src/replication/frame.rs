@@ -82,7 +82,7 @@ impl FrameKind {
         match self {
             FrameKind::Hello => 1 + PROOF_LEN,
             FrameKind::Subscribe => 2 + MAX_NODE_ID_BYTES + 1 + 8 + 8,
-            FrameKind::Subscribed => 16,
+            FrameKind::Subscribed => 24,
             FrameKind::Entry => ENTRY_BODY_HEADER_LEN + MAX_PAYLOAD_BYTES,
             FrameKind::Commit | FrameKind::Ack | FrameKind::Applied => 8,
             FrameKind::FlushNotice => 8 + 4 + MAX_FLUSH_TABLES * (2 + MAX_TABLE_NAME_BYTES + 8),
@@ -192,8 +192,13 @@ pub enum Frame {
         /// The primary's writer epoch.
         epoch: Epoch,
         /// The first LSN the stream carries; above the subscription's `from_lsn` when the
-        /// entries in between are no longer kept (the catalog's flushes cover them).
+        /// entries in between are no longer kept (the catalog's flushes cover them), and at
+        /// most `fence_lsn + 1` for a follower that knew only older epochs.
         start_lsn: Lsn,
+        /// The primary's fence: the last LSN of older epochs its promote kept. Entries of
+        /// older epochs a follower holds above it were never acknowledged and are void. `None`
+        /// from a primary of frame layout before the field (a 16-byte body).
+        fence_lsn: Option<Lsn>,
     },
     /// One WAL entry.
     Entry(Entry),
@@ -345,9 +350,16 @@ impl Frame {
                 out.extend_from_slice(&subscribe.known_epoch.0.to_le_bytes());
                 out.extend_from_slice(&subscribe.from_lsn.0.to_le_bytes());
             }
-            Frame::Subscribed { epoch, start_lsn } => {
+            Frame::Subscribed {
+                epoch,
+                start_lsn,
+                fence_lsn,
+            } => {
                 out.extend_from_slice(&epoch.0.to_le_bytes());
                 out.extend_from_slice(&start_lsn.0.to_le_bytes());
+                if let Some(fence) = fence_lsn {
+                    out.extend_from_slice(&fence.0.to_le_bytes());
+                }
             }
             Frame::Entry(entry) => {
                 debug_assert!(entry.payload.len() <= MAX_PAYLOAD_BYTES);
@@ -449,6 +461,12 @@ impl Frame {
             FrameKind::Subscribed => Frame::Subscribed {
                 epoch: Epoch(cursor.u64("epoch")?),
                 start_lsn: Lsn(cursor.u64("start lsn")?),
+                // Absent from an older primary's frame.
+                fence_lsn: if cursor.bytes.is_empty() {
+                    None
+                } else {
+                    Some(Lsn(cursor.u64("fence lsn")?))
+                },
             },
             FrameKind::Commit => Frame::Commit {
                 commit_lsn: Lsn(cursor.u64("commit lsn")?),
@@ -610,6 +628,12 @@ mod tests {
             Frame::Subscribed {
                 epoch: Epoch(3),
                 start_lsn: Lsn(40),
+                fence_lsn: Some(Lsn(39)),
+            },
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(40),
+                fence_lsn: None,
             },
             Frame::Entry(Entry {
                 epoch: Epoch(3),
@@ -644,6 +668,42 @@ mod tests {
         }
         .to_bytes();
         assert_eq!(bytes, [10, 0, 0, 0, 1, 5, 0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn test_should_read_a_subscribed_frame_with_or_without_the_fence() {
+        // The fence came later: a primary of the earlier layout sends 16 bytes, and its
+        // followers must still understand it (they are upgraded first).
+        let older = [
+            18, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let (frame, used) = Frame::decode(&older).expect("decode");
+        assert_eq!(used, older.len());
+        assert_eq!(
+            frame,
+            Frame::Subscribed {
+                epoch: Epoch(2),
+                start_lsn: Lsn(9),
+                fence_lsn: None,
+            }
+        );
+        let newer = Frame::Subscribed {
+            epoch: Epoch(2),
+            start_lsn: Lsn(9),
+            fence_lsn: Some(Lsn(7)),
+        }
+        .to_bytes();
+        assert_eq!(newer[..4], [26, 0, 0, 0]);
+        assert_eq!(newer[6..22], older[6..]);
+        assert_eq!(newer[22..], [7, 0, 0, 0, 0, 0, 0, 0]);
+        // Anything but 16 or 24 bytes is malformed.
+        let mut odd = older.to_vec();
+        odd[0] = 22;
+        odd.extend([1, 2, 3, 4]);
+        assert!(matches!(
+            Frame::decode(&odd),
+            Err(FrameError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -781,10 +841,13 @@ mod tests {
                     from_lsn,
                 })
             ),
-            (any::<u64>(), lsn.clone()).prop_map(|(epoch, start_lsn)| Frame::Subscribed {
-                epoch: Epoch(epoch),
-                start_lsn
-            }),
+            (any::<u64>(), lsn.clone(), proptest::option::of(lsn.clone())).prop_map(
+                |(epoch, start_lsn, fence_lsn)| Frame::Subscribed {
+                    epoch: Epoch(epoch),
+                    start_lsn,
+                    fence_lsn,
+                }
+            ),
             (
                 any::<u64>(),
                 lsn.clone(),

@@ -89,6 +89,10 @@ impl EntrySource for WalReader {
 pub struct PrimaryStart {
     /// This primary's writer epoch (its promote record's).
     pub epoch: Epoch,
+    /// Its promote's fence: the last LSN of older epochs it kept. A follower that knows only
+    /// older epochs may hold entries above it that were never acknowledged; its stream starts
+    /// right after the fence, and the `Subscribed` frame tells it to drop them.
+    pub fence_lsn: Lsn,
     /// Its WAL's durable end: the last durable LSN, or the WAL's next LSN minus one when the
     /// log is empty (everything below is flushed). `None` on a brand-new cluster.
     pub durable_lsn: Option<Lsn>,
@@ -264,6 +268,7 @@ impl ReplicationServer {
                 0,
             ),
             epoch: start.epoch,
+            fence_lsn: start.fence_lsn,
             origin: Instant::now(),
             tail: Arc::clone(&tail),
             tail_bytes: 0,
@@ -281,6 +286,7 @@ impl ReplicationServer {
             settings,
             auth,
             epoch: start.epoch,
+            fence_lsn: start.fence_lsn,
             source,
             tail,
             commands: commands_tx.clone(),
@@ -346,6 +352,7 @@ struct ConnectionContext {
     settings: ReplicationSettings,
     auth: AuthMode,
     epoch: Epoch,
+    fence_lsn: Lsn,
     source: Arc<dyn EntrySource>,
     tail: SharedTail,
     commands: mpsc::UnboundedSender<HubCommand>,
@@ -414,6 +421,7 @@ struct Link {
 struct Hub {
     state: PrimaryState,
     epoch: Epoch,
+    fence_lsn: Lsn,
     origin: Instant,
     tail: SharedTail,
     tail_bytes: usize,
@@ -550,6 +558,17 @@ impl Hub {
             )));
             return;
         }
+        let from_lsn = stream_from(&subscribe, self.epoch, self.fence_lsn);
+        if from_lsn < subscribe.from_lsn {
+            info!(
+                node = %subscribe.node_id,
+                known_epoch = subscribe.known_epoch.0,
+                epoch = self.epoch.0,
+                fence_lsn = self.fence_lsn.0,
+                asked_from = subscribe.from_lsn.0,
+                "a follower that knew only older epochs may hold entries this primary does not (a deposed primary's, never acknowledged): streaming from where their logs agree"
+            );
+        }
         // Entries below the oldest kept one are covered by the catalog's flushes.
         let tail_front = lock_tail(&self.tail).front().map(|entry| entry.lsn);
         let oldest_available = oldest_kept.or(tail_front).unwrap_or_else(|| {
@@ -557,7 +576,7 @@ impl Hub {
                 .local_durable()
                 .map_or(Lsn(1), Lsn::saturating_next)
         });
-        let start_lsn = subscribe.from_lsn.max(oldest_available);
+        let start_lsn = from_lsn.max(oldest_available);
         let node = subscribe.node_id.clone();
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
@@ -810,6 +829,25 @@ async fn serve_connection(
     connection.close(CLOSE_NORMAL, b"stream ended");
 }
 
+/// Returns the first LSN a subscription needs from a primary of `epoch` with fence
+/// `fence_lsn`. A follower that knows only older epochs may hold entries of them that a deposed
+/// primary wrote and never got acknowledged, different from this primary's at those LSNs, and
+/// its claim to hold them counts for nothing (an acknowledgement counted on a standby that
+/// holds other entries could lose a write). One that knows the previous epoch holds that
+/// epoch's log, which this primary kept up to its fence: it needs everything after the fence.
+/// One that missed an epoch may differ further down, where only the follower can tell (what
+/// was acknowledged): it is taken to hold nothing, and asks again once it has dropped the rest
+/// (see `FollowerState`).
+fn stream_from(subscribe: &Subscribe, epoch: Epoch, fence_lsn: Lsn) -> Lsn {
+    if subscribe.known_epoch >= epoch {
+        subscribe.from_lsn
+    } else if subscribe.known_epoch.0.saturating_add(1) == epoch.0 {
+        subscribe.from_lsn.min(fence_lsn.saturating_next())
+    } else {
+        Lsn(1)
+    }
+}
+
 /// Runs TLS, the proof exchange and the subscription. `Err(())` and `Ok(None)` mean the peer
 /// was turned away (and counted or logged here); nothing of the WAL was sent.
 async fn accept_follower(
@@ -886,6 +924,7 @@ async fn accept_follower(
         let subscribed = Frame::Subscribed {
             epoch: context.epoch,
             start_lsn: accepted.start_lsn,
+            fence_lsn: Some(context.fence_lsn),
         };
         write_frame(&mut send, &subscribed, peer).await?;
         Ok(Some((subscribe, accepted)))
@@ -1052,4 +1091,31 @@ async fn send_range(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribe(known_epoch: u64, from_lsn: u64) -> Subscribe {
+        Subscribe {
+            node_id: "r1".into(),
+            role: FollowerRole::Reader,
+            known_epoch: Epoch(known_epoch),
+            from_lsn: Lsn(from_lsn),
+        }
+    }
+
+    #[test]
+    fn test_should_stream_from_the_fence_to_a_follower_that_knew_an_older_epoch() {
+        // Epoch 3 kept older epochs up to LSN 10.
+        let fence = Lsn(10);
+        assert_eq!(stream_from(&subscribe(2, 15), Epoch(3), fence), Lsn(11));
+        assert_eq!(stream_from(&subscribe(2, 11), Epoch(3), fence), Lsn(11));
+        assert_eq!(stream_from(&subscribe(2, 7), Epoch(3), fence), Lsn(7));
+        // One that knows this epoch holds only what this primary sent it or kept.
+        assert_eq!(stream_from(&subscribe(3, 15), Epoch(3), fence), Lsn(15));
+        // One that missed epoch 2 is taken to hold nothing.
+        assert_eq!(stream_from(&subscribe(1, 7), Epoch(3), fence), Lsn(1));
+    }
 }

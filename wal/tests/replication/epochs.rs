@@ -49,6 +49,48 @@ async fn test_should_refuse_entries_of_an_older_epoch_above_the_fence() {
 }
 
 #[tokio::test]
+async fn test_should_stream_from_the_fence_to_a_follower_that_knew_only_an_older_epoch() {
+    // Epoch 2's promote kept epoch 1 up to LSN 3; the primary wrote 4..=6 since. The reader
+    // knows only epoch 1 and claims 1..=5: its 4 and 5 came from the deposed epoch-1 primary,
+    // were never acknowledged, and differ from the new primary's.
+    let mut primary = Primary::start_fenced(
+        ReplicationSettings::for_test("primary", Some(SECRET)),
+        (Epoch(2), Lsn(3)),
+        &[],
+        PrimaryConfig::for_test(),
+    );
+    primary.append(Epoch(1), 1..=3);
+    primary.append(Epoch(2), 4..=6);
+    let mut reader = Follower::connect(
+        &ReplicationSettings::for_test("reader", Some(SECRET)),
+        primary.addr,
+        FollowerRole::Reader,
+        (Epoch(1), Lsn(0)),
+        Lsn(6),
+    )
+    .await
+    .expect("connect");
+    reader
+        .run_until("the new primary's entries", |reader| {
+            reader.state.next_lsn() == Lsn(7)
+        })
+        .await;
+    assert_eq!(reader.dropped_above, Some(Lsn(3)));
+    let received: Vec<(u64, u64)> = reader
+        .received
+        .iter()
+        .map(|entry| (entry.epoch.0, entry.lsn.0))
+        .collect();
+    assert_eq!(
+        received,
+        [(2, 4), (2, 5), (2, 6)],
+        "the new primary's entries from the fence on, none skipped"
+    );
+    reader.close().await;
+    primary.stop().await;
+}
+
+#[tokio::test]
 async fn test_should_refuse_to_follow_a_deposed_primary() {
     let mut primary = Primary::start(
         ReplicationSettings::for_test("primary", Some(SECRET)),

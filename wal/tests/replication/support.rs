@@ -50,11 +50,23 @@ impl Primary {
         committed_isr: &[&str],
         config: PrimaryConfig,
     ) -> Primary {
+        Self::start_fenced(settings, (epoch, Lsn(0)), committed_isr, config)
+    }
+
+    /// As [`Primary::start`], for the primary of a promote whose fence is `fence_lsn` (the
+    /// test appends the older epochs' entries up to it, then its own).
+    pub fn start_fenced(
+        settings: ReplicationSettings,
+        (epoch, fence_lsn): (Epoch, Lsn),
+        committed_isr: &[&str],
+        config: PrimaryConfig,
+    ) -> Primary {
         let dir = tempfile::tempdir().expect("tempdir");
         let (wal, _) = Wal::open(wal_settings(dir.path()), Lsn(1)).expect("open wal");
         let source: Arc<dyn EntrySource> = Arc::new(WalReader::new(dir.path()));
         let start = PrimaryStart {
             epoch,
+            fence_lsn,
             durable_lsn: wal.durable_lsn(),
             committed_isr: committed_isr.iter().map(|node| node.to_string()).collect(),
             config,
@@ -150,6 +162,8 @@ pub struct Follower {
     pub received: Vec<Entry>,
     /// Why the stream was dropped, if it was.
     pub resubscribe: Option<arc_wal::replication::ResubscribeReason>,
+    /// The LSN a reader was told to drop entries above, if it was.
+    pub dropped_above: Option<Lsn>,
     _dir: Option<TempDir>,
 }
 
@@ -195,6 +209,7 @@ impl Follower {
             wal,
             received: Vec::new(),
             resubscribe: None,
+            dropped_above: None,
             _dir: dir,
         })
     }
@@ -261,6 +276,14 @@ impl Follower {
                     self.client.send_applied(applied_lsn)
                 }
                 FollowerAction::Resubscribe { reason } => self.resubscribe = Some(reason),
+                FollowerAction::DropAbove { lsn, .. } => {
+                    assert!(
+                        self.wal.is_none(),
+                        "only readers drop entries in these tests"
+                    );
+                    self.received.retain(|entry| entry.lsn <= lsn);
+                    self.dropped_above = Some(lsn);
+                }
                 FollowerAction::Subscribe(_)
                 | FollowerAction::SkipTo { .. }
                 | FollowerAction::CommitAdvanced { .. }
