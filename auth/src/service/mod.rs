@@ -6,7 +6,10 @@
 //! [`AuthService::open`] loads every token (one LIST of the prefix, one GET per token), then
 //! bootstraps the first admin token if the store holds none. After that the cache is reloaded
 //! lazily by requests: when it is older than `cache_ttl`, and when a presented token is unknown
-//! (at most once per second, so garbage tokens cannot make every request list the bucket).
+//! (at most once per second, so garbage tokens cannot make every request list the bucket). A
+//! reload for age runs on a task of its own, and its request waits for it at most
+//! `STALE_RELOAD_WAIT`: with the store unreachable, requests are not held for the object store
+//! client's retries.
 //! Only records newer than the cached version are fetched, since records never change.
 //!
 //! # Consistency
@@ -24,7 +27,7 @@
 //!   warned about once, naming the key; nothing read from storage can panic the service.
 //! - The cache lock is a `std` lock held only for in-memory work, never across an await.
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -67,6 +70,11 @@ const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Version slots a single change may lose to concurrent writers before giving up.
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 
+/// How long a request waits for the reload its stale cache started. Past it the request is
+/// checked against the previous view and the reload goes on by itself: with the store
+/// unreachable, the object store client retries for a minute or more, and one request in each
+/// retry interval would otherwise wait that long.
+const STALE_RELOAD_WAIT: Duration = Duration::from_secs(1);
 /// Concurrent GETs during a reload.
 const RELOAD_CONCURRENCY: usize = 8;
 
@@ -145,7 +153,9 @@ pub struct AuthService {
     store: TokenStore,
     cache: RwLock<Cache>,
     /// Held for the whole of a reload, so reloads never overlap.
-    reload_lock: tokio::sync::Mutex<()>,
+    reload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// This service, for the task a stale reload runs on.
+    me: Weak<AuthService>,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -196,12 +206,13 @@ impl AuthService {
                 });
             }
         }
-        let service = Arc::new(Self {
+        let service = Arc::new_cyclic(|me| Self {
             store: TokenStore::new(store, &settings.prefix),
             settings,
             clock,
             cache: RwLock::new(Cache::default()),
-            reload_lock: tokio::sync::Mutex::new(()),
+            reload_lock: Arc::new(tokio::sync::Mutex::new(())),
+            me: me.clone(),
         });
         service.reload().await?;
         let bootstrap = service.bootstrap().await?;
@@ -346,14 +357,31 @@ impl AuthService {
         }
         // One request reloads; the others carry on with the current view instead of queueing
         // behind a LIST.
-        let Ok(_reloading) = self.reload_lock.try_lock() else {
+        let Ok(reloading) = Arc::clone(&self.reload_lock).try_lock_owned() else {
             return;
         };
         if !self.is_stale() {
             return;
         }
-        if let Err(error) = self.reload_locked().await {
-            warn!(error = %error, "token cache reload failed, using the previous view");
+        let Some(service) = self.me.upgrade() else {
+            return;
+        };
+        // On a task of its own, which ends with the reload (the object store client's timeouts
+        // bound it), so that the request need not wait for all of it.
+        let reload = tokio::spawn(async move {
+            let _reloading = reloading;
+            if let Err(error) = service.reload_locked().await {
+                warn!(error = %error, "token cache reload failed, using the previous view");
+            }
+        });
+        if tokio::time::timeout(STALE_RELOAD_WAIT, reload)
+            .await
+            .is_err()
+        {
+            warn!(
+                waited = ?STALE_RELOAD_WAIT,
+                "token cache reload still running (the object store is slow or unreachable): checking requests against the previous view meanwhile"
+            );
         }
     }
 

@@ -693,7 +693,8 @@ fn unopened(store: &Arc<dyn ObjectStore>, settings: AuthSettings) -> AuthService
         settings,
         clock: manual_clock(),
         cache: RwLock::new(Cache::default()),
-        reload_lock: tokio::sync::Mutex::new(()),
+        reload_lock: Arc::new(tokio::sync::Mutex::new(())),
+        me: Weak::new(),
     }
 }
 
@@ -744,4 +745,43 @@ async fn test_should_keep_records_under_the_configured_prefix() {
     // A service on the default prefix sees none of it.
     let (_, bootstrap) = open_with(&store, &manual_clock(), AuthSettings::default()).await;
     assert!(bootstrap.created());
+}
+
+#[tokio::test]
+async fn test_should_not_hold_a_request_for_a_reload_the_store_does_not_answer() {
+    // The store stops answering LISTs (as when it is unreachable and the client retries for
+    // minutes) once the service is open.
+    let throttled = Arc::new(object_store::throttle::ThrottledStore::new(
+        object_store::memory::InMemory::new(),
+        object_store::throttle::ThrottleConfig::default(),
+    ));
+    let store: Arc<dyn ObjectStore> = throttled.clone();
+    let clock = manual_clock();
+    let service = open_service(&store, &clock).await;
+    throttled.config_mut(|config| config.wait_list_per_call = Duration::from_secs(3600));
+    clock.advance(TTL);
+    // The request that finds the cache stale waits for its reload a bounded time, then is
+    // checked against the previous view.
+    let started = std::time::Instant::now();
+    let checked = tokio::time::timeout(
+        Duration::from_secs(30),
+        check(&service, ADMIN_TOKEN, Permission::Admin),
+    )
+    .await
+    .expect("answered while the reload hangs");
+    assert!(checked.is_ok(), "{checked:?}");
+    let waited = started.elapsed();
+    assert!(waited < STALE_RELOAD_WAIT * 3, "waited {waited:?}");
+    // The next request does not wait at all: the reload is still under way.
+    let started = std::time::Instant::now();
+    assert!(
+        check(&service, ADMIN_TOKEN, Permission::Admin)
+            .await
+            .is_ok()
+    );
+    assert!(
+        started.elapsed() < STALE_RELOAD_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
 }
