@@ -680,27 +680,39 @@ mod tests {
         assert_eq!(state.next_lsn(), Lsn(7), "{:?}", drain(&mut state));
     }
 
-    /// A reader that held epoch-1 entries 1..=7 (acknowledged up to 4) subscribes to the
-    /// primary of epoch 2, which kept epoch 1 only up to 5.
-    fn resubscribed_past_a_fence(start_lsn: u64, fence_lsn: Option<u64>) -> FollowerState {
+    /// A reader streaming from the primary of epoch 1 that holds its entries 1..=7,
+    /// acknowledged up to 4.
+    fn reader_holding_seven() -> FollowerState {
         let mut state = streaming(FollowerRole::Reader, 1, 1);
         for lsn in 1..=7 {
             state.frame_received(entry(1, lsn), 1);
             state.applied(Lsn(lsn));
         }
         state.frame_received(Frame::Commit { commit_lsn: Lsn(4) }, 1);
+        drain(&mut state);
+        state
+    }
+
+    /// [`reader_holding_seven`], subscribed again, to the primary of `epoch`.
+    fn resubscribed_to(epoch: u64, start_lsn: u64, fence_lsn: Option<u64>) -> FollowerState {
+        let mut state = reader_holding_seven();
         state.stream_ended();
         state.subscribe(2);
         drain(&mut state);
         state.frame_received(
             Frame::Subscribed {
-                epoch: Epoch(2),
+                epoch: Epoch(epoch),
                 start_lsn: Lsn(start_lsn),
                 fence_lsn: fence_lsn.map(Lsn),
             },
             2,
         );
         state
+    }
+
+    /// [`resubscribed_to`] epoch 2, which kept epoch 1 up to `fence_lsn`.
+    fn resubscribed_past_a_fence(start_lsn: u64, fence_lsn: Option<u64>) -> FollowerState {
+        resubscribed_to(2, start_lsn, fence_lsn)
     }
 
     #[test]
@@ -763,34 +775,7 @@ mod tests {
         // (its primary may have written other entries from 5 on). Only what was acknowledged,
         // up to 4, is in every later log. The primary, for its part, claims nothing for such a
         // follower (see `stream_from`) and streams from its oldest entry.
-        let mut state =
-            FollowerState::new("r", FollowerRole::Reader, (Epoch(1), Lsn(0)), Lsn(1), 1_000);
-        state.subscribe(0);
-        state.frame_received(
-            Frame::Subscribed {
-                epoch: Epoch(1),
-                start_lsn: Lsn(1),
-                fence_lsn: Some(Lsn(0)),
-            },
-            0,
-        );
-        for lsn in 1..=7 {
-            state.frame_received(entry(1, lsn), 1);
-            state.applied(Lsn(lsn));
-        }
-        state.frame_received(Frame::Commit { commit_lsn: Lsn(4) }, 1);
-        state.stream_ended();
-        drain(&mut state);
-        state.subscribe(2);
-        drain(&mut state);
-        state.frame_received(
-            Frame::Subscribed {
-                epoch: Epoch(3),
-                start_lsn: Lsn(1),
-                fence_lsn: Some(Lsn(6)),
-            },
-            2,
-        );
+        let mut state = resubscribed_to(3, 1, Some(6));
         assert_eq!(
             drain(&mut state),
             [
@@ -820,14 +805,9 @@ mod tests {
 
     #[test]
     fn test_should_drop_above_a_fence_the_catalog_shows() {
-        // The catalog shows epoch 2's promote (fence 5) while this reader holds epoch-1
+        // The catalog shows epoch 2's promote (fence 5) while this reader streams epoch 1's
         // entries up to 7: the caller drops 6 and 7, and the stream is asked again.
-        let mut state = streaming(FollowerRole::Reader, 1, 1);
-        for lsn in 1..=7 {
-            state.frame_received(entry(1, lsn), 1);
-            state.applied(Lsn(lsn));
-        }
-        drain(&mut state);
+        let mut state = reader_holding_seven();
         assert_eq!(state.promote_seen(Epoch(2), Lsn(5)), Some(Lsn(5)));
         assert_eq!(state.next_lsn(), Lsn(6));
         assert!(matches!(
@@ -836,10 +816,10 @@ mod tests {
                 reason: ResubscribeReason::NewPrimary { epoch: Epoch(2) }
             }]
         ));
-        // Across a skipped epoch only the acknowledged part is kept (none was, here).
-        assert_eq!(state.promote_seen(Epoch(4), Lsn(5)), Some(Lsn(0)));
-        assert_eq!(state.next_lsn(), Lsn(1));
-        assert_eq!(state.confirmed(), None);
+        // Across a skipped epoch only the acknowledged part is kept.
+        assert_eq!(state.promote_seen(Epoch(4), Lsn(5)), Some(Lsn(4)));
+        assert_eq!(state.next_lsn(), Lsn(5));
+        assert_eq!(state.confirmed(), Some(Lsn(4)));
         // A promote it already knows changes nothing.
         assert_eq!(state.promote_seen(Epoch(4), Lsn(5)), None);
     }
