@@ -7,8 +7,8 @@
 //! bootstraps the first admin token if the store holds none. After that the cache is reloaded
 //! lazily by requests: when it is older than `cache_ttl`, and when a presented token is unknown
 //! (at most once per second, so garbage tokens cannot make every request list the bucket). A
-//! reload for age runs on a task of its own, and its request waits for it at most
-//! `STALE_RELOAD_WAIT`: with the store unreachable, requests are not held for the object store
+//! reload runs on a task of its own, and a request waits for it (or for its turn to start one)
+//! at most `RELOAD_WAIT`: with the store unreachable, requests are not held for the object store
 //! client's retries.
 //! Only records newer than the cached version are fetched, since records never change.
 //!
@@ -70,11 +70,11 @@ const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Version slots a single change may lose to concurrent writers before giving up.
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 
-/// How long a request waits for the reload its stale cache started. Past it the request is
-/// checked against the previous view and the reload goes on by itself: with the store
-/// unreachable, the object store client retries for a minute or more, and one request in each
-/// retry interval would otherwise wait that long.
-const STALE_RELOAD_WAIT: Duration = Duration::from_secs(1);
+/// How long a request waits for a reload (its cache was stale, or its token unknown), or for
+/// its turn to start one. Past it the request is checked against the current view and the
+/// reload goes on by itself: with the store unreachable, the object store client retries for a
+/// minute or more, and requests would otherwise wait that long.
+const RELOAD_WAIT: Duration = Duration::from_secs(1);
 /// Concurrent GETs during a reload.
 const RELOAD_CONCURRENCY: usize = 8;
 
@@ -363,25 +363,36 @@ impl AuthService {
         if !self.is_stale() {
             return;
         }
+        self.reload_within(reloading).await;
+    }
+
+    /// Reloads on a task of its own, which holds `reloading` and ends with the reload (the
+    /// object store client's timeouts bound it); waits for it at most [`RELOAD_WAIT`]. Returns
+    /// whether it finished in time and succeeded.
+    async fn reload_within(&self, reloading: tokio::sync::OwnedMutexGuard<()>) -> bool {
         let Some(service) = self.me.upgrade() else {
-            return;
+            // Not opened through `open` (a test's service): inline.
+            let reloaded = self.reload_locked().await;
+            drop(reloading);
+            return reloaded.is_ok();
         };
-        // On a task of its own, which ends with the reload (the object store client's timeouts
-        // bound it), so that the request need not wait for all of it.
         let reload = tokio::spawn(async move {
             let _reloading = reloading;
-            if let Err(error) = service.reload_locked().await {
+            let reloaded = service.reload_locked().await;
+            if let Err(error) = &reloaded {
                 warn!(error = %error, "token cache reload failed, using the previous view");
             }
+            reloaded.is_ok()
         });
-        if tokio::time::timeout(STALE_RELOAD_WAIT, reload)
-            .await
-            .is_err()
-        {
-            warn!(
-                waited = ?STALE_RELOAD_WAIT,
-                "token cache reload still running (the object store is slow or unreachable): checking requests against the previous view meanwhile"
-            );
+        match tokio::time::timeout(RELOAD_WAIT, reload).await {
+            Ok(reloaded) => reloaded.unwrap_or(false),
+            Err(_) => {
+                warn!(
+                    waited = ?RELOAD_WAIT,
+                    "token cache reload still running (the object store is slow or unreachable): checking requests against the current view meanwhile"
+                );
+                false
+            }
         }
     }
 
@@ -391,18 +402,16 @@ impl AuthService {
         if !self.may_retry_reload() {
             return false;
         }
-        let _reloading = self.reload_lock.lock().await;
+        let lock = Arc::clone(&self.reload_lock).lock_owned();
+        let Ok(reloading) = tokio::time::timeout(RELOAD_WAIT, lock).await else {
+            // A reload is stuck on the store: nothing newer to look at.
+            return false;
+        };
         if !self.may_retry_reload() {
             // Another request reloaded while this one waited.
             return true;
         }
-        match self.reload_locked().await {
-            Ok(()) => true,
-            Err(error) => {
-                warn!(error = %error, "token cache reload failed, using the previous view");
-                false
-            }
-        }
+        self.reload_within(reloading).await
     }
 
     fn is_stale(&self) -> bool {
