@@ -496,17 +496,16 @@ impl StandbyWal {
         result
     }
 
-    /// Whether this WAL holds entries a newer promote voided: entries of an older epoch above
-    /// the fence (written by a primary that was deposed, never acknowledged). Following the new
-    /// primary on top of them would leave a log that differs from its at those LSNs.
-    fn diverged(&self, snapshot: &CatalogState) -> bool {
-        let (Some(wal), Some(fence)) = (&self.wal, &snapshot.fence) else {
-            return false;
-        };
-        wal.next_lsn().0 > fence.last_lsn.saturating_add(1)
-            && wal
-                .last_epoch()
-                .is_some_and(|epoch| epoch.0 < snapshot.epoch)
+    /// The last LSN this WAL may keep under the catalog's newest promote, if it holds more
+    /// (see [`keep_on_start`]).
+    fn keep_on_start(&self, snapshot: &CatalogState) -> Option<u64> {
+        let (wal, fence) = (self.wal.as_ref()?, snapshot.fence.as_ref()?);
+        keep_on_start(
+            wal.last_epoch().map(|epoch| epoch.0),
+            wal.next_lsn().0,
+            snapshot.epoch,
+            fence.last_lsn,
+        )
     }
 
     /// Cuts a diverged WAL back to the fence: the directory is set aside (renamed, every byte
@@ -680,9 +679,13 @@ async fn follow(
             let wal_settings = crate::node::wal_settings(&inner.config);
             let opened = match StandbyWal::open(wal, wal_settings, &snapshot) {
                 // A deposed primary restarting: its unacknowledged tail is void.
-                Ok(mut standby) if standby.diverged(&snapshot) => {
-                    standby.cut_above_fence(&snapshot).await.map(|()| standby)
-                }
+                Ok(mut standby) => match standby.keep_on_start(&snapshot) {
+                    Some(keep) => standby
+                        .cut_above(snapshot.epoch, keep)
+                        .await
+                        .map(|()| standby),
+                    None => Ok(standby),
+                },
                 opened => opened,
             };
             match opened {
@@ -1591,6 +1594,24 @@ fn remove_old_diverged(wal_dir: &std::path::Path) {
     }
 }
 
+/// The last LSN a standby's WAL may keep when it starts under the promote of `epoch` with
+/// fence `fence`, if it holds more (`next_lsn` past it), its last entry being of `last_epoch`.
+///
+/// Entries of older epochs above a promote's fence were written by a deposed primary and never
+/// acknowledged. The WAL is a prefix of the log of its last entry's epoch, or of a later one it
+/// followed before any entry of it arrived; the promote of the next epoch kept that log exactly
+/// up to its fence. Across more epochs the fences in between are unknown (the catalog keeps the
+/// newest) and may be lower, so nothing is kept: the primary streams what no flush covers.
+fn keep_on_start(last_epoch: Option<u64>, next_lsn: u64, epoch: u64, fence: u64) -> Option<u64> {
+    let last_epoch = last_epoch.filter(|last| *last < epoch)?;
+    let keep = if last_epoch.saturating_add(1) == epoch {
+        fence
+    } else {
+        0
+    };
+    (next_lsn > keep.saturating_add(1)).then_some(keep)
+}
+
 /// Of the directory entries `names`, the set-aside copies of `wal_name` beyond the newest
 /// `keep`, by epoch.
 fn diverged_beyond(names: &[String], wal_name: &str, keep: usize) -> Vec<String> {
@@ -1610,6 +1631,20 @@ fn diverged_beyond(names: &[String], wal_name: &str, keep: usize) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_should_keep_a_restarted_wal_up_to_the_fence_of_the_next_epoch_only() {
+        // Epoch 3's promote kept up to 10; the WAL holds up to 14.
+        assert_eq!(keep_on_start(Some(2), 15, 3, 10), Some(10));
+        assert_eq!(keep_on_start(Some(2), 11, 3, 10), None);
+        // Its own epoch's entries, or none: nothing to cut.
+        assert_eq!(keep_on_start(Some(3), 15, 3, 10), None);
+        assert_eq!(keep_on_start(None, 15, 3, 10), None);
+        // Epoch 2's fence, unknown, may have been lower: nothing is kept.
+        assert_eq!(keep_on_start(Some(1), 15, 3, 10), Some(0));
+        assert_eq!(keep_on_start(Some(1), 5, 3, 10), Some(0));
+        assert_eq!(keep_on_start(Some(1), 1, 3, 10), None);
+    }
 
     #[test]
     fn test_should_keep_the_newest_set_aside_wals_by_epoch() {

@@ -1414,6 +1414,22 @@ async fn test_with_default_timings_a_kill_9_recovers_within_30_s() {
 /// unacknowledged row is never shown anywhere, every acknowledged row is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_a_restarted_old_primary_drops_its_unacknowledged_tail() {
+    old_primary_restarts(false).await;
+}
+
+/// As [`test_a_restarted_old_primary_drops_its_unacknowledged_tail`], but the old primary
+/// restarts only after a second epoch began (a switchover from the standby that took over to
+/// the third writer), whose fence lies above the unacknowledged entry: the new primary holds
+/// another write at that LSN. The fence between (the second epoch's) is not in the catalog any
+/// more, so the old primary keeps nothing of its WAL and takes what no flush covers from the
+/// stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_old_primary_restarted_two_epochs_later_drops_its_unacknowledged_tail() {
+    old_primary_restarts(true).await;
+}
+
+/// The two tests above; `two_epochs`: the old primary restarts after a switchover.
+async fn old_primary_restarts(two_epochs: bool) {
     let ports = free_udp_ports(3);
     let storage = tempfile::tempdir().unwrap();
     let release = storage.path().join("release");
@@ -1497,17 +1513,50 @@ async fn test_a_restarted_old_primary_drops_its_unacknowledged_tail() {
         (primary != "w1" && summary["data"]["epoch"].as_u64()? > 1).then_some(primary)
     })
     .await;
+    let mut primary = new_primary;
+    let mut epoch = 2;
+    let mut acknowledged: Vec<u64> = (1..=20).collect();
+    if two_epochs {
+        // Acknowledged writes of epoch 2; the first takes the LSN of the unacknowledged one.
+        for id in 21..=30 {
+            assert!(write(&nodes[primary.as_str()], id).await.is_some());
+            acknowledged.push(id);
+        }
+        let third = if primary == "w2" { "w3" } else { "w2" };
+        let path = format!("/api/v1/cluster/nodes/{third}");
+        wait_for("the third writer a healthy standby", DEADLINE, || async {
+            let node = get_json(&nodes[primary.as_str()], &path).await?;
+            (node["data"]["state"] == "healthy" && node["data"]["in_sync"] == true).then_some(())
+        })
+        .await;
+        let switched = nodes[primary.as_str()]
+            .client
+            .post(nodes[primary.as_str()].url("/api/v1/cluster/failover"))
+            .json(&serde_json::json!({ "target": third }))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = switched.status();
+        assert_eq!(status, 200, "{}", switched.text().await.unwrap_or_default());
+        primary = third.to_string();
+        epoch = 3;
+    }
     std::fs::write(&release, b"").unwrap();
     nodes.get_mut("w1").unwrap().spawn().await;
     let log = nodes["w1"].log();
     assert!(
         log.contains("rebuilt with its entries up to the fence"),
-        "the old primary cut its wal back to the fence; log:\n{log}"
+        "the old primary cut its wal back; log:\n{log}"
     );
     assert!(
-        nodes["w1"].dir.join("wal.diverged-epoch-2").is_dir(),
+        nodes["w1"]
+            .dir
+            .join(format!("wal.diverged-epoch-{epoch}"))
+            .is_dir(),
         "the old wal is kept aside"
     );
+    let new_primary = primary;
     // It follows as a standby and is back in sync.
     wait_for("the old primary in sync again", DEADLINE, || {
         next += 1;
@@ -1540,7 +1589,10 @@ async fn test_a_restarted_old_primary_drops_its_unacknowledged_tail() {
                     !ids.contains(&999),
                     "{id} shows the unacknowledged row: {ids:?}"
                 );
-                (1..=20).all(|row| ids.contains(&row)).then_some(())
+                acknowledged
+                    .iter()
+                    .all(|row| ids.contains(row))
+                    .then_some(())
             })
             .await;
         }
