@@ -1207,22 +1207,7 @@ async fn test_a_reader_that_missed_an_epoch_drops_what_a_deposed_primary_never_a
     cluster.mesh.cut_store(at("r1"));
     cluster.nodes.get_mut(first.as_str()).unwrap().spawn().await;
     wait_in_sync(&cluster.nodes[second], 2).await;
-    let path = format!("/api/v1/cluster/nodes/{first}");
-    wait_for("the old primary a healthy standby", DEADLINE, || async {
-        let node = get_json(&cluster.nodes[second], &path).await?;
-        (node["data"]["state"] == "healthy").then_some(())
-    })
-    .await;
-    let switched = cluster.nodes[second]
-        .client
-        .post(cluster.nodes[second].url("/api/v1/cluster/failover"))
-        .json(&serde_json::json!({ "target": first }))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    let status = switched.status();
-    assert_eq!(status, 200, "{}", switched.text().await.unwrap_or_default());
+    switch_over(&cluster.nodes[second], &first).await;
     wait_for("the old primary to be primary again", DEADLINE, || async {
         let (now, epoch_now) = primary_of(&cluster.nodes[first.as_str()]).await?;
         (now == first && epoch_now == epoch + 2).then_some(())
@@ -1523,22 +1508,7 @@ async fn old_primary_restarts(two_epochs: bool) {
             acknowledged.push(id);
         }
         let third = if primary == "w2" { "w3" } else { "w2" };
-        let path = format!("/api/v1/cluster/nodes/{third}");
-        wait_for("the third writer a healthy standby", DEADLINE, || async {
-            let node = get_json(&nodes[primary.as_str()], &path).await?;
-            (node["data"]["state"] == "healthy" && node["data"]["in_sync"] == true).then_some(())
-        })
-        .await;
-        let switched = nodes[primary.as_str()]
-            .client
-            .post(nodes[primary.as_str()].url("/api/v1/cluster/failover"))
-            .json(&serde_json::json!({ "target": third }))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .unwrap();
-        let status = switched.status();
-        assert_eq!(status, 200, "{}", switched.text().await.unwrap_or_default());
+        switch_over(&nodes[primary.as_str()], third).await;
         primary = third.to_string();
         epoch = 3;
     }
@@ -1712,6 +1682,27 @@ async fn jobs_committed(compactor: &TestNode) -> u64 {
         .await
         .and_then(|status| status["data"]["totals"]["jobs_committed"].as_u64())
         .unwrap_or(0)
+}
+
+/// Asks `primary` for a planned switchover to `target` once `target` is a healthy standby in
+/// sync; asserts it was done.
+async fn switch_over(primary: &TestNode, target: &str) {
+    let path = format!("/api/v1/cluster/nodes/{target}");
+    wait_for("the target a healthy standby in sync", DEADLINE, || async {
+        let node = get_json(primary, &path).await?;
+        (node["data"]["state"] == "healthy" && node["data"]["in_sync"] == true).then_some(())
+    })
+    .await;
+    let switched = primary
+        .client
+        .post(primary.url("/api/v1/cluster/failover"))
+        .json(&serde_json::json!({ "target": target }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = switched.status();
+    assert_eq!(status, 200, "{}", switched.text().await.unwrap_or_default());
 }
 
 /// Waits for a primary other than every node in `not` in an epoch above `epoch`.
