@@ -239,7 +239,8 @@ impl NodeInner {
     /// a grace period, so a primary that never caught up would end up reading deleted files).
     /// A standalone node writes every record itself. Concurrent queries share a refresh: one
     /// that began after a query arrived already covers it, so a burst of queries costs one
-    /// read, not one each.
+    /// read, not one each. A query waits for it at most [`CATALOG_SYNC_BOUND`], then gets
+    /// [`QueryError::Interrupted`] (503).
     pub async fn sync_catalog(&self) -> Result<(), QueryError> {
         if matches!(self.duty(), Some(Duty::Standalone)) {
             return Ok(());
@@ -254,19 +255,34 @@ impl NodeInner {
             return Ok(());
         }
         let arrived = Instant::now();
-        let mut synced_from = self.catalog_synced_from.lock().await;
+        let deadline = tokio::time::Instant::from_std(arrived + CATALOG_SYNC_BOUND);
+        let unavailable = || {
+            QueryError::Interrupted(format!(
+                "the catalog log could not be read within {CATALOG_SYNC_BOUND:?} (is the object \
+                 store reachable?)"
+            ))
+        };
+        let Ok(mut synced_from) =
+            tokio::time::timeout_at(deadline, self.catalog_synced_from.lock()).await
+        else {
+            return Err(unavailable());
+        };
         if synced_from.is_some_and(|began| began >= arrived) {
             return Ok(());
         }
         *synced_from = Some(Instant::now());
-        let refreshed = self.catalog.refresh().await;
-        if refreshed.is_err() {
-            // A failed refresh covers nobody.
+        let refreshed = tokio::time::timeout_at(deadline, self.catalog.refresh()).await;
+        if !matches!(refreshed, Ok(Ok(_))) {
+            // A failed or abandoned refresh covers nobody.
             *synced_from = None;
         }
-        refreshed
-            .map(|_| ())
-            .map_err(|error| QueryError::Execution(format!("reading the catalog log: {error}")))
+        match refreshed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(QueryError::Execution(format!(
+                "reading the catalog log: {error}"
+            ))),
+            Err(_) => Err(unavailable()),
+        }
     }
 
     /// A token cancelled when the node begins to stop, for work on blocking threads.
@@ -1096,6 +1112,10 @@ async fn open_auth(
 
 /// How long a forwarded request may take end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest a query waits to catch up with the catalog log before it runs. The log is a few
+/// small reads; a store that does not answer them in this time is unreachable or nearly so, and
+/// the object store client would retry for a minute or more. The query gets 503 instead.
+const CATALOG_SYNC_BOUND: Duration = Duration::from_secs(5);
 /// Upper bound of how long a leaving node keeps gossiping, whatever the heartbeat: once a few
 /// peers know it left, they spread the news without it.
 const MAX_LEAVE_LINGER: Duration = Duration::from_secs(10);

@@ -1235,6 +1235,49 @@ async fn test_a_reader_that_missed_an_epoch_drops_what_a_deposed_primary_never_a
     cluster.mesh.heal();
 }
 
+/// The primary cut off from the store alone (network namespaces and S3, as root): a query,
+/// which first catches up with the catalog log, gets 503 within seconds instead of waiting out
+/// the object store client's retries (a minute or more); healed, queries answer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_query_on_a_primary_cut_from_the_store_gets_503_within_seconds() {
+    let test = "test_a_query_on_a_primary_cut_from_the_store_gets_503_within_seconds";
+    // No failover on health: the node asked stays primary (a standby would not refresh).
+    let extra = [("ARC_CLUSTER_FAILOVER_ENABLED", "false")];
+    let Some(cluster) = MeshOfThree::start_with(test, "query-cut-store", true, &extra).await else {
+        return;
+    };
+    let (primary, _) = wait_for("a primary", DEADLINE, || primary_of(&cluster.reader)).await;
+    let node = &cluster.nodes[primary.as_str()];
+    node.write_lp(DB, "fo id=1i 1785542400000000000\n").await;
+    let sql = format!("SELECT count(*) FROM {DB}.fo");
+    assert_eq!(node.query(&sql).await, [[serde_json::json!(1)]]);
+
+    cluster.mesh.cut_store(MeshOfThree::index(&primary));
+    let asked = Instant::now();
+    let answer = node
+        .client
+        .post(node.url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer within 60 s");
+    let took = asked.elapsed();
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("catalog log"), "{body}");
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+    eprintln!("503 after {took:?}: {body}");
+
+    cluster.mesh.heal();
+    wait_for("queries to answer again", DEADLINE, || async {
+        let (status, _) = node.query_raw(&sql).await;
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
 fn acked_in_epoch(acked: &BTreeMap<u64, Ack>, epoch: u64) -> usize {
     acked.values().filter(|ack| ack.epoch == epoch).count()
 }
