@@ -496,28 +496,16 @@ impl StandbyWal {
         result
     }
 
-    /// The last LSN this WAL may keep under the catalog's newest promote, if it holds more
-    /// (see [`keep_on_start`]).
-    fn keep_on_start(&self, snapshot: &CatalogState) -> Option<u64> {
-        let (wal, fence) = (self.wal.as_ref()?, snapshot.fence.as_ref()?);
-        keep_on_start(
-            wal.last_epoch().map(|epoch| epoch.0),
-            wal.next_lsn().0,
-            snapshot.epoch,
-            fence.last_lsn,
-        )
+    /// The epoch of its last entry, if it holds any.
+    fn last_epoch(&self) -> Option<u64> {
+        Some(self.wal.as_ref()?.last_epoch()?.0)
     }
 
-    /// Cuts a diverged WAL back to the fence: the directory is set aside (renamed, every byte
+    /// Cuts a diverged WAL back to `fence` (the fence of `epoch`'s promote, or lower): the
+    /// directory is set aside (renamed, every byte
     /// kept for inspection) and a new WAL is written with its entries up to the fence, which
     /// the new primary holds as well; the stream brings the rest. Entries up to the fence are
     /// kept, not dropped: they may be acknowledged writes that no flush covers yet.
-    async fn cut_above_fence(&mut self, snapshot: &CatalogState) -> anyhow::Result<()> {
-        let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
-        self.cut_above(snapshot.epoch, fence).await
-    }
-
-    /// As [`StandbyWal::cut_above_fence`], for the promote of `epoch` with fence `fence`.
     async fn cut_above(&mut self, epoch: u64, fence: u64) -> anyhow::Result<()> {
         let last = self.next_lsn().0.saturating_sub(1);
         drop(self.wal.take());
@@ -677,18 +665,7 @@ async fn follow(
     let standby = match wal {
         Some(wal) => {
             let wal_settings = crate::node::wal_settings(&inner.config);
-            let opened = match StandbyWal::open(wal, wal_settings, &snapshot) {
-                // A deposed primary restarting: its unacknowledged tail is void.
-                Ok(mut standby) => match standby.keep_on_start(&snapshot) {
-                    Some(keep) => standby
-                        .cut_above(snapshot.epoch, keep)
-                        .await
-                        .map(|()| standby),
-                    None => Ok(standby),
-                },
-                opened => opened,
-            };
-            match opened {
+            match StandbyWal::open(wal, wal_settings, &snapshot) {
                 Ok(standby) => Some(standby),
                 Err(error) => {
                     inner.fail(format!("opening the standby's wal: {error:#}"));
@@ -700,10 +677,19 @@ async fn follow(
     };
     let next = standby.as_ref().map_or(Lsn(1), StandbyWal::next_lsn);
     let fence = snapshot.fence.as_ref().map_or(0, |fence| fence.last_lsn);
+    // A standby's WAL is a prefix of the log of its last entry's epoch (or of a later one):
+    // it starts from that epoch and learns the catalog's newer promotes as any follower does
+    // (`catalog_news` below), so a deposed primary restarting drops its unacknowledged tail.
+    // The fence given with it is replaced there.
+    let known_epoch = standby
+        .as_ref()
+        .and_then(StandbyWal::last_epoch)
+        .filter(|epoch| *epoch < snapshot.epoch)
+        .unwrap_or(snapshot.epoch);
     let state = FollowerState::new(
         inner.node_id.clone(),
         role,
-        (Epoch(snapshot.epoch), Lsn(fence)),
+        (Epoch(known_epoch), Lsn(fence)),
         next,
         settings.silence_timeout.as_millis() as u64,
     );
@@ -742,6 +728,12 @@ async fn follow(
         started: Instant::now(),
         silence_of: None,
     };
+    if let Err(error) = stream.catalog_news().await {
+        stream.inner.fail(format!(
+            "cutting the standby's wal back to the fence: {error:#}"
+        ));
+        return;
+    }
     if let Err(error) = stream.queue_own_wal() {
         stream
             .inner
@@ -1188,7 +1180,7 @@ impl Stream {
         );
         if durable > fence.last_lsn {
             // Entries the old primary wrote but never acknowledged (they are above its fence).
-            standby.cut_above_fence(&snapshot).await?;
+            standby.cut_above(snapshot.epoch, fence.last_lsn).await?;
         }
         let started = Instant::now();
         let wal = standby.wal.take().context("the standby's wal is closed")?;
@@ -1347,7 +1339,7 @@ impl Stream {
                         // and nothing of an older stream may be.
                         anyhow::ensure!(
                             appends.is_empty(),
-                            "entries queued for the standby's wal before a new primary's fence"
+                            "entries queued for the standby's wal before the fence of epoch {epoch} at lsn {lsn}"
                         );
                         self.drop_above(epoch.0, lsn).await?;
                     }
@@ -1594,24 +1586,6 @@ fn remove_old_diverged(wal_dir: &std::path::Path) {
     }
 }
 
-/// The last LSN a standby's WAL may keep when it starts under the promote of `epoch` with
-/// fence `fence`, if it holds more (`next_lsn` past it), its last entry being of `last_epoch`.
-///
-/// Entries of older epochs above a promote's fence were written by a deposed primary and never
-/// acknowledged. The WAL is a prefix of the log of its last entry's epoch, or of a later one it
-/// followed before any entry of it arrived; the promote of the next epoch kept that log exactly
-/// up to its fence. Across more epochs the fences in between are unknown (the catalog keeps the
-/// newest) and may be lower, so nothing is kept: the primary streams what no flush covers.
-fn keep_on_start(last_epoch: Option<u64>, next_lsn: u64, epoch: u64, fence: u64) -> Option<u64> {
-    let last_epoch = last_epoch.filter(|last| *last < epoch)?;
-    let keep = if last_epoch.saturating_add(1) == epoch {
-        fence
-    } else {
-        0
-    };
-    (next_lsn > keep.saturating_add(1)).then_some(keep)
-}
-
 /// Of the directory entries `names`, the set-aside copies of `wal_name` beyond the newest
 /// `keep`, by epoch.
 fn diverged_beyond(names: &[String], wal_name: &str, keep: usize) -> Vec<String> {
@@ -1631,20 +1605,6 @@ fn diverged_beyond(names: &[String], wal_name: &str, keep: usize) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_should_keep_a_restarted_wal_up_to_the_fence_of_the_next_epoch_only() {
-        // Epoch 3's promote kept up to 10; the WAL holds up to 14.
-        assert_eq!(keep_on_start(Some(2), 15, 3, 10), Some(10));
-        assert_eq!(keep_on_start(Some(2), 11, 3, 10), None);
-        // Its own epoch's entries, or none: nothing to cut.
-        assert_eq!(keep_on_start(Some(3), 15, 3, 10), None);
-        assert_eq!(keep_on_start(None, 15, 3, 10), None);
-        // Epoch 2's fence, unknown, may have been lower: nothing is kept.
-        assert_eq!(keep_on_start(Some(1), 15, 3, 10), Some(0));
-        assert_eq!(keep_on_start(Some(1), 5, 3, 10), Some(0));
-        assert_eq!(keep_on_start(Some(1), 1, 3, 10), None);
-    }
 
     #[test]
     fn test_should_keep_the_newest_set_aside_wals_by_epoch() {

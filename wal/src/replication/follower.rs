@@ -804,6 +804,31 @@ mod tests {
     }
 
     #[test]
+    fn test_should_keep_a_log_of_the_previous_epoch_up_to_the_fence_only() {
+        // A standby starting with a WAL whose last entry is of epoch `last` (its state starts
+        // from that epoch, having heard no commit LSN); the catalog shows epoch 3's promote,
+        // which kept up to 10.
+        let keep = |last: u64, next: u64| {
+            let mut state = FollowerState::new(
+                "s",
+                FollowerRole::Standby,
+                (Epoch(last), Lsn(10)),
+                Lsn(next),
+                1_000,
+            );
+            state.promote_seen(Epoch(3), Lsn(10))
+        };
+        assert_eq!(keep(2, 15), Some(Lsn(10)));
+        assert_eq!(keep(2, 11), None);
+        // Its own epoch's entries (or none): nothing to cut.
+        assert_eq!(keep(3, 15), None);
+        // Epoch 2's fence, unknown, may have been lower: nothing is kept.
+        assert_eq!(keep(1, 15), Some(Lsn(0)));
+        assert_eq!(keep(1, 5), Some(Lsn(0)));
+        assert_eq!(keep(1, 1), None);
+    }
+
+    #[test]
     fn test_should_drop_above_a_fence_the_catalog_shows() {
         // The catalog shows epoch 2's promote (fence 5) while this reader streams epoch 1's
         // entries up to 7: the caller drops 6 and 7, and the stream is asked again.
