@@ -405,6 +405,10 @@ impl FollowerState {
             return None;
         }
         self.next_lsn = keep.saturating_next();
+        // The entry kept last may be of an older epoch than the ones dropped, and so may the
+        // next one the new primary sends (its log holds what was acknowledged, not what this
+        // node dropped): comparing it with a dropped entry's epoch refused that log forever.
+        self.last_epoch = None;
         self.confirmed = self
             .confirmed
             .map(|confirmed| confirmed.min(keep))
@@ -800,6 +804,69 @@ mod tests {
                 from_lsn: Lsn(5),
                 ..
             })]
+        ));
+    }
+
+    #[test]
+    fn test_should_take_entries_of_older_epochs_after_dropping_newer_ones() {
+        // A reader of epoch 3 holding epoch 1's entries 1..=4 (acknowledged) and epoch 3's own
+        // 5..=7 (never acknowledged: its primary died before a standby had them).
+        let mut state =
+            FollowerState::new("r", FollowerRole::Reader, (Epoch(3), Lsn(4)), Lsn(1), 1_000);
+        state.subscribe(0);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(3),
+                start_lsn: Lsn(1),
+                fence_lsn: Some(Lsn(4)),
+            },
+            0,
+        );
+        for (epoch, lsn) in [(1, 1), (1, 2), (1, 3), (1, 4), (3, 5), (3, 6), (3, 7)] {
+            state.frame_received(entry(epoch, lsn), 0);
+        }
+        state.frame_received(Frame::Commit { commit_lsn: Lsn(4) }, 0);
+        drain(&mut state);
+        // Epoch 5's primary (epoch 4 unknown here) kept up to 9: across the skipped epoch only
+        // what was acknowledged stays, and its log goes on with an entry of epoch 2 that epoch
+        // 4's promote kept.
+        state.stream_ended();
+        state.subscribe(1);
+        state.frame_received(
+            Frame::Subscribed {
+                epoch: Epoch(5),
+                start_lsn: Lsn(5),
+                fence_lsn: Some(Lsn(9)),
+            },
+            1,
+        );
+        assert_eq!(
+            drain(&mut state)[1..],
+            [FollowerAction::DropAbove {
+                epoch: Epoch(5),
+                lsn: Lsn(4)
+            }]
+        );
+        state.frame_received(entry(2, 5), 1);
+        state.frame_received(entry(5, 6), 1);
+        let actions = drain(&mut state);
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [
+                    FollowerAction::Apply(Entry { lsn: Lsn(5), .. }),
+                    FollowerAction::Apply(Entry { lsn: Lsn(6), .. }),
+                ]
+            ),
+            "{actions:?}"
+        );
+        // Within the stream, epochs still never go backwards.
+        state.frame_received(entry(2, 7), 1);
+        assert!(matches!(
+            drain(&mut state).as_slice(),
+            [FollowerAction::Resubscribe {
+                reason: ResubscribeReason::EpochRegressed { .. }
+            }]
         ));
     }
 
