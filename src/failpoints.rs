@@ -19,7 +19,9 @@
 //! WAL writer thread, once per group commit), `replicate-before-publish` (a clustered
 //! primary's group commit is durable locally, not yet streamed to any follower),
 //! `failover-after-promote` (a standby's failover promote is committed, it has not taken
-//! over yet); for [`fails`]: `flush-commit` (one chunk's upload and commit fail).
+//! over yet); for [`fails`]: `flush-commit` (one chunk's upload and commit fail),
+//! `promote-answer` (a failover's or switchover's promote landed, its answer is taken for a
+//! store error: see [`lose_promote_answer`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -100,4 +102,19 @@ pub fn fails(name: &str) -> bool {
         eprintln!("failpoint {name}: failing call {nth}");
     }
     *count == nth
+}
+
+/// The failpoint `promote-answer`: a promote that landed is answered as a store error, as when
+/// the store's answer is lost on the way (the outcome then unknown to the node).
+pub fn lose_promote_answer(
+    promoted: Result<u64, arc_storage::CatalogError>,
+) -> Result<u64, arc_storage::CatalogError> {
+    match promoted {
+        Ok(_) if fails("promote-answer") => Err(arc_storage::CatalogError::Unavailable {
+            key: "the promote record".into(),
+            attempts: 1,
+            reason: "failpoint promote-answer: the store's answer was lost".into(),
+        }),
+        promoted => promoted,
+    }
 }

@@ -1128,6 +1128,22 @@ impl Stream {
                 record,
             )
             .await;
+        let promoted = match crate::failpoints::lose_promote_answer(promoted) {
+            Err(error) if crate::switchover::outcome_unknown(&error) => {
+                // Its put may have reached the store: following again now would acknowledge
+                // the old primary's writes above this promote's fence, which this node cuts
+                // from its WAL should it find itself named later.
+                warn!(%error, "the promote's outcome is unknown; acknowledging nothing until the catalog settles it");
+                crate::switchover::settle_promote(
+                    &self.inner,
+                    expected_epoch,
+                    &self.inner.node_id,
+                    error,
+                )
+                .await
+            }
+            promoted => promoted,
+        };
         match promoted {
             Ok(epoch) => {
                 crate::failpoints::hit("failover-after-promote");

@@ -195,11 +195,23 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
     // The other in-sync standbys stay in sync: they confirmed every acknowledged write.
     let mut in_sync = vec![target.clone()];
     in_sync.extend(ranked.iter().filter(|id| **id != target).cloned());
-    let new_epoch = match inner
-        .catalog()
-        .promote_for_failover(epoch, &target, fence, in_sync, record)
-        .await
-    {
+    let promoted = crate::failpoints::lose_promote_answer(
+        inner
+            .catalog()
+            .promote_for_failover(epoch, &target, fence, in_sync, record)
+            .await,
+    );
+    let promoted = match promoted {
+        Err(error) if outcome_unknown(&error) => {
+            // Its put may have reached the store, and the answer not us: writes reopened now
+            // would be acknowledged above the fence, and the target, once it reads itself
+            // named, cuts them from its WAL. Writes stay closed until the catalog settles it.
+            warn!(%target, %error, "switchover: the promote's outcome is unknown; writes stay closed until the catalog settles it");
+            settle_promote(inner, epoch, &target, error).await
+        }
+        promoted => promoted,
+    };
+    let new_epoch = match promoted {
         Ok(new_epoch) => new_epoch,
         Err(CatalogError::Fenced { current_epoch, .. }) => {
             inner.step_down_now(format!(
@@ -207,6 +219,12 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
             ));
             return Err(SwitchoverError::Abandoned(format!(
                 "epoch {current_epoch} was promoted meanwhile; this node steps down"
+            )));
+        }
+        Err(error) if outcome_unknown(&error) => {
+            // Unsettled because the node stops: it acknowledges nothing more either way.
+            return Err(SwitchoverError::Abandoned(format!(
+                "writing the promote record for {target}: {error}; this node is stopping"
             )));
         }
         Err(error) => {
@@ -254,6 +272,69 @@ pub fn finish(inner: &NodeInner, switched: &Switched) {
         "switched over to {} (epoch {})",
         switched.new_primary, switched.epoch
     ));
+}
+
+/// Whether a promote that failed with `error` may still land (a store error: its put may
+/// have reached the store). Refusals and fencing are definite.
+pub(crate) fn outcome_unknown(error: &CatalogError) -> bool {
+    !matches!(
+        error,
+        CatalogError::Fenced { .. }
+            | CatalogError::Rejected { .. }
+            | CatalogError::Invalid(_)
+            | CatalogError::Corrupt { .. }
+    )
+}
+
+/// Settles a promote of `epoch + 1` naming `node` that failed with `error` (an unknown
+/// outcome) by committing a record of `epoch` after it, and returns the promote's result as
+/// it turned out: the new epoch if it landed, `Fenced` if another promote did, `Rejected` if
+/// it never will (the record of `epoch` landed first). Until then the caller must acknowledge
+/// nothing: the promote's fence may be below it. Retries while the store cannot answer, and
+/// returns `error`, still of unknown outcome, once the node begins to stop.
+pub(crate) async fn settle_promote(
+    inner: &NodeInner,
+    epoch: u64,
+    node: &str,
+    error: CatalogError,
+) -> Result<u64, CatalogError> {
+    let stop = inner.stop_token();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match inner.catalog().confirm_epoch(epoch, &inner.node_id).await {
+            Ok(_) => {
+                return Err(CatalogError::Rejected {
+                    reason: format!(
+                        "the promote did not land ({error}); a record of epoch {epoch} landed after it"
+                    ),
+                });
+            }
+            Err(CatalogError::Fenced { current_epoch, .. }) => {
+                let snapshot = inner.catalog().snapshot();
+                if current_epoch == epoch + 1 && snapshot.primary.as_deref() == Some(node) {
+                    info!(
+                        epoch = current_epoch,
+                        node, "the promote of unknown outcome had landed"
+                    );
+                    return Ok(current_epoch);
+                }
+                return Err(CatalogError::Fenced {
+                    our_epoch: epoch,
+                    current_epoch,
+                });
+            }
+            Err(settle_error) if outcome_unknown(&settle_error) => {
+                warn!(error = %settle_error, epoch, "the catalog cannot settle the promote of unknown outcome yet; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(error),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            // A corrupt log shows no later record to anyone: the promote cannot take effect.
+            Err(settle_error) => return Err(settle_error),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -793,6 +793,44 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
     );
 }
 
+/// A switchover whose promote landed while its answer was lost (a failpoint takes the answer
+/// for a store error): the old primary keeps writes closed until a record of its own epoch
+/// settles the outcome, finds the promote there, and completes the switchover. Reopening
+/// writes on the error acknowledged writes above the fence that the target then cut from its
+/// WAL once it read itself named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_switchover_whose_promote_answer_is_lost_loses_nothing() {
+    let (_storage, nodes, reader, _logs) = start_cluster(
+        "switchover-unknown",
+        &[("ARC_FAILPOINTS", "promote-answer=fail-on:1")],
+    )
+    .await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..4);
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (load.acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[primary.as_str()]).await;
+    let target = if primary == "w1" { "w2" } else { "w1" };
+    switch_over(&nodes[primary.as_str()], target).await;
+    let (now_primary, now_epoch) = wait_new_primary(&reader, epoch, &[&primary]).await;
+    assert_eq!((now_primary.as_str(), now_epoch), (target, epoch + 1));
+    wait_for("writes in the new epoch", DEADLINE, || async {
+        (load.acked_in(now_epoch) > 50).then_some(())
+    })
+    .await;
+    assert!(
+        nodes[primary.as_str()]
+            .log()
+            .contains("the promote's outcome is unknown"),
+        "the failpoint was not reached"
+    );
+    let acked = load.finish().await;
+    check_acknowledged(&acked, &nodes, target, &reader).await;
+}
+
 /// The candidate killed in the middle of its promotion: both standbys are armed with a
 /// failpoint that aborts the first one to get past its committed promote (before it takes
 /// over). The other standby, kept in the in-sync set by that promote, takes over from the dead

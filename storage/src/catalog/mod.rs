@@ -316,6 +316,37 @@ impl Catalog {
             .await
     }
 
+    /// Commits a record of `epoch` that changes nothing (the in-sync set as this node's log
+    /// has it). A promote whose outcome was unknown ([`CatalogError::Unavailable`]: its put may
+    /// still land) is settled by it: once a later record of the old epoch has landed, the
+    /// promote never takes effect; if the promote landed first, this fails with
+    /// [`CatalogError::Fenced`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Catalog::commit`].
+    pub async fn confirm_epoch(&self, epoch: u64, node_id: &str) -> Result<u64, CatalogError> {
+        let started = Instant::now();
+        let result = async {
+            let mut writer = self.inner.writer.lock().await;
+            let mut state = (*self.snapshot()).clone();
+            // The set is taken again from the log before each put (see `commit_locked`): a
+            // standby's copy may be behind the primary's own changes.
+            let body = RecordBody::Isr(Isr {
+                in_sync: state.in_sync.clone(),
+            });
+            validate_request(epoch, node_id, &body)?;
+            let result = self
+                .commit_locked(&mut writer, &mut state, epoch, node_id, body, true)
+                .await;
+            self.publish(state);
+            result
+        }
+        .await;
+        metrics::record_commit(commit_outcome(&result), started.elapsed());
+        result
+    }
+
     async fn promote_record(
         &self,
         expected_epoch: u64,
@@ -493,7 +524,7 @@ impl Catalog {
     ) -> Result<u64, CatalogError> {
         let started = Instant::now();
         let result = self
-            .commit_locked(writer, state, epoch, node_id, body)
+            .commit_locked(writer, state, epoch, node_id, body, false)
             .await;
         metrics::record_commit(commit_outcome(&result), started.elapsed());
         if result.is_ok() {
@@ -512,13 +543,16 @@ impl Catalog {
         let mut writer = self.inner.writer.lock().await;
         let mut state = (*self.snapshot()).clone();
         let result = self
-            .commit_locked(&mut writer, &mut state, epoch, node_id, body)
+            .commit_locked(&mut writer, &mut state, epoch, node_id, body, false)
             .await;
         // Whatever happened, the records we read on the way are part of the log.
         self.publish(state);
         result
     }
 
+    /// Commits `body` at the next free slot (see [`Catalog::commit`]). With `mirror_in_sync`
+    /// an `isr` body takes the set the log has right before each put: a record that changes
+    /// nothing however far behind the caller's copy was.
     async fn commit_locked(
         &self,
         writer: &mut WriterState,
@@ -526,6 +560,7 @@ impl Catalog {
         epoch: u64,
         node_id: &str,
         mut body: RecordBody,
+        mirror_in_sync: bool,
     ) -> Result<u64, CatalogError> {
         let nonce = format!("{:032x}", rand::random::<u128>());
         let mut failures: u32 = 0;
@@ -539,6 +574,9 @@ impl Catalog {
         loop {
             if let Some(requested) = &requested_in_sync {
                 keep_current_in_sync(&mut body, requested, state);
+            }
+            if mirror_in_sync && let RecordBody::Isr(isr) = &mut body {
+                isr.in_sync = state.in_sync.clone();
             }
             // Spend no put on a record that would be void.
             match state.check(epoch, &body) {

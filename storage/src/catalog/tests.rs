@@ -59,6 +59,10 @@ fn live_paths(state: &CatalogState) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
 async fn open(store: Arc<dyn ObjectStore>) -> Catalog {
     Catalog::open(store, CatalogSettings::for_test())
         .await
@@ -850,12 +854,6 @@ fn test_should_void_a_flushes_record_unless_every_flush_is_valid() {
 async fn test_should_name_only_current_in_sync_members_in_a_failover_promote() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let primary = open(store.clone()).await;
-    let ids = |names: &[&str]| {
-        names
-            .iter()
-            .map(|name| name.to_string())
-            .collect::<Vec<_>>()
-    };
     let isr = |names: &[&str]| {
         RecordBody::Isr(Isr {
             in_sync: ids(names),
@@ -886,4 +884,84 @@ async fn test_should_name_only_current_in_sync_members_in_a_failover_promote() {
     assert_eq!(state.epoch, new_epoch);
     assert_eq!(state.primary.as_deref(), Some("b"));
     assert_eq!(state.in_sync, ids(&["b", "d"]));
+}
+
+#[tokio::test]
+async fn test_should_settle_a_promote_of_unknown_outcome_with_a_record_of_the_old_epoch() {
+    let record = || FailoverRecord {
+        reason: "switchover".into(),
+        detected_at_ms: 1,
+        promoted_at_ms: 1,
+    };
+    for landed in [true, false] {
+        let failing = Arc::new(FailingObjectStore::new(Arc::new(InMemory::new())));
+        let catalog = open(failing.clone()).await;
+        let epoch = catalog
+            .promote_if(0, "a", 0, ids(&["a", "b"]))
+            .await
+            .unwrap();
+        // The promote's put lands (or not) and no read can tell.
+        let timing = if landed {
+            FaultTiming::After
+        } else {
+            FaultTiming::Before
+        };
+        failing.inject(
+            FaultOp::Put,
+            timing,
+            LOG_PREFIX,
+            if landed { 1 } else { 1000 },
+        );
+        failing.inject(FaultOp::Get, FaultTiming::Before, LOG_PREFIX, 1000);
+        let error = catalog
+            .promote_for_failover(epoch, "b", 7, ids(&["b", "a"]), record())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, CatalogError::Unavailable { .. }),
+            "{error:?}"
+        );
+        failing.clear();
+        let settled = catalog.confirm_epoch(epoch, "a").await;
+        let state = open(failing.clone()).await.snapshot();
+        if landed {
+            assert!(
+                matches!(settled, Err(CatalogError::Fenced { current_epoch, .. }) if current_epoch == epoch + 1),
+                "{settled:?}"
+            );
+            assert_eq!(state.primary.as_deref(), Some("b"));
+        } else {
+            settled.unwrap();
+            // The old epoch stays, with its in-sync set, and the promote can no longer land.
+            assert_eq!(state.epoch, epoch);
+            assert_eq!(state.primary.as_deref(), Some("a"));
+            assert_eq!(state.in_sync, ["a", "b"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn test_should_confirm_an_epoch_without_changing_the_in_sync_set_from_a_stale_copy() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let primary = open(store.clone()).await;
+    let epoch = primary
+        .promote_if(0, "a", 0, ids(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    // b's copy stops here; the primary then drops c.
+    let standby = open(store.clone()).await;
+    primary
+        .commit(
+            epoch,
+            "a",
+            RecordBody::Isr(Isr {
+                in_sync: ids(&["a", "b"]),
+            }),
+        )
+        .await
+        .unwrap();
+    standby.confirm_epoch(epoch, "b").await.unwrap();
+    let state = open(store).await.snapshot();
+    assert_eq!((state.epoch, state.primary.as_deref()), (epoch, Some("a")));
+    assert_eq!(state.in_sync, ids(&["a", "b"]));
 }
