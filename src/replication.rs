@@ -258,6 +258,37 @@ async fn commit_isr_changes(
                 inner.step_down(format!("fenced while committing an isr record: {fenced}"));
                 return;
             }
+            Err(error) if crate::switchover::outcome_unknown(&error) => {
+                // The record may land yet. Were it an addition given up on, the log would name
+                // in sync a standby this primary acknowledges without (and one that may never
+                // be removed, should it lag: only committed members are): a record of this
+                // epoch after it settles the set, which the primary then takes as committed.
+                warn!(%error, change = ?proposal.change, "an isr record's outcome is unknown; settling it");
+                match crate::switchover::confirm_epoch_settled(&inner, epoch).await {
+                    Some(Ok(_)) => {
+                        let in_sync: Vec<String> = inner
+                            .catalog()
+                            .snapshot()
+                            .in_sync
+                            .iter()
+                            .filter(|node| **node != inner.node_id)
+                            .cloned()
+                            .collect();
+                        info!(change = ?proposal.change, ?in_sync, "isr settled");
+                        m::record_isr_change(label, in_sync.len());
+                        handle.isr_committed(in_sync);
+                    }
+                    Some(Err(fenced @ CatalogError::Fenced { .. })) => {
+                        inner.step_down(format!("fenced while settling an isr record: {fenced}"));
+                        return;
+                    }
+                    Some(Err(error)) => {
+                        warn!(%error, "settling an isr record failed");
+                        handle.isr_proposal_failed();
+                    }
+                    None => return,
+                }
+            }
             Err(error) => {
                 warn!(%error, change = ?proposal.change, "committing an isr record failed; retrying");
                 tokio::select! {

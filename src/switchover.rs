@@ -298,41 +298,54 @@ pub(crate) async fn settle_promote(
     node: &str,
     error: CatalogError,
 ) -> Result<u64, CatalogError> {
+    match confirm_epoch_settled(inner, epoch).await {
+        Some(Ok(_)) => Err(CatalogError::Rejected {
+            reason: format!(
+                "the promote did not land ({error}); a record of epoch {epoch} landed after it"
+            ),
+        }),
+        Some(Err(CatalogError::Fenced { current_epoch, .. })) => {
+            let snapshot = inner.catalog().snapshot();
+            if current_epoch == epoch + 1 && snapshot.primary.as_deref() == Some(node) {
+                info!(
+                    epoch = current_epoch,
+                    node, "the promote of unknown outcome had landed"
+                );
+                return Ok(current_epoch);
+            }
+            Err(CatalogError::Fenced {
+                our_epoch: epoch,
+                current_epoch,
+            })
+        }
+        // A corrupt log shows no later record to anyone: the promote cannot take effect.
+        Some(Err(settle_error)) => Err(settle_error),
+        None => Err(error),
+    }
+}
+
+/// Commits a record of `epoch` that changes nothing ([`arc_storage::Catalog::confirm_epoch`]),
+/// retrying while the store cannot answer. Once it has landed, every record this node sent
+/// before it has landed or never will, and the catalog's snapshot shows which. Returns the
+/// commit's definite result (`Fenced` if a newer epoch was promoted first), or `None` once the
+/// node begins to stop.
+pub(crate) async fn confirm_epoch_settled(
+    inner: &NodeInner,
+    epoch: u64,
+) -> Option<Result<u64, CatalogError>> {
     let stop = inner.stop_token();
     let mut pause = Duration::from_millis(100);
     loop {
         match inner.catalog().confirm_epoch(epoch, &inner.node_id).await {
-            Ok(_) => {
-                return Err(CatalogError::Rejected {
-                    reason: format!(
-                        "the promote did not land ({error}); a record of epoch {epoch} landed after it"
-                    ),
-                });
-            }
-            Err(CatalogError::Fenced { current_epoch, .. }) => {
-                let snapshot = inner.catalog().snapshot();
-                if current_epoch == epoch + 1 && snapshot.primary.as_deref() == Some(node) {
-                    info!(
-                        epoch = current_epoch,
-                        node, "the promote of unknown outcome had landed"
-                    );
-                    return Ok(current_epoch);
-                }
-                return Err(CatalogError::Fenced {
-                    our_epoch: epoch,
-                    current_epoch,
-                });
-            }
-            Err(settle_error) if outcome_unknown(&settle_error) => {
-                warn!(error = %settle_error, epoch, "the catalog cannot settle the promote of unknown outcome yet; retrying");
+            Err(error) if outcome_unknown(&error) => {
+                warn!(%error, epoch, "the catalog cannot settle a record of unknown outcome yet; retrying");
                 tokio::select! {
-                    _ = stop.cancelled() => return Err(error),
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
-            // A corrupt log shows no later record to anyone: the promote cannot take effect.
-            Err(settle_error) => return Err(settle_error),
+            result => return Some(result),
         }
     }
 }
