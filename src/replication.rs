@@ -155,12 +155,7 @@ impl Primary {
             &config.cluster.replication_addr,
         )?;
         let snapshot = inner.catalog().snapshot();
-        let committed_isr: Vec<String> = snapshot
-            .in_sync
-            .iter()
-            .filter(|node| **node != inner.node_id)
-            .cloned()
-            .collect();
+        let committed_isr = standbys_in_sync(&snapshot, &inner.node_id);
         // The promote's fence. A primary starts right after its promote, before it writes, and
         // the promote recorded its WAL's end: the same LSN, should the catalog not show it.
         let fence_lsn = match &snapshot.fence {
@@ -258,7 +253,7 @@ async fn commit_isr_changes(
                 inner.step_down(format!("fenced while committing an isr record: {fenced}"));
                 return;
             }
-            Err(error) if crate::switchover::outcome_unknown(&error) => {
+            Err(error) if error.is_retryable() => {
                 // The record may land yet. Were it an addition given up on, the log would name
                 // in sync a standby this primary acknowledges without (and one that may never
                 // be removed, should it lag: only committed members are): a record of this
@@ -266,14 +261,7 @@ async fn commit_isr_changes(
                 warn!(%error, change = ?proposal.change, "an isr record's outcome is unknown; settling it");
                 match crate::switchover::confirm_epoch_settled(&inner, epoch).await {
                     Some(Ok(_)) => {
-                        let in_sync: Vec<String> = inner
-                            .catalog()
-                            .snapshot()
-                            .in_sync
-                            .iter()
-                            .filter(|node| **node != inner.node_id)
-                            .cloned()
-                            .collect();
+                        let in_sync = standbys_in_sync(&inner.catalog().snapshot(), &inner.node_id);
                         info!(change = ?proposal.change, ?in_sync, "isr settled");
                         m::record_isr_change(label, in_sync.len());
                         handle.isr_committed(in_sync);
@@ -299,6 +287,16 @@ async fn commit_isr_changes(
             }
         }
     }
+}
+
+/// The in-sync set the catalog names, without the primary `node_id` itself.
+fn standbys_in_sync(snapshot: &CatalogState, node_id: &str) -> Vec<String> {
+    snapshot
+        .in_sync
+        .iter()
+        .filter(|node| *node != node_id)
+        .cloned()
+        .collect()
 }
 
 /// Keeps the per-follower gauges current. A follower that left the status, and every one
@@ -1160,7 +1158,7 @@ impl Stream {
             )
             .await;
         let promoted = match crate::failpoints::lose_promote_answer(promoted) {
-            Err(error) if crate::switchover::outcome_unknown(&error) => {
+            Err(error) if error.is_retryable() => {
                 // Its put may have reached the store: following again now would acknowledge
                 // the old primary's writes above this promote's fence, which this node cuts
                 // from its WAL should it find itself named later.

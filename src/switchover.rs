@@ -202,7 +202,7 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
             .await,
     );
     let promoted = match promoted {
-        Err(error) if outcome_unknown(&error) => {
+        Err(error) if error.is_retryable() => {
             // Its put may have reached the store, and the answer not us: writes reopened now
             // would be acknowledged above the fence, and the target, once it reads itself
             // named, cuts them from its WAL. Writes stay closed until the catalog settles it.
@@ -221,7 +221,7 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
                 "epoch {current_epoch} was promoted meanwhile; this node steps down"
             )));
         }
-        Err(error) if outcome_unknown(&error) => {
+        Err(error) if error.is_retryable() => {
             // Unsettled because the node stops: it acknowledges nothing more either way.
             return Err(SwitchoverError::Abandoned(format!(
                 "writing the promote record for {target}: {error}; this node is stopping"
@@ -272,18 +272,6 @@ pub fn finish(inner: &NodeInner, switched: &Switched) {
         "switched over to {} (epoch {})",
         switched.new_primary, switched.epoch
     ));
-}
-
-/// Whether a promote that failed with `error` may still land (a store error: its put may
-/// have reached the store). Refusals and fencing are definite.
-pub(crate) fn outcome_unknown(error: &CatalogError) -> bool {
-    !matches!(
-        error,
-        CatalogError::Fenced { .. }
-            | CatalogError::Rejected { .. }
-            | CatalogError::Invalid(_)
-            | CatalogError::Corrupt { .. }
-    )
 }
 
 /// Settles a promote of `epoch + 1` naming `node` that failed with `error` (an unknown
@@ -337,7 +325,7 @@ pub(crate) async fn confirm_epoch_settled(
     let mut pause = Duration::from_millis(100);
     loop {
         match inner.catalog().confirm_epoch(epoch, &inner.node_id).await {
-            Err(error) if outcome_unknown(&error) => {
+            Err(error) if error.is_retryable() => {
                 warn!(%error, epoch, "the catalog cannot settle a record of unknown outcome yet; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return None,

@@ -101,8 +101,9 @@ pub enum CatalogError {
         current_epoch: u64,
     },
 
-    /// The object store did not give a definite answer within the allowed attempts; the
-    /// outcome is known not to have landed (or nothing was attempted). Retry later.
+    /// The object store did not give a definite answer within the allowed attempts. The
+    /// record was not seen in its slot, but a put still in flight may land there later (see
+    /// the catalog module's error semantics). Retry later.
     #[error("catalog unavailable at {key} after {attempts} attempts: {reason}")]
     Unavailable {
         /// The slot (log key) the commit was trying to take.
@@ -164,6 +165,7 @@ pub enum CatalogError {
 
 impl CatalogError {
     /// Returns whether retrying the same call later may succeed (the store was unreachable).
+    /// For a commit, whether its record landed is then unknown: it may land yet.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

@@ -326,25 +326,12 @@ impl Catalog {
     ///
     /// As [`Catalog::commit`].
     pub async fn confirm_epoch(&self, epoch: u64, node_id: &str) -> Result<u64, CatalogError> {
-        let started = Instant::now();
-        let result = async {
-            let mut writer = self.inner.writer.lock().await;
-            let mut state = (*self.snapshot()).clone();
-            // The set is taken again from the log before each put (see `commit_locked`): a
-            // standby's copy may be behind the primary's own changes.
-            let body = RecordBody::Isr(Isr {
-                in_sync: state.in_sync.clone(),
-            });
-            validate_request(epoch, node_id, &body)?;
-            let result = self
-                .commit_locked(&mut writer, &mut state, epoch, node_id, body, true)
-                .await;
-            self.publish(state);
-            result
-        }
-        .await;
-        metrics::record_commit(commit_outcome(&result), started.elapsed());
-        result
+        // The set is taken again from the log before each put (`mirror_in_sync`): a standby's
+        // copy may be behind the primary's own changes.
+        let body = RecordBody::Isr(Isr {
+            in_sync: self.snapshot().in_sync.clone(),
+        });
+        self.commit_measured(epoch, node_id, body, true).await
     }
 
     async fn promote_record(
@@ -396,8 +383,21 @@ impl Catalog {
         node_id: &str,
         record: RecordBody,
     ) -> Result<u64, CatalogError> {
+        self.commit_measured(epoch, node_id, record, false).await
+    }
+
+    /// [`Catalog::commit`], with `mirror_in_sync` as in `commit_locked`; counted and timed.
+    async fn commit_measured(
+        &self,
+        epoch: u64,
+        node_id: &str,
+        record: RecordBody,
+        mirror_in_sync: bool,
+    ) -> Result<u64, CatalogError> {
         let started = Instant::now();
-        let result = self.commit_inner(epoch, node_id, record).await;
+        let result = self
+            .commit_inner(epoch, node_id, record, mirror_in_sync)
+            .await;
         metrics::record_commit(commit_outcome(&result), started.elapsed());
         result
     }
@@ -538,12 +538,20 @@ impl Catalog {
         epoch: u64,
         node_id: &str,
         body: RecordBody,
+        mirror_in_sync: bool,
     ) -> Result<u64, CatalogError> {
         validate_request(epoch, node_id, &body)?;
         let mut writer = self.inner.writer.lock().await;
         let mut state = (*self.snapshot()).clone();
         let result = self
-            .commit_locked(&mut writer, &mut state, epoch, node_id, body, false)
+            .commit_locked(
+                &mut writer,
+                &mut state,
+                epoch,
+                node_id,
+                body,
+                mirror_in_sync,
+            )
             .await;
         // Whatever happened, the records we read on the way are part of the log.
         self.publish(state);
