@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Member, free_udp_ports, member_env, metric_sum, try_metric_sum};
-use crate::harness::{TestNode, signal, wait_for};
+use crate::harness::{LogsOnPanic, TestNode, signal, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const DB: &str = "repl";
@@ -514,6 +514,83 @@ async fn test_a_stalled_standby_leaves_the_isr_and_comes_back() {
     wait_replicated(&primary, "isr", &mut next).await;
     assert!(metric_sum(&primary, "arc_replication_isr_changes_total", "remove").await >= 1.0);
     assert!(metric_sum(&primary, "arc_replication_isr_changes_total", "add").await >= 2.0);
+}
+
+/// A standby frozen (SIGSTOP) while another keeps up is removed as outpaced, well before both
+/// the lag limit and the connection's idle timeout (5 s each by default; the old path stalled
+/// every write for those 5 s): the primary's packets evidently get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_frozen_standby_is_removed_sooner_while_another_keeps_up() {
+    let mut plan = Plan::new("outpaced", 3, &[]);
+    let primary = plan.start("w1", "writer", &[]).await;
+    let _standby = plan.start("w2", "writer", &[]).await;
+    let frozen = plan.start("w3", "writer", &[]).await;
+    let _logs = LogsOnPanic::new([("w1", &primary), ("w3", &frozen)]);
+    wait_for("both standbys in sync", DEADLINE, || async {
+        let records = plan.records("isr");
+        (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2", "w3"]))
+            .then_some(())
+    })
+    .await;
+
+    // w3 confirms writes before it freezes (one that confirmed nothing is no candidate).
+    let ack = write_row(&primary, "outpaced", 1_000).await.unwrap();
+    assert_eq!(ack.durability, "replicated:2");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = load(&primary, "outpaced", 2, 10_000_000, stop.clone());
+    let pid = frozen.pid().unwrap();
+    let frozen_at = Instant::now();
+    signal(pid, "STOP");
+    wait_for(
+        "an isr record removing the frozen standby",
+        DEADLINE,
+        || async {
+            let records = plan.records("isr");
+            (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2"])).then_some(())
+        },
+    )
+    .await;
+    eprintln!("removed {:?} after the freeze", frozen_at.elapsed());
+    let removals = |log: String| -> Vec<String> {
+        log.lines()
+            .filter(|line| line.contains("isr record committed") && line.contains("Remove"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // The log line follows the commit.
+    let removal = wait_for("the removal logged", DEADLINE, || async {
+        let removal = removals(primary.log());
+        (!removal.is_empty()).then_some(removal)
+    })
+    .await;
+    assert!(
+        removal
+            .first()
+            .is_some_and(|line| line.contains("Outpaced")),
+        "w3 was not removed as outpaced: {removal:?}"
+    );
+    // Still connected after its removal (until the idle timeout), and holding every
+    // acknowledgement (they waited for it), it is not admitted again while frozen: writes go
+    // on, replicated to w2 alone.
+    for id in 1..=100 {
+        let ack = write_row(&primary, "outpaced", id).await.unwrap();
+        assert_eq!(ack.durability, "replicated:1", "write {id}");
+    }
+    let removal = removals(primary.log());
+    assert_eq!(removal.len(), 1, "{removal:#?}");
+    signal(pid, "CONT");
+    wait_for(
+        "an isr record adding the standby back",
+        DEADLINE,
+        || async {
+            let records = plan.records("isr");
+            (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2", "w3"]))
+                .then_some(())
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writers.await.unwrap();
 }
 
 /// With `replication_ack = 1` and no standby in sync, writes get 503 with `Retry-After`; once

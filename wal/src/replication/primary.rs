@@ -28,7 +28,8 @@ pub struct PrimaryConfig {
     /// A standby whose oldest unacknowledged entry became durable locally longer ago than this
     /// (milliseconds) is proposed for removal from the ISR (`cluster.replication_lag_limit`). A
     /// standby is admitted when its lag is at most half of it, so one hovering near the limit
-    /// does not flap in and out.
+    /// does not flap in and out. A member gone silent while another keeps up is removed sooner,
+    /// at a fifth of it ([`RemovalReason::Outpaced`]).
     pub lag_limit_ms: u64,
     /// The least number of in-sync standbys a write needs (`cluster.replication_ack`). With
     /// fewer committed ISR members nothing is acknowledged, and writes should be refused (503).
@@ -59,6 +60,13 @@ pub enum RemovalReason {
     Disconnected,
     /// Its oldest unacknowledged entry is older than the lag limit.
     Lagging {
+        /// How far behind it was, in milliseconds.
+        lag_ms: u64,
+    },
+    /// It has said nothing for a fifth of the lag limit and lacks entries that old, while
+    /// another member kept up: this primary's packets get through, so the standby is what is
+    /// cut off (killed, frozen, partitioned away), and waiting longer only stalls writes.
+    Outpaced {
         /// How far behind it was, in milliseconds.
         lag_ms: u64,
     },
@@ -493,20 +501,20 @@ impl PrimaryState {
         }
         let removal = self.committed_isr.iter().find_map(|node| {
             let view = self.followers.get(node);
+            let lag_ms = self.lag_of(view.and_then(|view| view.confirmed), now_ms);
             if !view.is_some_and(|view| view.connected) {
                 // Never connected since this primary started, or gone because it stopped
                 // hearing us: a grace of one lag limit from the first durable batch it lacks,
                 // as for any other lag.
-                let lag_ms = self.lag_of(view.and_then(|view| view.confirmed), now_ms);
                 let patient = view.is_none_or(|view| view.unheard);
                 if !patient || lag_ms > self.config.lag_limit_ms {
                     return Some((node.clone(), RemovalReason::Disconnected));
                 }
-                return None;
+            } else if lag_ms > self.config.lag_limit_ms {
+                return Some((node.clone(), RemovalReason::Lagging { lag_ms }));
             }
-            let lag_ms = self.lag_of(view.and_then(|view| view.confirmed), now_ms);
-            (lag_ms > self.config.lag_limit_ms)
-                .then(|| (node.clone(), RemovalReason::Lagging { lag_ms }))
+            self.outpaced(node, view?, lag_ms, now_ms)
+                .then(|| (node.clone(), RemovalReason::Outpaced { lag_ms }))
         });
         if let Some((node, reason)) = removal {
             let mut in_sync = self.committed_isr.clone();
@@ -518,8 +526,14 @@ impl PrimaryState {
         if let Some(node) = self.admitting.clone() {
             let view = self.followers.get(&node);
             let confirmed = view.and_then(|view| view.confirmed);
-            let healthy = view.is_some_and(|view| view.connected)
-                && self.lag_of(confirmed, now_ms) <= self.config.lag_limit_ms;
+            let lag_ms = self.lag_of(confirmed, now_ms);
+            // Dropping an admission needs no record (it only holds acknowledgements back): one
+            // that falls silent is dropped as soon as a member would be outpaced.
+            let healthy = view.is_some_and(|view| {
+                view.connected
+                    && lag_ms <= self.config.lag_limit_ms
+                    && !self.silent(view, lag_ms, now_ms, 1)
+            });
             if !healthy {
                 self.admitting = None;
             } else if holds_everything_acknowledged(
@@ -539,17 +553,48 @@ impl PrimaryState {
         }
 
         let candidate = self.followers.iter().find(|(node, view)| {
+            let lag_ms = self.lag_of(view.confirmed, now_ms);
+            // Half the removal thresholds, so that a standby near one does not flap: one just
+            // outpaced is still connected (until the idle timeout) and, having held every
+            // acknowledgement back, holds everything acknowledged. A candidate must pass the
+            // admission's health check above, or the call below recurses without end.
             view.connected
                 && view.role == FollowerRole::Standby
                 && (view.confirmed.is_some() || self.local_durable.is_none())
                 && !self.committed_isr.contains(*node)
-                && self.lag_of(view.confirmed, now_ms) * 2 <= self.config.lag_limit_ms
+                && lag_ms * 2 <= self.config.lag_limit_ms
+                && !self.silent(view, lag_ms, now_ms, 2)
         });
         if let Some((node, _)) = candidate {
             self.admitting = Some(node.clone());
             // Admission may be proposable at once (nothing acknowledged beyond what it holds).
             self.propose_isr_change(now_ms);
         }
+    }
+
+    /// Whether member `node` (`view`, `lag_ms` behind) fell silent while another member keeps
+    /// up. The full lag limit is a wait for this primary's own packets to be lost: a primary
+    /// nobody hears must keep its members until one of them may replace it, and then every
+    /// member lags alike. A member that confirmed everything older than a twentieth of the lag
+    /// limit shows that its packets arrive; so no removal here leaves the set without a member
+    /// that kept up. A member that never connected to this primary, or subscribed or reported
+    /// within the last fifth of the lag limit (catching up, or slow), is left to the lag limit.
+    fn outpaced(&self, node: &str, view: &FollowerView, lag_ms: u64, now_ms: u64) -> bool {
+        let quick_ms = self.config.lag_limit_ms / 5;
+        self.silent(view, lag_ms, now_ms, 1)
+            && self.committed_isr.iter().any(|peer| {
+                peer != node
+                    && self.followers.get(peer).is_some_and(|peer| {
+                        peer.connected && self.lag_of(peer.confirmed, now_ms) * 4 <= quick_ms
+                    })
+            })
+    }
+
+    /// Whether a follower `lag_ms` behind has reported nothing for a fifth of the lag limit
+    /// (divided by `margin` as well) and lacks entries that old.
+    fn silent(&self, view: &FollowerView, lag_ms: u64, now_ms: u64, margin: u64) -> bool {
+        let quick_ms = self.config.lag_limit_ms / 5 / margin;
+        lag_ms > quick_ms && now_ms.saturating_sub(view.last_report_ms) > quick_ms
     }
 
     fn propose(&mut self, in_sync: BTreeSet<String>, change: IsrChange) {

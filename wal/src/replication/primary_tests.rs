@@ -152,6 +152,128 @@ fn test_should_keep_a_member_that_stopped_hearing_us_until_it_lags() {
     assert!(removal(&drain(&mut state)));
 }
 
+/// A member that falls silent while another keeps up is removed at a fifth of the lag limit:
+/// this primary's packets evidently get through. When every member falls silent (this primary
+/// may be the one cut off), each keeps the whole lag limit, so that one may replace it.
+#[test]
+fn test_should_remove_a_silent_member_sooner_while_another_keeps_up() {
+    let quick = LAG_LIMIT_MS / 5;
+    let outpaced = |actions: &[PrimaryAction], who: &str| {
+        actions.iter().any(|action| {
+            matches!(
+                action,
+                PrimaryAction::ProposeIsr {
+                    change: IsrChange::Remove {
+                        node,
+                        reason: RemovalReason::Outpaced { .. },
+                    },
+                    in_sync,
+                } if node == who && in_sync.len() == 1
+            )
+        })
+    };
+    let start = |now: u64| {
+        let mut state = PrimaryState::new(config(0), Some(Lsn(4)), ["s1".into(), "s2".into()], now);
+        state.subscribed("s1", FollowerRole::Standby, Lsn(5), now);
+        state.subscribed("s2", FollowerRole::Standby, Lsn(5), now);
+        drain(&mut state);
+        state
+    };
+
+    // s2 goes silent; s1 confirms every batch.
+    let mut state = start(0);
+    let mut now = 0;
+    let mut lsn = 5;
+    let mut removed_at = None;
+    while now < LAG_LIMIT_MS && removed_at.is_none() {
+        now += 10;
+        lsn += 1;
+        state.local_durable_advanced(Lsn(lsn), now);
+        state.confirmed("s1", Lsn(lsn), now + 1);
+        if outpaced(&drain(&mut state), "s2") {
+            removed_at = Some(now);
+        }
+    }
+    let removed_at = removed_at.expect("s2 outpaced before the lag limit");
+    assert!(
+        removed_at > quick && removed_at <= quick + 20,
+        "removed at {removed_at} ms"
+    );
+    // Removed, and still connected (until its idle timeout), it holds every acknowledgement
+    // (they waited for it): it is not admitted again while it stays silent.
+    state.isr_committed(["s1".to_string()], now);
+    for _ in 0..50 {
+        now += 10;
+        lsn += 1;
+        state.local_durable_advanced(Lsn(lsn), now);
+        state.confirmed("s1", Lsn(lsn), now + 1);
+        let actions = drain(&mut state);
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, PrimaryAction::ProposeIsr { .. })),
+            "{actions:?} at {now} ms"
+        );
+    }
+    // Heard again and caught up, it is.
+    state.confirmed("s2", Lsn(lsn), now + 2);
+    assert!(drain(&mut state).iter().any(|action| matches!(
+        action,
+        PrimaryAction::ProposeIsr {
+            change: IsrChange::Add { node },
+            ..
+        } if node == "s2"
+    )));
+
+    // Both go silent: nobody is removed before the lag limit.
+    let mut state = start(0);
+    state.local_durable_advanced(Lsn(5), 10);
+    drain(&mut state);
+    for now in (20..=10 + LAG_LIMIT_MS).step_by(10) {
+        state.tick(now);
+        assert!(drain(&mut state).is_empty(), "removal at {now} ms");
+    }
+    state.tick(11 + LAG_LIMIT_MS);
+    assert!(matches!(
+        &drain(&mut state)[..],
+        [PrimaryAction::ProposeIsr {
+            change: IsrChange::Remove {
+                reason: RemovalReason::Lagging { .. },
+                ..
+            },
+            ..
+        }]
+    ));
+
+    // Nor is one that reports (catching up, slow to sync) while lagging past a fifth.
+    let mut state = start(0);
+    state.local_durable_advanced(Lsn(5), 10);
+    state.local_durable_advanced(Lsn(6), 11);
+    state.confirmed("s1", Lsn(6), 12);
+    for now in (20..LAG_LIMIT_MS).step_by(10) {
+        state.local_durable_advanced(Lsn(now), now);
+        state.confirmed("s1", Lsn(now), now);
+        state.confirmed("s2", Lsn(5), now);
+        assert!(
+            drain(&mut state)
+                .iter()
+                .all(|action| !matches!(action, PrimaryAction::ProposeIsr { .. })),
+            "removal at {now} ms"
+        );
+    }
+
+    // A member that stopped hearing us is outpaced the same way once another keeps up.
+    let mut state = start(0);
+    state.unheard("s2", 1);
+    state.local_durable_advanced(Lsn(5), 10);
+    state.confirmed("s1", Lsn(5), 11);
+    drain(&mut state);
+    state.tick(10 + quick);
+    assert!(drain(&mut state).is_empty(), "at a fifth, not past it");
+    state.tick(11 + quick);
+    assert!(outpaced(&drain(&mut state), "s2"));
+}
+
 #[test]
 fn test_should_admit_a_caught_up_standby_holding_acks_meanwhile() {
     let mut state = PrimaryState::new(config(0), None, Vec::<String>::new(), 0);
