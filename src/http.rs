@@ -85,6 +85,7 @@ fn table() -> Vec<Route> {
         route("GET", "/health", Public, get(health)),
         route("GET", "/ready", Public, get(ready)),
         route("GET", "/metrics", Public, get(metrics_text)),
+        route("GET", "/ping", Public, get(ping)),
         route(
             "POST",
             "/api/v1/write/msgpack",
@@ -576,6 +577,19 @@ async fn health(State(node): State<AppState>) -> Response {
             HeaderValue::from(heard_ms),
         );
     }
+    response
+}
+
+/// InfluxDB's liveness check, which its client libraries call (`ping()`, `version()`) before
+/// or instead of a write: 204 and the version header they read. Public, as InfluxDB's is.
+async fn ping() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-influxdb-version",
+        HeaderValue::from_static(concat!("arc-node-", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert("x-influxdb-build", HeaderValue::from_static("arc-node"));
     response
 }
 

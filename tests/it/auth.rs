@@ -72,8 +72,8 @@ async fn test_should_require_a_token_with_the_right_permission_on_every_route() 
         .collect();
     assert_eq!(
         public,
-        ["/health", "/ready", "/metrics"],
-        "only the probes and the scrape endpoint are public (COMPAT.md)"
+        ["/health", "/ready", "/metrics", "/ping"],
+        "only the probes, InfluxDB's ping and the scrape endpoint are public (COMPAT.md)"
     );
     let anonymous = reqwest::Client::new();
     let mut weak_clients = std::collections::HashMap::new();

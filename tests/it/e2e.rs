@@ -410,3 +410,21 @@ async fn test_should_tell_the_lsn_epoch_and_durability_of_every_write() {
         "epoch {epoch2} then {epoch3} after a restart"
     );
 }
+
+/// InfluxDB client libraries check `/ping` (the Python client's `ping()` and `version()`, with
+/// GET or HEAD and no token): 204 and the version header they read.
+#[tokio::test]
+async fn test_should_answer_influxdb_clients_ping_without_a_token() {
+    let node = TestNode::start(&[]).await;
+    let anonymous = reqwest::Client::new();
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let response = anonymous
+            .request(method.clone(), node.url("/ping"))
+            .send()
+            .await
+            .expect("ping");
+        assert_eq!(response.status().as_u16(), 204, "{method}");
+        let version = response.headers()["x-influxdb-version"].to_str().unwrap();
+        assert!(version.starts_with("arc-node-"), "{method}: {version}");
+    }
+}
