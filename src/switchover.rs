@@ -33,6 +33,20 @@ pub struct WriteGate {
     closed: AtomicBool,
     admitted: AtomicUsize,
     drained: Notify,
+    /// A switchover holds the gate. Only one may: another one's abandon reopened the gate under
+    /// it (writes admitted after its fence, acknowledged and then cut by the target), and a
+    /// loser of the promote race stepped the node down under the winner (which then waited out
+    /// its whole step timeout for the target to show as serving).
+    switching: AtomicBool,
+}
+
+/// The one switchover running on this node; dropping it lets the next one start.
+struct Switching<'a>(&'a WriteGate);
+
+impl Drop for Switching<'_> {
+    fn drop(&mut self) {
+        self.0.switching.store(false, Ordering::Release);
+    }
 }
 
 /// A write admitted through the [`WriteGate`]; dropping it (the write answered) lets a closing
@@ -84,6 +98,16 @@ impl WriteGate {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+
+    /// Takes the gate for a switchover, unless one already has it.
+    fn begin_switchover(&self) -> Option<Switching<'_>> {
+        // No guard on refusal: built and dropped, it would release the running one's hold.
+        if self.switching.swap(true, Ordering::AcqRel) {
+            None
+        } else {
+            Some(Switching(self))
+        }
+    }
 }
 
 /// Why a switchover did not happen.
@@ -95,6 +119,9 @@ pub enum SwitchoverError {
     /// A step did not finish in time or failed; the primary stays: 409.
     #[error("{0}")]
     Abandoned(String),
+    /// Another switchover is running on this node: 409.
+    #[error("a switchover is already in progress on {0}; this one was not started")]
+    InProgress(String),
 }
 
 /// What a finished switchover reports.
@@ -124,6 +151,10 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
             inner.node_id
         ))
     })?;
+    let switching = inner
+        .write_gate
+        .begin_switchover()
+        .ok_or_else(|| SwitchoverError::InProgress(inner.node_id.clone()))?;
     let catalog = inner.catalog().snapshot();
     let view = inner.cluster.view();
     let ranked: Vec<String> = arc_gossip::rank_standbys(&view, &catalog.in_sync)
@@ -257,6 +288,9 @@ pub async fn run(inner: &NodeInner, target: Option<String>) -> Result<Switched, 
     }
     let unavailable = started.elapsed();
     crate::metrics::record_switchover(unavailable);
+    // Done: the gate stays closed and taken until the node steps down (which starts it again
+    // with a new gate), so no other switchover runs in between.
+    std::mem::forget(switching);
     Ok(Switched {
         previous_primary: inner.node_id.clone(),
         new_primary: target,
@@ -343,6 +377,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// One switchover holds the gate at a time; a refused one leaves the hold alone.
+    #[test]
+    fn test_should_let_one_switchover_hold_the_gate() {
+        let gate = WriteGate::default();
+        let first = gate.begin_switchover().expect("a free gate");
+        assert!(gate.begin_switchover().is_none());
+        assert!(
+            gate.begin_switchover().is_none(),
+            "the refusal released the hold"
+        );
+        drop(first);
+        assert!(gate.begin_switchover().is_some());
+    }
 
     /// A closing gate waits for every admitted write, refuses new ones, and reopens when it
     /// cannot drain in time.

@@ -793,6 +793,63 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
     );
 }
 
+/// Four switchovers asked at once, under load: one runs, the others get 409 and touch nothing.
+/// A loser of the promote race stepped the node down under the winner, which then waited its
+/// whole 10 s step timeout for the target to show as serving (writes refused meanwhile); and
+/// one abandoned switchover reopened the gate under another, letting writes in above its fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_concurrent_switchovers_run_one_and_lose_nothing() {
+    let (_storage, nodes, reader, _logs) = start_cluster("switchovers", &[]).await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..4);
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (load.acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let primary = &nodes[first.as_str()];
+    let answers = futures::future::join_all((0..4).map(|_| async {
+        let response = primary
+            .client
+            .post(primary.url("/api/v1/cluster/failover"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    }))
+    .await;
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(won.len(), 1, "{answers:#?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 409, "{body}");
+    }
+    let data = &won[0]["data"];
+    assert_eq!(data["epoch"].as_u64(), Some(epoch + 1), "{data}");
+    let unavailable = data["unavailable_ms"].as_u64().unwrap();
+    assert!(
+        unavailable < 10_000,
+        "writes were refused for {unavailable} ms: the switchover waited out its step timeout; {answers:#?}"
+    );
+    let new_epoch = epoch + 1;
+    wait_for("writes in the new epoch", DEADLINE, || async {
+        (load.acked_in(new_epoch) > 50).then_some(())
+    })
+    .await;
+    let new_primary = data["primary"].as_str().unwrap().to_string();
+    let acked = load.finish().await;
+    check_acknowledged(&acked, &nodes, &new_primary, &reader).await;
+}
+
 /// A switchover whose promote landed while its answer was lost (a failpoint takes the answer
 /// for a store error): the old primary keeps writes closed until a record of its own epoch
 /// settles the outcome, finds the promote there, and completes the switchover. Reopening
