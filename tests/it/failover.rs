@@ -1135,6 +1135,54 @@ impl MeshOfThree {
     }
 }
 
+/// A failover whose promote landed while its answer was lost (failpoint `promote-answer`), the
+/// old primary alive but cut off from the store (network namespaces and S3, as root): it is
+/// replaced on health, cannot read the promote, and goes on acknowledging whatever its in-sync
+/// standby confirms. The candidate acknowledges nothing until a record of the old epoch settles
+/// the outcome, finds its promote there and takes over; nothing acknowledged is lost. Breaking
+/// the settle so that it never ends fails this test (no takeover); going back to following on
+/// the error, as before, did not (3 runs: its next attempt found the promote before it
+/// confirmed any of the old primary's writes), so the catalog tests of `confirm_epoch` are the
+/// ones that show why it is settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_failover_whose_promote_answer_is_lost_loses_nothing() {
+    let test = "test_a_failover_whose_promote_answer_is_lost_loses_nothing";
+    let extra = [
+        ("ARC_FAILPOINTS", "promote-answer=fail-on:1"),
+        ("ARC_CLUSTER_UNHEALTHY_THRESHOLD", "2"),
+    ];
+    let Some(cluster) = MeshOfThree::start_with(test, "promote-lost", true, &extra).await else {
+        return;
+    };
+    let (mesh, nodes, reader) = (&cluster.mesh, &cluster.nodes, &cluster.reader);
+    let mut load = Load::default();
+    load.through((reader, "r1"), 0..4);
+    let (primary, epoch) = wait_for("a primary", DEADLINE, || primary_of(reader)).await;
+    let standby = if primary == "w1" { "w2" } else { "w1" };
+    wait_in_sync(&nodes[primary.as_str()], 2).await;
+    wait_writes_since(&load, Instant::now(), 20).await;
+
+    mesh.cut_store(MeshOfThree::index(&primary));
+    let (now_primary, new_epoch) = wait_new_primary(reader, epoch, &[primary.as_str()]).await;
+    assert_eq!(now_primary, standby);
+    let log = nodes[standby].log();
+    assert!(
+        log.contains("promote-answer: failing call 1"),
+        "the failpoint did not lose the promote's answer: {log}"
+    );
+    wait_writes_since(&load, Instant::now(), 20).await;
+    mesh.heal();
+    wait_stepped_down(
+        &nodes[primary.as_str()],
+        "the old primary to step down",
+        new_epoch,
+    )
+    .await;
+    wait_writes_since(&load, Instant::now(), 20).await;
+    let acked = load.finish().await;
+    check_acknowledged(&acked, nodes, standby, reader).await;
+}
+
 /// Only the link between the primary and a standby cut, both ways (network namespaces, as
 /// root): the standby finds the primary silent, but the reader still hears it, so the standby
 /// does not take over and says why. The primary drops it from the in-sync set and writes go
