@@ -497,21 +497,31 @@ fn cut_when_lost(response: Response, node: AppState, need: Need, target: String)
 /// (300 s) or until the link heals.
 const UNHEARD_PRIMARY_BOUND: Duration = Duration::from_secs(10);
 
+/// How long a forwarded write waits for the answer of a primary that was replaced meanwhile.
+const REPLACED_PRIMARY_GRACE: Duration = Duration::from_secs(1);
+
 /// Resolves once this node's view shows that `target` will not answer a forwarded request:
-/// for a write, another node is the primary (a newer epoch, or `target` dead), or this node
-/// (a follower) has not heard `target` for [`UNHEARD_PRIMARY_BOUND`] while the write was in
-/// flight; for a query, `target` is dead, has left, or is gone from the view. Returns why,
-/// for the client.
+/// for a write, another node has been the primary for [`REPLACED_PRIMARY_GRACE`] (a newer
+/// epoch, or `target` dead), or this node (a follower) has not heard `target` for
+/// [`UNHEARD_PRIMARY_BOUND`] while the write was in flight; for a query, `target` is dead, has
+/// left, or is gone from the view. Returns why, for the client.
+
 async fn target_lost(node: &AppState, need: Need, target: &str) -> String {
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     let sent = Instant::now();
+    let mut replaced_since = None;
     loop {
         ticks.tick().await;
         let view = node.cluster.view();
         match need {
             Need::Write => {
+                // An old primary that still runs (a switchover, a stop) answers what it holds
+                // within moments, 204 or 503: a 504 for those left clients in doubt. One that
+                // cannot answer (dead, frozen, cut off) is given up on a moment later.
                 if let Some(primary) = view.primary()
                     && primary.id != target
+                    && replaced_since.get_or_insert_with(Instant::now).elapsed()
+                        >= REPLACED_PRIMARY_GRACE
                 {
                     return format!("{} became primary", primary.id);
                 }

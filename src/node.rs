@@ -986,9 +986,10 @@ async fn run_term(
     );
 
     stop.cancelled().await;
+    let handed_over = hand_over_before_stopping(&inner).await;
     let stepping_down = lock(&inner.stepping_down).is_some();
     inner.draining.store(true, Ordering::Release);
-    if stepping_down {
+    if stepping_down || handed_over {
         info!("stepping down: stopping the writer, draining requests");
         // Writes waiting for acknowledgements that can no longer come get 503 now.
         stop_writer(&inner).await;
@@ -1021,7 +1022,7 @@ async fn run_term(
         arc_gossip::leave_linger(inner.config.cluster.heartbeat_interval.0).min(MAX_LEAVE_LINGER);
     let final_flush = async {
         // A deposed primary's flushes are void: its rows are the new primary's to flush.
-        if fatal.is_none() && !stepping_down {
+        if fatal.is_none() && !stepping_down && !handed_over {
             match tokio::time::timeout(shutdown_timeout, inner.flush_all()).await {
                 Ok(Ok(tables)) => info!(tables, "final flush done"),
                 Ok(Err(error)) => {
@@ -1044,6 +1045,47 @@ async fn run_term(
         Some(message) => Err(anyhow::anyhow!(message)),
         None if stepping_down => Ok(Ended::SteppedDown),
         None => Ok(Ended::Stopped),
+    }
+}
+
+/// A clustered primary asked to stop (SIGTERM) first hands its epoch to an in-sync standby by
+/// a planned switchover: the writes it admitted are answered, later ones get 503 and land on
+/// the new primary, and no client is left with a write of unknown outcome. Stopping without it,
+/// the standbys took over from a node that had left the gossip cluster while it still took
+/// writes, and a reader answered those it had forwarded with 504. Returns whether it handed
+/// over; without an eligible standby (or if a step fails) the node stops as before. Not with
+/// `cluster.failover_enabled = false`: the epoch then moves only when asked for, and the node
+/// comes back as primary.
+async fn hand_over_before_stopping(inner: &NodeInner) -> bool {
+    if !inner.cluster.is_clustered()
+        || !inner.config.cluster.failover_enabled
+        || inner.primary_parts().is_none()
+        || lock(&inner.stepping_down).is_some()
+        || lock(&inner.fatal).is_some()
+    {
+        return false;
+    }
+    // A third of the stop's budget: the drain and the final flush need the rest. Cut short, the
+    // gate stays closed (nothing more is acknowledged) and the node stops as below.
+    let bound = inner.config.server.shutdown_timeout.0 / 3;
+    match tokio::time::timeout(bound, crate::switchover::run(inner, None)).await {
+        Err(_) => {
+            warn!(?bound, "stopping: the switchover did not finish in time");
+            false
+        }
+        Ok(Ok(switched)) => {
+            info!(
+                new_primary = %switched.new_primary,
+                epoch = switched.epoch,
+                unavailable_ms = switched.unavailable.as_millis() as u64,
+                "stopping: handed the epoch over"
+            );
+            true
+        }
+        Ok(Err(error)) => {
+            info!(%error, "stopping without a switchover");
+            false
+        }
     }
 }
 

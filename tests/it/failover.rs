@@ -793,6 +793,56 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
     );
 }
 
+/// SIGTERM to a clustered primary under load (as `systemctl stop` or a rolling upgrade sends
+/// it): it hands its epoch to an in-sync standby by a planned switchover before it stops, exits
+/// cleanly, and no client through the reader gets a write of unknown outcome. It used to leave
+/// the gossip cluster first, while it still took writes: the standbys took over at once
+/// (reason `dead`) and the reader answered the writes it had forwarded with 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sigterm_to_the_primary_hands_over_and_leaves_no_write_in_doubt() {
+    let (_storage, mut nodes, reader, _logs) = start_cluster("sigterm", &[]).await;
+    let mut load = Load::default();
+    load.through((&reader, "r1"), 0..4);
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (load.acked_in(epoch) > 50).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let status = nodes.get_mut(first.as_str()).unwrap().stop().await;
+    assert!(status.success(), "{status:?}");
+    let (new_primary, new_epoch) = wait_new_primary(&reader, epoch, &[first.as_str()]).await;
+    wait_for("writes in the new epoch", DEADLINE, || async {
+        (load.acked_in(new_epoch) > 50).then_some(())
+    })
+    .await;
+    let summary = get_json(&nodes[new_primary.as_str()], "/api/v1/cluster")
+        .await
+        .unwrap();
+    let reasons: Vec<_> = summary["data"]["failovers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|failover| failover["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["switchover"], "{summary}");
+    let in_doubt: Vec<String> = reader
+        .log()
+        .lines()
+        .filter(|line| line.contains("target was lost while it was in flight"))
+        .map(str::to_owned)
+        .collect();
+    assert!(in_doubt.is_empty(), "writes answered 504: {in_doubt:#?}");
+    let log = nodes[first.as_str()].log();
+    assert!(
+        log.contains("stopping: handed the epoch over"),
+        "the primary stopped without a switchover: {log}"
+    );
+    let acked = load.finish().await;
+    nodes.remove(first.as_str());
+    check_acknowledged(&acked, &nodes, &new_primary, &reader).await;
+}
+
 /// Four switchovers asked at once, under load: one runs, the others get 409 and touch nothing.
 /// A loser of the promote race stepped the node down under the winner, which then waited its
 /// whole 10 s step timeout for the target to show as serving (writes refused meanwhile); and
