@@ -505,7 +505,6 @@ const REPLACED_PRIMARY_GRACE: Duration = Duration::from_secs(1);
 /// epoch, or `target` dead), or this node (a follower) has not heard `target` for
 /// [`UNHEARD_PRIMARY_BOUND`] while the write was in flight; for a query, `target` is dead, has
 /// left, or is gone from the view. Returns why, for the client.
-
 async fn target_lost(node: &AppState, need: Need, target: &str) -> String {
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     let sent = Instant::now();
