@@ -261,6 +261,23 @@ async fn wait_in_sync(primary: &TestNode, writers: usize) {
 /// The checker over every acknowledged write: each epoch acknowledged by one node, every
 /// acknowledged id stored exactly once (read on the reader with read-your-writes, after a
 /// flush on `primary`). On a loss, prints every log and where the lost rows were acknowledged.
+/// Waits until the cluster is steady under `load`: a primary, more than `writes` writes
+/// acknowledged in its epoch, and every standby in sync. Returns the primary and its epoch.
+async fn steady(
+    reader: &TestNode,
+    nodes: &BTreeMap<&str, TestNode>,
+    load: &Load,
+    writes: usize,
+) -> (String, u64) {
+    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(reader)).await;
+    wait_for("writes", DEADLINE, || async {
+        (load.acked_in(epoch) > writes).then_some(())
+    })
+    .await;
+    wait_all_in_sync(&nodes[first.as_str()]).await;
+    (first, epoch)
+}
+
 async fn check_acknowledged(
     acked: &BTreeMap<u64, Ack>,
     nodes: &BTreeMap<&str, TestNode>,
@@ -694,12 +711,7 @@ async fn test_a_planned_switchover_under_load_loses_nothing() {
             )
         }
     };
-    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    wait_for("writes", DEADLINE, || async {
-        (load.acked_in(epoch) > 50).then_some(())
-    })
-    .await;
-    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let (first, epoch) = steady(&reader, &nodes, &load, 50).await;
 
     let (status, body) = switch(Some("r1")).await;
     assert_eq!(status, 409, "{body}");
@@ -803,12 +815,7 @@ async fn test_sigterm_to_the_primary_hands_over_and_leaves_no_write_in_doubt() {
     let (_storage, mut nodes, reader, _logs) = start_cluster("sigterm", &[]).await;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
-    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    wait_for("writes", DEADLINE, || async {
-        (load.acked_in(epoch) > 50).then_some(())
-    })
-    .await;
-    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let (first, epoch) = steady(&reader, &nodes, &load, 50).await;
     let status = nodes.get_mut(first.as_str()).unwrap().stop().await;
     assert!(status.success(), "{status:?}");
     let (new_primary, new_epoch) = wait_new_primary(&reader, epoch, &[first.as_str()]).await;
@@ -852,12 +859,7 @@ async fn test_concurrent_switchovers_run_one_and_lose_nothing() {
     let (_storage, nodes, reader, _logs) = start_cluster("switchovers", &[]).await;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..4);
-    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    wait_for("writes", DEADLINE, || async {
-        (load.acked_in(epoch) > 50).then_some(())
-    })
-    .await;
-    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let (first, epoch) = steady(&reader, &nodes, &load, 50).await;
     let primary = &nodes[first.as_str()];
     let answers = futures::future::join_all((0..4).map(|_| async {
         let response = primary
@@ -952,12 +954,7 @@ async fn test_a_candidate_killed_mid_promotion_is_replaced() {
         start_cluster("midway", &[("ARC_FAILPOINTS", failpoint.as_str())]).await;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..3);
-    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    wait_for("writes", DEADLINE, || async {
-        (load.acked_in(epoch) > 50).then_some(())
-    })
-    .await;
-    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let (first, epoch) = steady(&reader, &nodes, &load, 50).await;
     nodes.get_mut(first.as_str()).unwrap().kill9();
     // One candidate aborts after its promote (epoch + 1); the other takes epoch + 2.
     let (survivor, final_epoch) = wait_for("the other standby to take over", DEADLINE, || async {
@@ -1601,12 +1598,7 @@ async fn test_with_default_timings_a_kill_9_recovers_within_30_s() {
     let (_storage, mut nodes, reader, _logs) = start_cluster("defaults", &defaults).await;
     let mut load = Load::default();
     load.through((&reader, "r1"), 0..2);
-    let (first, epoch) = wait_for("a primary", DEADLINE, || primary_of(&reader)).await;
-    wait_for("writes", DEADLINE, || async {
-        (load.acked_in(epoch) > 20).then_some(())
-    })
-    .await;
-    wait_all_in_sync(&nodes[first.as_str()]).await;
+    let (first, epoch) = steady(&reader, &nodes, &load, 20).await;
     let killed = Instant::now();
     nodes.get_mut(first.as_str()).unwrap().kill9();
     let recovered = wait_for("a write acknowledged in a new epoch", DEADLINE, || async {
