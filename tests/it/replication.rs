@@ -86,6 +86,15 @@ impl Plan {
         node
     }
 
+    /// Waits until the catalog's latest `isr` record names exactly `members` in sync.
+    async fn wait_isr(&self, what: &str, members: &[&str]) {
+        wait_for(what, DEADLINE, || async {
+            let records = self.records("isr");
+            (records.last()?["record"]["in_sync"] == serde_json::json!(members)).then_some(())
+        })
+        .await;
+    }
+
     /// The catalog's log records of `kind` so far.
     fn records(&self, kind: &str) -> Vec<Value> {
         let dir = self.storage.path().join("_catalog").join("log");
@@ -469,16 +478,8 @@ async fn test_a_stalled_standby_leaves_the_isr_and_comes_back() {
     let pid = standby.pid().unwrap();
     let stopped_at = Instant::now();
     signal(pid, "STOP");
-    wait_for(
-        "an isr record removing the stopped standby",
-        DEADLINE,
-        || async {
-            let records = plan.records("isr");
-            (records.last().unwrap()["record"]["in_sync"] == serde_json::json!(["w1"]))
-                .then_some(())
-        },
-    )
-    .await;
+    plan.wait_isr("an isr record removing the stopped standby", &["w1"])
+        .await;
     let removed_after = stopped_at.elapsed();
     assert!(
         removed_after < lag_limit + Duration::from_secs(5),
@@ -498,16 +499,8 @@ async fn test_a_stalled_standby_leaves_the_isr_and_comes_back() {
     })
     .await;
     signal(pid, "CONT");
-    wait_for(
-        "an isr record adding the standby back",
-        DEADLINE,
-        || async {
-            let records = plan.records("isr");
-            (records.last().unwrap()["record"]["in_sync"] == serde_json::json!(["w1", "w2"]))
-                .then_some(())
-        },
-    )
-    .await;
+    plan.wait_isr("an isr record adding the standby back", &["w1", "w2"])
+        .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writers.await.unwrap();
     assert!(acked.values().any(|ack| ack.durability == "local"));
@@ -526,12 +519,8 @@ async fn test_a_frozen_standby_is_removed_sooner_while_another_keeps_up() {
     let _standby = plan.start("w2", "writer", &[]).await;
     let frozen = plan.start("w3", "writer", &[]).await;
     let _logs = LogsOnPanic::new([("w1", &primary), ("w3", &frozen)]);
-    wait_for("both standbys in sync", DEADLINE, || async {
-        let records = plan.records("isr");
-        (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2", "w3"]))
-            .then_some(())
-    })
-    .await;
+    plan.wait_isr("both standbys in sync", &["w1", "w2", "w3"])
+        .await;
 
     // w3 confirms writes before it freezes (one that confirmed nothing is no candidate).
     let ack = write_row(&primary, "outpaced", 1_000).await.unwrap();
@@ -541,15 +530,8 @@ async fn test_a_frozen_standby_is_removed_sooner_while_another_keeps_up() {
     let pid = frozen.pid().unwrap();
     let frozen_at = Instant::now();
     signal(pid, "STOP");
-    wait_for(
-        "an isr record removing the frozen standby",
-        DEADLINE,
-        || async {
-            let records = plan.records("isr");
-            (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2"])).then_some(())
-        },
-    )
-    .await;
+    plan.wait_isr("an isr record removing the frozen standby", &["w1", "w2"])
+        .await;
     eprintln!("removed {:?} after the freeze", frozen_at.elapsed());
     let removals = |log: String| -> Vec<String> {
         log.lines()
@@ -579,16 +561,8 @@ async fn test_a_frozen_standby_is_removed_sooner_while_another_keeps_up() {
     let removal = removals(primary.log());
     assert_eq!(removal.len(), 1, "{removal:#?}");
     signal(pid, "CONT");
-    wait_for(
-        "an isr record adding the standby back",
-        DEADLINE,
-        || async {
-            let records = plan.records("isr");
-            (records.last()?["record"]["in_sync"] == serde_json::json!(["w1", "w2", "w3"]))
-                .then_some(())
-        },
-    )
-    .await;
+    plan.wait_isr("an isr record adding the standby back", &["w1", "w2", "w3"])
+        .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writers.await.unwrap();
 }
